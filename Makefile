@@ -1,0 +1,47 @@
+# advlab: the two commands of the README are `make run` and `make test`; both bootstrap .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UI_PORT ?= 5000
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap run test test-fast lint format ui report bench clean
+
+help: ## List the make targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap: ## Create/refresh .venv (idempotent; re-runs only when pyproject.toml changes)
+	@bash scripts/bootstrap.sh
+
+run: bootstrap ## Run the main job: python -m advlab (quickstart; extra Hydra overrides via ARGS="...")
+	$(PY) -m advlab $(ARGS)
+
+test: bootstrap ## Run lint and the whole test suite (slow and end-to-end tests included)
+	$(PY) -m ruff check advlab tests benchmarks
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: bootstrap ## Run only the fast tests
+	$(PY) -m pytest -q -m "not slow and not e2e" $(ARGS)
+
+lint: bootstrap ## ruff check + format check
+	$(PY) -m ruff check advlab tests benchmarks
+	$(PY) -m ruff format --check advlab tests benchmarks
+
+format: bootstrap ## ruff format + autofix
+	$(PY) -m ruff format advlab tests benchmarks
+	$(PY) -m ruff check --fix advlab tests benchmarks
+
+ui: bootstrap ## MLflow UI on this project's store, bound to 127.0.0.1 (UI_PORT=5000)
+	$(PY) -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/runs/mlflow.db" \
+		--default-artifact-root "$(CURDIR)/runs/mlartifacts" --host 127.0.0.1 --port $(UI_PORT)
+
+report: bootstrap ## PDF report of an MLflow experiment: make report ARGS="report.experiment=quickstart"
+	$(PY) -m advlab.report $(ARGS)
+
+bench: bootstrap ## Run the benchmarks (prints ratios; see docs/benchmarks.md)
+	$(PY) -m benchmarks.run_all $(ARGS)
+
+clean: ## Remove generated runs, reports and caches (keeps .venv)
+	rm -rf runs/* reports/*.pdf .pytest_cache
+	touch runs/.gitkeep reports/.gitkeep

@@ -1,0 +1,367 @@
+"""Structured-config schemas: the types of every key, registered with Hydra's ConfigStore.
+
+Each YAML option in ``conf/`` starts its defaults list with the matching ``*_schema`` entry, so Hydra
+merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong type fails at
+compose time, before any data is read. Range checks (eps >= 0, 0 <= dropout < 1, ...) that types
+cannot express live in :mod:`advlab.validate` and run first thing in the pipeline.
+
+This module imports nothing heavy (no torch, no mlflow) so ``python -m advlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def _register_resolvers() -> None:
+    # ${advlab.root:} lets YAML paths resolve against the project, never Hydra's run directory.
+    if not OmegaConf.has_resolver("advlab.root"):
+        OmegaConf.register_new_resolver("advlab.root", lambda: str(PROJECT_ROOT))
+
+
+# ----------------------------------------------------------------------------------------- data
+@dataclass
+class AugmentConf:
+    hflip: bool = False  # random horizontal flip (p = 0.5)
+    shift: int = 0  # random shift/crop with zero padding, in pixels
+    rotation: float = 0.0  # max absolute rotation, in degrees
+
+
+@dataclass
+class DataConf:
+    name: str = MISSING  # short name used in run names and tags (mnist, gender, ...)
+    loader: str = MISSING  # dotted path of the function that reads the raw splits
+    root: str | None = None  # folder holding the data (absolute, or relative to the project root)
+    val_fraction: float = 0.1  # share of the training data held out for validation
+    limit_train: int | None = None  # keep only the first N training images (after shuffling)
+    limit_test: int | None = None  # keep only the first N test images
+    augment: AugmentConf = field(default_factory=AugmentConf)
+
+
+@dataclass
+class MnistDataConf(DataConf):
+    test_fraction: float = 0.2  # share of the 5,000 embedded images held out as the test set
+
+
+@dataclass
+class GenderDataConf(DataConf):
+    train: str = "10k"  # tag of data_<tag>.bin / gender_<tag>.bin used for training
+    test: str = "test10k"  # tag of the test files
+    class_names: list[str] = field(default_factory=lambda: ["male", "female"])
+
+
+@dataclass
+class Cifar10DataConf(DataConf):
+    download: bool = True
+    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    md5: str = "c58f30108f718f92721af3b95e74349a"
+
+
+@dataclass
+class FolderDataConf(DataConf):
+    image_size: int = 32  # images are resized to image_size x image_size
+    channels: int = 3  # 1 = greyscale, 3 = RGB
+    test_fraction: float = 0.2  # used when the folder has no train/ and test/ subfolders
+
+
+# ---------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConf:
+    _target_: str = MISSING
+    _partial_: bool = True  # shape, class count and Normalize stats come from the data at run time
+    dropout: float = 0.0
+
+
+@dataclass
+class PerceptronConf(ModelConf):
+    hidden: int = 50
+
+
+@dataclass
+class CourseCnnConf(ModelConf):
+    filters: list[int] = field(default_factory=lambda: [3, 6, 12])
+
+
+@dataclass
+class Lenet5Conf(ModelConf):
+    pass
+
+
+@dataclass
+class MnistCnnConf(ModelConf):
+    dropout: float = 0.5
+    conv_dropout: float = 0.25
+
+
+@dataclass
+class VggSmallConf(ModelConf):
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_stage: int = 2
+    batch_norm: bool = True
+    hidden: int = 256
+
+
+@dataclass
+class ResnetSmallConf(ModelConf):
+    blocks_per_stage: int = 3  # 3 -> ResNet-20
+    width: int = 16
+
+
+# ------------------------------------------------------------------------------------ optimizer
+@dataclass
+class OptimizerConf:
+    _target_: str = MISSING
+    _partial_: bool = True  # the parameter groups are given at run time
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # applied to conv/linear weights only (see training.param_groups)
+
+
+@dataclass
+class SgdConf(OptimizerConf):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConf(OptimizerConf):
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class AdamWConf(AdamConf):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+# ---------------------------------------------------------------------------------------- train
+@dataclass
+class EarlyStoppingConf:
+    enabled: bool = True
+    monitor: str = "val_loss"  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
+    mode: str = "min"  # min | max
+    patience: int = 5  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+    restore_best: bool = True  # reload the best epoch's weights at the end
+
+
+@dataclass
+class SchedulerConf:
+    name: str = "none"  # none | staircase | cosine | onecycle
+    decay_rate: float = 0.75  # staircase: lr * decay_rate ** floor(step / decay_steps)
+    decay_steps: int = 1000  # staircase: optimizer steps between decays
+    max_lr: float | None = None  # onecycle: peak lr (default: optimizer lr)
+
+
+@dataclass
+class AdversarialTrainConf:
+    method: str = "none"  # none | fgsm_rs | pgd
+    eps: float = 8.0  # 1/255 units
+    alpha: float = 10.0  # 1/255 units (fgsm_rs: 1.25 * eps per Wong et al.; pgd: step size)
+    steps: int = 7  # pgd only
+    val_robust: bool = False  # PGD accuracy on a fixed validation subset each epoch
+    val_robust_n: int = 256  # size of that subset
+    val_robust_steps: int = 10
+
+
+@dataclass
+class TrainConf:
+    epochs: int = 10
+    batch_size: int = 64
+    loss: str = "cross_entropy"  # cross_entropy | mse (on one-hot targets, the course's first loss)
+    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
+    adversarial: AdversarialTrainConf = field(default_factory=AdversarialTrainConf)
+    channels_last: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    resume: str | None = None  # checkpoint file or run directory to continue from
+    checkpoint: bool = True  # write last/best checkpoints atomically every epoch
+    progress: bool = True  # progress bar (quiet when not a TTY)
+
+
+# --------------------------------------------------------------------------------------- attack
+@dataclass
+class AttackConf:
+    """An attack option; ``eps`` comes from ``eval.eps`` at run time (1/255 units)."""
+
+    _target_: str = MISSING
+    _partial_: bool = True  # the model and eps are given at run time
+    norm: str = "linf"  # linf | l2 | none (unbounded attacks such as deepfool)
+    white_box: bool = True  # false for query-only attacks (square)
+
+
+@dataclass
+class FgsmConf(AttackConf):
+    targeted: str | None = None  # null | random | least_likely
+
+
+@dataclass
+class PgdConf(AttackConf):
+    steps: int = 10
+    alpha: float = 2.0  # step size, 1/255 units
+    random_start: bool = True
+    targeted: str | None = None
+
+
+@dataclass
+class PgdL2Conf(AttackConf):
+    norm: str = "l2"
+    steps: int = 10
+    l2_per_unit: float = 0.1  # L2 radius per eps-grid unit, so the grid 0..16 maps to 0..1.6
+    alpha_fraction: float = 0.2  # step size as a fraction of the radius
+    random_start: bool = True
+
+
+@dataclass
+class ApgdCeConf(AttackConf):
+    steps: int = 10
+    restarts: int = 1
+
+
+@dataclass
+class SquareConf(AttackConf):
+    white_box: bool = False
+    queries: int = 1000
+    restarts: int = 1
+    p_init: float = 0.8
+
+
+@dataclass
+class CwConf(AttackConf):
+    norm: str = "l2"
+    c: float = 1.0
+    kappa: float = 0.0
+    steps: int = 50
+    lr: float = 0.01
+
+
+@dataclass
+class DeepfoolConf(AttackConf):
+    norm: str = "none"
+    steps: int = 50
+    overshoot: float = 0.02
+
+
+@dataclass
+class AutoattackConf(AttackConf):
+    version: str = "standard"
+
+
+# ----------------------------------------------------------------------------------------- eval
+@dataclass
+class SanityConf:
+    convergence_n: int = 128  # examples for the "PGD with twice the steps" check
+    convergence_eps: float = 8.0  # eps (1/255) for that check
+    tolerance: float = 0.01  # accuracy tolerance for monotonicity / PGD <= FGSM checks
+    chance_margin: float = 0.1  # warn if robust acc at the largest eps exceeds chance + margin
+
+
+@dataclass
+class EvalConf:
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
+    eps: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])  # 1/255
+    n_examples: int | None = 1000  # fixed seeded subset of the test set; null = all
+    batch_size: int = 256
+    grid_eps: float | None = 8.0  # eps (1/255) of the adversarial-example grids; null = none
+    grid_n: int = 8  # examples per grid
+    save_adversarial: bool = False  # save the adversarial sets as .npz
+    transfer_from: list[str] = field(default_factory=list)  # runs or checkpoints to craft on
+    sanity: SanityConf = field(default_factory=SanityConf)
+
+
+# ------------------------------------------------------------------------------ tracking/report
+@dataclass
+class TrackingConf:
+    enabled: bool = True
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project>/runs/mlflow.db
+    experiment: str = "quickstart"
+    run_name: str | None = None  # null: derived from data, model and overfitting controls
+    artifact_root: str | None = None  # null: <project>/runs/mlartifacts (new experiments only)
+    log_model: bool = True
+
+
+@dataclass
+class ReportConf:
+    enabled: bool = True  # build a single-run PDF at the end of every run
+    dir: str = "reports"  # absolute, or relative to the project root
+    experiment: str | None = None  # python -m advlab.report: experiment to report on
+    runs: Any = None  # python -m advlab.report: list of run ids, or an MLflow filter string
+    heatmap_eps: float | None = None  # eps (1/255) of sweep heatmaps; null = the largest
+
+
+@dataclass
+class PathsConf:
+    root: str = "${advlab.root:}"
+    runs_dir: str = "${paths.root}/runs"
+    cache_dir: str = "${paths.root}/data"  # downloads (CIFAR-10) land here; git-ignored
+
+
+@dataclass
+class Config:
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    train: TrainConf = MISSING
+    attacks: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConf = MISSING
+    tracking: TrackingConf = MISSING
+    report: ReportConf = MISSING
+    paths: PathsConf = field(default_factory=PathsConf)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {
+        "mnist": MnistDataConf,
+        "gender": GenderDataConf,
+        "cifar10": Cifar10DataConf,
+        "folder": FolderDataConf,
+    },
+    "model": {
+        "perceptron": PerceptronConf,
+        "course_cnn": CourseCnnConf,
+        "lenet5": Lenet5Conf,
+        "mnist_cnn": MnistCnnConf,
+        "vgg_small": VggSmallConf,
+        "resnet_small": ResnetSmallConf,
+    },
+    "optimizer": {"sgd": SgdConf, "adam": AdamConf, "adamw": AdamWConf},
+    "train": {"default": TrainConf},
+    "attack": {
+        "fgsm": FgsmConf,
+        "pgd": PgdConf,
+        "pgd_l2": PgdL2Conf,
+        "apgd_ce": ApgdCeConf,
+        "square": SquareConf,
+        "cw": CwConf,
+        "deepfool": DeepfoolConf,
+        "autoattack": AutoattackConf,
+    },
+    "eval": {"default": EvalConf},
+    "tracking": {"default": TrackingConf},
+    "report": {"default": ReportConf},
+}
+
+
+def register_configs() -> None:
+    """Register the schemas (idempotent). Called on import of :mod:`advlab.__main__` and tests."""
+    _register_resolvers()
+    cs = ConfigStore.instance()
+    cs.store(name="advlab_schema", node=Config)
+    for group, options in _SCHEMAS.items():
+        for option, node in options.items():
+            cs.store(group=group, name=f"{option}_schema", node=node)
+
+
+register_configs()
