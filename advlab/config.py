@@ -53,6 +53,7 @@ class MnistDataConf(DataConf):
 
 @dataclass
 class GenderDataConf(DataConf):
+    root: str = MISSING  # required: the folder with data_<tag>.bin / gender_<tag>.bin
     train: str = "10k"  # tag of data_<tag>.bin / gender_<tag>.bin used for training
     test: str = "test10k"  # tag of the test files
     class_names: list[str] = field(default_factory=lambda: ["male", "female"])
@@ -67,6 +68,7 @@ class Cifar10DataConf(DataConf):
 
 @dataclass
 class FolderDataConf(DataConf):
+    root: str = MISSING  # required: root/<class_name>/*.png (optionally under train/ and test/)
     image_size: int = 32  # images are resized to image_size x image_size
     channels: int = 3  # 1 = greyscale, 3 = RGB
     test_fraction: float = 0.2  # used when the folder has no train/ and test/ subfolders

@@ -1,0 +1,184 @@
+"""One run, start to end: validate, seed, data, model, fit, evaluate, track, report.
+
+This module reads like a table of contents; each step lives in its own package. It is imported lazily
+by ``advlab.__main__`` so that ``python -m advlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from advlab import naming
+from advlab.validate import validate_config
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train, attack, track and report one configuration; return its headline metrics.
+
+    The returned names are the MLflow metric names (``clean_acc``, ``robust_acc/<attack>/eps_<e>``,
+    ``asr/<attack>/eps_<e>``, ``num_params``), also written to ``<run_dir>/results/results.json``.
+    """
+    validate_config(cfg)  # before anything slow: a bad value costs milliseconds, not a training run
+
+    # Heavy imports only once the config is known to be good.
+    from advlab.attacks.evaluate import evaluate_robustness, headline_metrics
+    from advlab.data import load_data
+    from advlab.models import build_model, count_params, layer_table
+    from advlab.models.io import save_model
+    from advlab.runtime import seed_everything, select_device
+    from advlab.tracking import Tracker
+    from advlab.training.fit import fit
+
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    run_dir = _run_dir(cfg)
+    results_dir = run_dir / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    with Tracker(cfg, run_dir=run_dir) as tracker:
+        data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
+        _check_attacks_fit_task(cfg, data.num_classes)
+        tracker.log_data_facts(data.facts())
+
+        model = build_model(cfg.model, data)
+        num_params = count_params(model)
+        log.info(
+            "model %s, %d trainable parameters\n%s",
+            naming.option_name(cfg.model._target_),
+            num_params,
+            layer_table(model, (1, data.channels, *data.image_size)),
+        )
+        tracker.log_metrics({naming.NUM_PARAMS: num_params})
+
+        fitted = fit(
+            model,
+            data,
+            cfg.train,
+            cfg.optimizer,
+            seed=cfg.seed,
+            device=device,
+            run_dir=run_dir,
+            on_epoch=tracker.log_epoch,
+        )
+        tracker.log_metrics(
+            {
+                naming.BEST_EPOCH: fitted.best_epoch,
+                naming.STOPPED_EPOCH: fitted.stopped_epoch,
+                "train_seconds": fitted.seconds,
+            }
+        )
+        if cfg.tracking.log_model:
+            model_path = run_dir / "model" / "model.pt"
+            save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
+            tracker.log_artifact(model_path, "model")
+
+        evaluation = evaluate_robustness(
+            model,
+            data,
+            cfg.eval,
+            _selected_attacks(cfg),
+            seed=cfg.seed,
+            device=device,
+            out_dir=results_dir,
+        )
+        metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
+        results_json = results_dir / "results.json"
+        _write_json(results_json, metrics)
+        tracker.log_evaluation(evaluation, list(cfg.eval.eps))
+        tracker.log_artifact(results_json, "results")
+        hydra_dir = run_dir / ".hydra"
+        if hydra_dir.is_dir():
+            tracker.log_artifact(hydra_dir, "hydra")
+        run_id = tracker.run_id
+        tracking_uri = tracker.tracking_uri
+        experiment = tracker.experiment_name
+
+    pdf = None
+    if cfg.report.enabled and run_id is not None:
+        pdf = _single_run_report(cfg, tracking_uri, experiment, run_id)
+
+    _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf)
+    return metrics
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    """Hydra's output directory when run by Hydra; a fresh folder under paths.runs_dir otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    path = Path(cfg.paths.runs_dir) / "local" / f"{stamp}-{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _selected_attacks(cfg: DictConfig) -> DictConfig:
+    """The attack configs named in eval.attacks, in that order."""
+    return OmegaConf.create({name: cfg.attacks[name] for name in cfg.eval.attacks})
+
+
+def _check_attacks_fit_task(cfg: DictConfig, num_classes: int) -> None:
+    """Refuse attacks that are undefined on this task before training, not after it."""
+    from advlab.attacks.zoo import check_attack_support
+
+    for name in cfg.eval.attacks:
+        check_attack_support(name, cfg.attacks[name], num_classes)
+
+
+def _data_spec(data) -> dict:
+    return {
+        "in_channels": data.channels,
+        "image_size": list(data.image_size),
+        "num_classes": data.num_classes,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "class_names": list(data.class_names),
+        "dataset": data.name,
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)  # never a half-written results.json
+
+
+def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_id: str):
+    """Build the run's PDF from what MLflow now holds and attach it to the (finished) run."""
+    from advlab.config import PROJECT_ROOT
+    from advlab.report import build_report
+    from advlab.tracking import attach_artifact
+
+    out_dir = Path(cfg.report.dir)
+    if not out_dir.is_absolute():
+        out_dir = PROJECT_ROOT / out_dir
+    pdf = build_report(tracking_uri=tracking_uri, experiment=experiment, runs=[run_id], out_dir=out_dir)
+    attach_artifact(run_id, pdf, "report", tracking_uri=tracking_uri)
+    return pdf
+
+
+def _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf) -> None:
+    lines = ["", "advlab run finished"]
+    lines.append(f"  clean accuracy      {metrics[naming.CLEAN_ACC]:.1%}")
+    largest = max(cfg.eval.eps)
+    for attack in cfg.eval.attacks:
+        key = naming.robust_acc_key(attack, largest)
+        if key in metrics:
+            lines.append(f"  {attack:<8} eps {naming.format_eps(largest)}/255  {metrics[key]:.1%}")
+    lines.append(f"  run directory       {run_dir}")
+    if run_id is not None:
+        lines.append(f"  MLflow run          {run_id} ({tracking_uri})")
+        lines.append("  compare runs        make ui  ->  http://127.0.0.1:5000")
+    if pdf is not None:
+        lines.append(f"  PDF report          {pdf}")
+    # The summary is the product's answer to the user, so it goes to the log (Hydra's console).
+    log.info("\n".join(lines))

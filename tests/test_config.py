@@ -1,0 +1,138 @@
+"""Every config option and experiment composes; bad values are refused with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from advlab.config import CONF_DIR, PROJECT_ROOT
+from advlab.errors import ConfigError
+from advlab.validate import validate_config
+from tests.conftest import compose_config
+
+GROUPS = ["data", "model", "optimizer"]
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
+)
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if group == "data" and option in ("gender", "folder"):
+        overrides.append("data.root=/somewhere")
+    cfg = compose_config(overrides)
+    OmegaConf.resolve(cfg)
+    validate_config(cfg)
+
+
+def test_contract_options_exist() -> None:
+    # Other issues and users build on these names.
+    assert set(_options("data")) == {"mnist", "gender", "cifar10", "folder"}
+    assert set(_options("model")) == {
+        "perceptron",
+        "course_cnn",
+        "lenet5",
+        "mnist_cnn",
+        "vgg_small",
+        "resnet_small",
+    }
+    assert set(_options("optimizer")) == {"sgd", "adam", "adamw"}
+
+
+def test_every_attack_option_is_composed_under_attacks() -> None:
+    cfg = compose_config()
+    assert set(cfg.attacks) == set(_options("attack"))
+    assert cfg.attacks.pgd.steps == 10
+    assert compose_config(["attacks.pgd.steps=20"]).attacks.pgd.steps == 20
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment: str) -> None:
+    cfg = compose_config([f"+experiment={experiment}", "data.root=/somewhere"])
+    OmegaConf.resolve(cfg)
+    validate_config(cfg)
+
+
+def test_paths_resolve_against_the_project_root() -> None:
+    cfg = compose_config()
+    assert cfg.paths.root == str(PROJECT_ROOT)
+    assert cfg.paths.runs_dir == str(PROJECT_ROOT / "runs")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.epoch=3", "model.dropuot=0.5", "train.epochs=many", "eval.eps=oops", "model=resnet9000"],
+)
+def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: str) -> None:
+    with pytest.raises((ConfigCompositionException, MissingConfigException)):
+        compose_config([override])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("eval.eps=[0,-2,4]", "eval.eps"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("train.early_stopping.patience=-1", "train.early_stopping.patience"),
+        ("train.epochs=0", "train.epochs"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.adversarial.eps=-8", "train.adversarial.eps"),
+        ("train.early_stopping.monitor=val_robust_acc", "train.early_stopping.monitor"),
+        ("train.early_stopping.monitor=val_acc", "train.early_stopping.mode"),
+        ("eval.attacks=[fgsm,nope]", "eval.attacks"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("device=tpu", "device"),
+    ],
+)
+def test_out_of_range_values_are_refused_with_the_key_named(override: str, key: str) -> None:
+    cfg = compose_config([override])
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert message.startswith(f"{key}="), message
+    assert "\n" not in message
+
+
+def test_gender_without_root_says_how_to_pass_it() -> None:
+    cfg = compose_config(["data=gender"])
+    with pytest.raises(ConfigError, match="data.root is required"):
+        validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_bad_value_in_seconds_with_one_line(tmp_path) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab", "eval.eps=[0,-1]", f"paths.runs_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # the cwd must not matter
+        timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "eval.eps" in errors[0], proc.stdout + proc.stderr
+    assert elapsed < 5, f"refusing a bad value took {elapsed:.1f} s"
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was started
+
+
+@pytest.mark.slow
+def test_cli_help_is_fast() -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "advlab" in proc.stdout
+    assert time.monotonic() - start < 5
