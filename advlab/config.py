@@ -1,9 +1,9 @@
 """Structured-config schemas: the types of every key, registered with Hydra's ConfigStore.
 
-Each YAML option in ``conf/`` starts its defaults list with the matching ``*_schema`` entry, so Hydra
-merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong type fails at
-compose time, before any data is read. Range checks (eps >= 0, 0 <= dropout < 1, ...) that types
-cannot express live in :mod:`advlab.validate` and run first thing in the pipeline.
+Each YAML option in ``conf/`` starts its defaults list with the matching ``*_schema`` entry,
+so Hydra merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong
+type fails at compose time, before any data is read. Range checks (eps >= 0, 0 <= dropout < 1,
+...) that types cannot express live in :mod:`advlab.validate` and run first thing in the pipeline.
 
 This module imports nothing heavy (no torch, no mlflow) so ``python -m advlab --help`` stays fast.
 """

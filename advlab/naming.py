@@ -28,5 +28,5 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_
 
 
 def option_name(target: str) -> str:
-    """Option name of a component from its ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
+    """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
     return target.rsplit(".", 1)[-1]

@@ -1,7 +1,7 @@
 """One run, start to end: validate, seed, data, model, fit, evaluate, track, report.
 
-This module reads like a table of contents; each step lives in its own package. It is imported lazily
-by ``advlab.__main__`` so that ``python -m advlab --help`` stays fast.
+This module reads like a table of contents; each step lives in its own package. It is imported
+lazily by ``advlab.__main__`` so that ``python -m advlab --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_
     out_dir = Path(cfg.report.dir)
     if not out_dir.is_absolute():
         out_dir = PROJECT_ROOT / out_dir
-    pdf = build_report(tracking_uri=tracking_uri, experiment=experiment, runs=[run_id], out_dir=out_dir)
+    pdf = build_report(
+        tracking_uri=tracking_uri, experiment=experiment, runs=[run_id], out_dir=out_dir
+    )
     attach_artifact(run_id, pdf, "report", tracking_uri=tracking_uri)
     return pdf
 

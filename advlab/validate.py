@@ -1,10 +1,10 @@
 """Range and consistency checks that types alone cannot express.
 
 The schemas in :mod:`advlab.config` already refuse typo'd keys, unknown options and wrong types at
-compose time. This module refuses values that are well-typed but wrong (a negative eps, dropout >= 1,
-an early-stopping monitor that is never recorded, ...). It reads nothing but the config, so it runs in
-milliseconds, first thing in the pipeline, before any data is read. Each failure is one line that
-names the key, the value and what is wrong.
+compose time. This module refuses values that are well-typed but wrong (a negative eps,
+dropout >= 1, an early-stopping monitor that is never recorded, ...). It reads nothing but the
+config, so it runs in milliseconds, first thing in the pipeline, before any data is read. Each
+failure is one line that names the key, the value and what is wrong.
 """
 
 from __future__ import annotations

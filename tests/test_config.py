@@ -71,7 +71,13 @@ def test_paths_resolve_against_the_project_root() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["train.epoch=3", "model.dropuot=0.5", "train.epochs=many", "eval.eps=oops", "model=resnet9000"],
+    [
+        "train.epoch=3",
+        "model.dropuot=0.5",
+        "train.epochs=many",
+        "eval.eps=oops",
+        "model=resnet9000",
+    ],
 )
 def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: str) -> None:
     with pytest.raises((ConfigCompositionException, MissingConfigException)):
