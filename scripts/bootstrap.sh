@@ -22,9 +22,14 @@ fi
 echo "bootstrap: installing advlab into $VENV (takes about 1-2 minutes on a fresh machine)"
 start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${pip[@]}" "$TORCH_SPEC"
-"${pip[@]}" -e ".[dev]"
-"${pip[@]}" --no-deps "$TORCHATTACKS_SPEC"
+pip_install() {
+  # Drop pip's notes about this machine's local index folders; keep every real warning and error.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 |
+    { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_install "$TORCH_SPEC"
+pip_install -e ".[dev]"
+pip_install --no-deps "$TORCHATTACKS_SPEC"
 echo "$want" > "$STAMP"
 echo "bootstrap: done in $(( $(date +%s) - start )) s"
