@@ -142,3 +142,25 @@ def test_cli_help_is_fast() -> None:
     )
     assert proc.returncode == 0 and "advlab" in proc.stdout
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "quickstart"])
+def test_experiments_do_not_inherit_the_quickstart_preset(experiment: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"+experiment={experiment}", "data.root=/somewhere"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.runtime.choices.preset == "none"
+
+
+def test_default_run_is_the_quickstart_experiment() -> None:
+    plain = compose_config()
+    named = compose_config(["+experiment=quickstart"])
+    assert OmegaConf.to_container(plain, resolve=True) == OmegaConf.to_container(
+        named, resolve=True
+    )
+    assert plain.model.dropout == 0.25 and plain.tracking.experiment == "quickstart"
