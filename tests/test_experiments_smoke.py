@@ -1,0 +1,121 @@
+"""Every experiment runs to completion, shrunk to seconds, on the real data in ../shared/data.
+
+The same shrinking works for users: append the overrides in SMOKE to any experiment's command line
+to check it end to end before the full-size run (README, "Experiments").
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from advlab import naming
+from advlab.pipeline import run
+from tests.conftest import CIFAR10_ARCHIVE, CIFAR10_SHARED_MD5, GENDER_DIR, require
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SMOKE = [
+    "train.epochs=1",
+    "data.limit_train=256",
+    "data.limit_test=64",
+    "eval.n_examples=32",
+    "eval.eps=[0,8]",
+    "eval.grid_n=2",
+    "eval.sanity.convergence_n=16",
+    "attacks.pgd.steps=2",
+    "train.adversarial.steps=2",
+    "train.adversarial.val_robust_n=16",
+    "train.adversarial.val_robust_steps=2",
+]
+
+
+def _data_overrides(experiment: str) -> list[str]:
+    if experiment.startswith("gender") or experiment == "transfer":
+        root = require(GENDER_DIR)
+        return [f"data.root={root}", "data.train=1k", "data.test=test1k"]
+    if experiment.startswith("cifar10"):
+        archive = require(CIFAR10_ARCHIVE)
+        # The shared archive is a reconstruction with its own MD5 (see its README).
+        return [
+            f"data.root={archive.parent}",
+            f"data.md5={CIFAR10_SHARED_MD5}",
+            "data.download=false",
+        ]
+    return []
+
+
+def _run_smoke(make_cfg, experiment: str, *extra: str) -> tuple[dict[str, float], object]:
+    cfg = make_cfg(f"+experiment={experiment}", *_data_overrides(experiment), *SMOKE, *extra)
+    return run(cfg), cfg
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        "quickstart",
+        "gender_perceptron",
+        "gender_cnn",
+        "gender_cnn_dropout",
+        "gender_fool",
+        "gender_overfitting",
+        "cifar10_fool",
+        "cifar10_regularization_sweep",
+        "cifar10_adversarial_training",
+    ],
+)
+def test_experiment_runs_end_to_end(make_cfg, experiment: str) -> None:
+    metrics, cfg = _run_smoke(make_cfg, experiment, "report.enabled=true")
+    assert naming.CLEAN_ACC in metrics
+    assert naming.robust_acc_key(cfg.eval.attacks[0], 8) in metrics
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment_id = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+    (mlflow_run,) = client.search_runs([experiment_id])
+    assert mlflow_run.info.status == "FINISHED"
+    assert list(Path(cfg.report.dir).glob("*.pdf"))
+
+
+def test_transfer_experiment_crafts_on_another_run(make_cfg) -> None:
+    _source_metrics, source_cfg = _run_smoke(make_cfg, "gender_cnn", "report.enabled=false")
+    client = MlflowClient(tracking_uri=source_cfg.tracking.uri)
+    experiment_id = client.get_experiment_by_name("gender_cnn").experiment_id
+    (source,) = client.search_runs([experiment_id])
+    source_dir = source.data.tags["advlab.run_dir"]
+    metrics, _cfg = _run_smoke(
+        make_cfg, "transfer", f"eval.transfer_from=[{source_dir}]", "report.enabled=false"
+    )
+    assert naming.CLEAN_ACC in metrics
+
+
+def test_sweep_experiment_runs_as_a_multirun(tmp_path) -> None:
+    """`-m` runs the experiment's sweep; here shrunk to 2 jobs by fixing the other swept keys."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advlab",
+            "-m",
+            "+experiment=gender_overfitting",
+            *_data_overrides("gender_overfitting"),
+            *SMOKE,
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            "model.dropout=0.0,0.5",  # data.limit_train is fixed by SMOKE
+            "optimizer.weight_decay=0.0",
+            "train.early_stopping.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("gender_overfitting").experiment_id
+    runs = client.search_runs([experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    assert {r.data.params["model.dropout"] for r in children} == {"0.0", "0.5"}
+    assert all(r.info.status == "FINISHED" for r in runs)
