@@ -1,0 +1,1 @@
+"""Measurements (not tests): run each as ``python -m benchmarks.<name>``."""
