@@ -1,0 +1,284 @@
+"""Sanity checks that make a robustness number believable (Carlini et al. 2019; AutoAttack).
+
+Every check returns a :class:`SanityCheck` with status ``pass`` or ``warn`` and an evidence string
+stating the numbers it looked at. A ``warn`` does not stop the run: it says the robust accuracy may
+be an over-estimate (attack too weak, gradients masked) and why. The one hard failure is check 1: an
+adversarial example outside its eps ball or outside [0, 1] means the numbers are wrong, so
+:func:`check_bounds` raises :class:`~advlab.errors.AttackError`.
+
+All accuracies here are fractions in [0, 1]; eps values are in 1/255 units (the ``eval.eps`` grid).
+The functions are pure (tables and arrays in, a verdict out) so they can be tested on their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from advlab.errors import AttackError
+from advlab.naming import WORST_CASE, format_eps
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+BOUND_TOL = 1e-6  # float32 slack on ||x_adv - x||_inf <= eps (pixel units)
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    name: str
+    status: str  # 'pass' | 'warn' | 'fail'
+    evidence: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _pct(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _curve(table: pd.DataFrame, attack: str) -> pd.Series:
+    """Robust accuracy of ``attack`` indexed by eps (sorted)."""
+    rows = table[table["attack"] == attack]
+    return rows.set_index("eps")["robust_acc"].sort_index()
+
+
+# ------------------------------------------------------------------------------------------ check 1
+def check_bounds(
+    attack: str,
+    eps: float,
+    x_adv: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    norm: str,
+    budget: float | None,
+) -> float:
+    """Check 1 for one attack x eps: every ``x_adv`` is finite, in [0, 1] and within its budget.
+
+    ``x_adv``, ``x``: float (N, C, H, W). ``budget`` is the radius in pixel units in ``norm``
+    ('linf' or 'l2'); ``None`` for unbounded (minimum-norm) attacks, where only [0, 1] is checked.
+    Returns the largest perturbation found (pixel units, in ``norm``; L-inf when unbounded).
+    Raises :class:`AttackError` on any violation.
+    """
+    where = f"attack {attack!r} at eps {format_eps(eps)}/255"
+    if x_adv.shape != x.shape:
+        raise AttackError(
+            f"{where}: adversarial batch shape {tuple(x_adv.shape)} != {tuple(x.shape)}"
+        )
+    if x_adv.numel() == 0:
+        return 0.0
+    if not torch.isfinite(x_adv).all():
+        raise AttackError(f"{where}: adversarial examples contain NaN or inf")
+    low, high = float(x_adv.min()), float(x_adv.max())
+    if low < 0.0 or high > 1.0:
+        raise AttackError(
+            f"{where}: adversarial pixels leave [0, 1] (min {low:.6g}, max {high:.6g})"
+        )
+    delta = (x_adv - x).flatten(1)
+    if norm == "l2":
+        largest = float(delta.norm(p=2, dim=1).max())
+        tol = BOUND_TOL + 1e-5 * (budget or 0.0)  # float32 norm of thousands of pixels
+    else:
+        largest = float(delta.abs().amax(dim=1).max())
+        tol = BOUND_TOL
+    if budget is not None and largest > budget + tol:
+        raise AttackError(
+            f"{where}: perturbation {norm} norm {largest:.8g} exceeds the budget {budget:.8g} "
+            f"(+{tol:g}); the attack does not respect its eps ball"
+        )
+    return largest
+
+
+def bounds_summary(n_checked: int, worst_ratio: float) -> SanityCheck:
+    """Check 1 verdict after every attack x eps passed :func:`check_bounds`."""
+    ratio = "n/a" if math.isnan(worst_ratio) else f"{worst_ratio:.6f}"
+    return SanityCheck(
+        "bounds",
+        PASS,
+        f"{n_checked} adversarial examples checked: all finite, in [0, 1] and within their eps "
+        f"ball (largest perturbation / budget = {ratio})",
+    )
+
+
+# ------------------------------------------------------------------------------------------ check 2
+def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck:
+    """Check 2: at eps = 0 every attack's robust accuracy equals the clean accuracy."""
+    rows = table[(table["eps"] == 0) & (table["attack"] != WORST_CASE)]
+    if rows.empty:
+        return SanityCheck("eps0_clean", PASS, "not applicable: eps 0 is not in eval.eps")
+    # Compare counts, not floats: the two must agree example for example.
+    clean_count = round(clean_acc * n)
+    off = [
+        f"{r.attack} {_pct(r.robust_acc)}"
+        for r in rows.itertuples()
+        if round(r.robust_acc * n) != clean_count
+    ]
+    if off:
+        return SanityCheck(
+            "eps0_clean",
+            WARN,
+            f"at eps 0 robust accuracy differs from clean {_pct(clean_acc)}: {', '.join(off)} "
+            "(model not in eval mode, or an attack that moves points at eps 0)",
+        )
+    return SanityCheck(
+        "eps0_clean",
+        PASS,
+        f"eps 0 gives the clean accuracy {_pct(clean_acc)} for {', '.join(rows['attack'])}",
+    )
+
+
+# ------------------------------------------------------------------------------------------ check 3
+def check_pgd_le_fgsm(table: pd.DataFrame, tolerance: float) -> SanityCheck:
+    """Check 3: PGD robust accuracy <= FGSM robust accuracy (+ tolerance) at each shared eps."""
+    if not {"pgd", "fgsm"} <= set(table["attack"]):
+        return SanityCheck("pgd_le_fgsm", PASS, "not applicable: needs both fgsm and pgd")
+    pgd, fgsm = _curve(table, "pgd"), _curve(table, "fgsm")
+    shared = pgd.index.intersection(fgsm.index)
+    bad = [e for e in shared if pgd[e] > fgsm[e] + tolerance]
+    if bad:
+        detail = ", ".join(
+            f"eps {format_eps(e)}: pgd {_pct(pgd[e])} > fgsm {_pct(fgsm[e])}" for e in bad
+        )
+        return SanityCheck(
+            "pgd_le_fgsm",
+            WARN,
+            f"{detail} (tolerance {_pct(tolerance)}): PGD is too weak (more steps, larger alpha) "
+            "or gradients are masked",
+        )
+    worst_gap = max((pgd[e] - fgsm[e] for e in shared), default=math.nan)
+    return SanityCheck(
+        "pgd_le_fgsm",
+        PASS,
+        f"pgd <= fgsm at all {len(shared)} eps (largest pgd - fgsm: {_pct(worst_gap)})",
+    )
+
+
+# ------------------------------------------------------------------------------------------ check 4
+def check_monotone(table: pd.DataFrame, tolerance: float) -> SanityCheck:
+    """Check 4: for every attack, robust accuracy does not rise with eps (beyond tolerance)."""
+    bad = []
+    for attack in dict.fromkeys(table["attack"]):
+        curve = _curve(table, attack)
+        for (e0, a0), (e1, a1) in zip(curve.items(), list(curve.items())[1:], strict=False):
+            if a1 > a0 + tolerance:
+                bad.append(
+                    f"{attack}: eps {format_eps(e0)} {_pct(a0)} -> eps {format_eps(e1)} {_pct(a1)}"
+                )
+    if bad:
+        return SanityCheck(
+            "monotone_eps",
+            WARN,
+            f"robust accuracy rises with eps: {'; '.join(bad)} (tolerance {_pct(tolerance)}); "
+            "a stronger budget should never help the model: suspect a weak or masked attack",
+        )
+    return SanityCheck(
+        "monotone_eps", PASS, f"robust accuracy never rises with eps (tolerance {_pct(tolerance)})"
+    )
+
+
+# ------------------------------------------------------------------------------------------ check 5
+def check_chance(table: pd.DataFrame, num_classes: int, margin: float) -> SanityCheck:
+    """Check 5: at the largest eps the strongest attack brings accuracy near chance (1/K)."""
+    largest = float(table["eps"].max())
+    chance = 1.0 / num_classes
+    if largest <= 0:
+        return SanityCheck("chance_at_max_eps", PASS, "not applicable: the largest eps is 0")
+    rows = table[table["eps"] == largest]
+    best = rows.loc[rows["robust_acc"].idxmin()]
+    evidence = (
+        f"at eps {format_eps(largest)}/255 the strongest attack ({best['attack']}) leaves "
+        f"{_pct(best['robust_acc'])}; chance is {_pct(chance)} (+ margin {_pct(margin)})"
+    )
+    if best["robust_acc"] > chance + margin:
+        return SanityCheck(
+            "chance_at_max_eps",
+            WARN,
+            evidence + ": possible gradient masking, or the largest eps is simply small for "
+            "this task; try a larger eps or a gradient-free attack (square)",
+        )
+    return SanityCheck("chance_at_max_eps", PASS, evidence)
+
+
+# ------------------------------------------------------------------------------------------ check 6
+def check_convergence(
+    base_correct: np.ndarray, double_correct: np.ndarray, *, steps: int, eps: float
+) -> SanityCheck:
+    """Check 6: PGD with ``2 * steps`` moves robust accuracy by under 1 point.
+
+    ``base_correct`` / ``double_correct``: bool (n,) robust-or-not per example, same examples.
+    """
+    n = len(base_correct)
+    if n == 0:
+        return SanityCheck("pgd_converged", PASS, "not applicable: no examples")
+    base, double = float(np.mean(base_correct)), float(np.mean(double_correct))
+    evidence = (
+        f"PGD at eps {format_eps(eps)}/255 on {n} examples: {steps} steps {_pct(base)}, "
+        f"{2 * steps} steps {_pct(double)}"
+    )
+    if abs(base - double) >= 0.01:
+        return SanityCheck(
+            "pgd_converged",
+            WARN,
+            evidence + ": not converged (moved by 1 point or more); raise attacks.pgd.steps",
+        )
+    return SanityCheck("pgd_converged", PASS, evidence)
+
+
+# ------------------------------------------------------------------------------------------ check 7
+def check_zero_gradients(zero_grad: np.ndarray) -> SanityCheck:
+    """Check 7: share of examples whose input gradient of the loss is exactly zero.
+
+    ``zero_grad``: bool (N,). Any such example is invisible to gradient attacks (saturated
+    softmax, a non-differentiable layer): their robust accuracy may be an over-estimate.
+    """
+    n = len(zero_grad)
+    count = int(np.sum(zero_grad))
+    share = count / n if n else 0.0
+    evidence = f"{count} of {n} examples ({_pct(share)}) have an all-zero input gradient"
+    if count:
+        return SanityCheck(
+            "zero_gradients",
+            WARN,
+            evidence + ": gradient attacks cannot move them (gradient masking indicator); "
+            "check with a black-box attack (square)",
+        )
+    return SanityCheck("zero_gradients", PASS, evidence)
+
+
+# ------------------------------------------------------------------------------------------ check 8
+def check_black_box(
+    table: pd.DataFrame, white_box: Mapping[str, bool], tolerance: float
+) -> SanityCheck:
+    """Check 8: a black-box attack never beats (lower accuracy than) every white-box attack."""
+    black = [a for a, wb in white_box.items() if not wb]
+    white = [a for a, wb in white_box.items() if wb]
+    if not black or not white:
+        return SanityCheck(
+            "black_box_not_better", PASS, "not applicable: needs a black-box and a white-box attack"
+        )
+    bad = []
+    for eps in sorted(set(table["eps"])):
+        rows = table[table["eps"] == eps].set_index("attack")["robust_acc"]
+        best_white = rows.reindex(white).min()
+        for attack in black:
+            if attack in rows and rows[attack] < best_white - tolerance:
+                bad.append(
+                    f"eps {format_eps(eps)}: {attack} {_pct(rows[attack])} < best white-box "
+                    f"{_pct(best_white)}"
+                )
+    if bad:
+        return SanityCheck(
+            "black_box_not_better",
+            WARN,
+            f"{'; '.join(bad)}: gradients mislead the white-box attacks (gradient masking)",
+        )
+    return SanityCheck(
+        "black_box_not_better",
+        PASS,
+        f"black-box {', '.join(black)} never beats the best white-box attack "
+        f"({', '.join(white)}; tolerance {_pct(tolerance)})",
+    )

@@ -1,0 +1,379 @@
+"""Robustness evaluation end to end on a tiny trained model and synthetic data (seconds on CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torch import nn
+
+from advlab import naming
+from advlab.attacks.evaluate import (
+    TABLE_COLUMNS,
+    eval_mode,
+    evaluate_robustness,
+    headline_metrics,
+    run_attack,
+    select_subset,
+)
+from advlab.attacks.transfer import as_matrix, resolve_checkpoint, transfer_matrix
+from advlab.data.base import DataSplits, ImageSet
+from advlab.errors import AttackError, ConfigError
+from tests.conftest import compose_config
+
+CPU = torch.device("cpu")
+SANITY_NAMES = [
+    "bounds",
+    "eps0_clean",
+    "pgd_le_fgsm",
+    "monotone_eps",
+    "chance_at_max_eps",
+    "pgd_converged",
+    "zero_gradients",
+    "black_box_not_better",
+]
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def synthetic_splits(num_classes: int = 3, n: int = 240, seed: int = 0) -> DataSplits:
+    """8x8 greyscale images whose class is a faint bright band (rows 2k..2k+2) in noise."""
+    rng = np.random.default_rng(seed)
+
+    def make(count: int) -> ImageSet:
+        labels = rng.integers(0, num_classes, count)
+        images = rng.integers(0, 90, (count, 1, 8, 8)).astype(np.uint8)
+        for k in range(num_classes):
+            images[labels == k, :, 2 * k : 2 * k + 3, :] += 30
+        return ImageSet(images, labels.astype(np.int64))
+
+    train, test = make(n), make(n)
+    # Flip a few test labels so that some points are wrong before any attack (never attacked).
+    flip = rng.random(n) < 0.08
+    test = ImageSet(test.images, np.where(flip, (test.labels + 1) % num_classes, test.labels))
+    names = [f"class{k}" for k in range(num_classes)]
+    return DataSplits("synthetic", train, train, test, names, (0.2,), (0.12,))
+
+
+def train_tiny(data: DataSplits, seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        _Normalize(0.2, 0.12),
+        nn.Flatten(),
+        nn.Linear(64, 16),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(16, data.num_classes),
+    )
+    x = torch.from_numpy(data.train.images).float() / 255
+    y = torch.from_numpy(data.train.labels)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def eval_config(*overrides: str, attacks: tuple[str, ...] = ("fgsm", "pgd")):
+    cfg = compose_config(
+        [
+            f"eval.attacks=[{','.join(attacks)}]",
+            "eval.eps=[0,2,8,16]",
+            "eval.n_examples=120",
+            "eval.batch_size=50",
+            "eval.grid_n=3",
+            "eval.sanity.convergence_n=40",
+            "attacks.pgd.steps=20",  # 10 steps of 2/255 cannot cross the 16/255 ball from a corner
+            "attacks.square.queries=30",
+            "attacks.deepfool.steps=5",
+            "attacks.cw.steps=10",
+            *overrides,
+        ]
+    )
+    return cfg.eval, OmegaConf.create({name: cfg.attacks[name] for name in cfg.eval.attacks})
+
+
+@pytest.fixture(scope="module")
+def data() -> DataSplits:
+    return synthetic_splits()
+
+
+@pytest.fixture(scope="module")
+def model(data) -> nn.Module:
+    return train_tiny(data)
+
+
+@pytest.fixture(scope="module")
+def evaluation(data, model, tmp_path_factory):
+    cfg_eval, attacks = eval_config("eval.save_adversarial=true")
+    out = tmp_path_factory.mktemp("eval")
+    return (
+        evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=out),
+        out,
+        cfg_eval,
+    )
+
+
+def _rows(table: pd.DataFrame, attack: str) -> pd.Series:
+    return table[table.attack == attack].set_index("eps")["robust_acc"]
+
+
+def test_table_shape_and_definitions(evaluation):
+    ev, _, _ = evaluation
+    assert list(ev.table.columns) == TABLE_COLUMNS
+    assert set(ev.table.attack) == {"fgsm", "pgd", naming.WORST_CASE}
+    assert len(ev.table) == 3 * 4  # (2 attacks + worst case) x 4 eps
+    assert ev.n == 120 and (ev.table.n == 120).all()
+    assert 0.5 < ev.clean_acc < 1.0  # learnt, with some test points wrong (they are not attacked)
+    for row in ev.table.itertuples():
+        # robust = correct before and not fooled: robust_acc * n == n_clean_correct * (1 - asr)
+        assert row.robust_acc * row.n == pytest.approx(row.n_clean_correct * (1 - row.asr))
+        assert row.ci_low <= row.robust_acc <= row.ci_high
+        assert row.robust_acc <= ev.clean_acc + 1e-12
+        assert row.linf_max <= row.eps + 1e-4  # 1/255 units
+    assert (ev.table.n_clean_correct == round(ev.clean_acc * 120)).all()
+
+
+def test_eps_zero_gives_clean_accuracy(evaluation):
+    ev, _, _ = evaluation
+    at_zero = ev.table[ev.table.eps == 0]
+    assert (at_zero.robust_acc == ev.clean_acc).all()
+    assert (at_zero.asr == 0).all() and (at_zero.linf_max == 0).all()
+
+
+def test_pgd_not_weaker_than_fgsm_and_curves_fall(evaluation):
+    ev, _, _ = evaluation
+    pgd, fgsm = _rows(ev.table, "pgd"), _rows(ev.table, "fgsm")
+    assert (pgd <= fgsm).all()
+    assert pgd[16.0] < 0.5 * ev.clean_acc  # the attack does something
+    for attack in ("fgsm", "pgd", naming.WORST_CASE):
+        curve = _rows(ev.table, attack).sort_index()
+        assert curve.is_monotonic_decreasing
+
+
+def test_worst_case_is_per_example(evaluation):
+    ev, _, _ = evaluation
+    for eps in (2.0, 8.0, 16.0):
+        worst = _rows(ev.table, naming.WORST_CASE)[eps]
+        assert worst <= min(_rows(ev.table, "pgd")[eps], _rows(ev.table, "fgsm")[eps])
+
+
+def test_adversarial_sets_are_in_the_ball_and_the_box(evaluation, data):
+    ev, out, _ = evaluation
+    x = data.test.images[ev.indices].astype(np.float32) / 255
+    for attack in ("fgsm", "pgd"):
+        for eps in (0, 2, 8, 16):
+            saved = np.load(out / "adversarial" / f"{attack}_eps_{eps}.npz")
+            x_adv = saved["x_adv"]
+            assert x_adv.dtype == np.float32 and x_adv.shape == x.shape
+            assert np.abs(x_adv - x).max() <= eps / 255 + 1e-6
+            assert x_adv.min() >= 0 and x_adv.max() <= 1
+            # points misclassified before the attack were not attacked
+            assert np.array_equal(x_adv[~saved["attacked"]], x[~saved["attacked"]])
+            np.testing.assert_array_equal(saved["test_index"], ev.indices)
+
+
+def test_files_and_sanity_checks(evaluation):
+    ev, out, _ = evaluation
+    for name in ("robustness.csv", "robustness.json", "per_class.csv", "confusion.json"):
+        assert (out / name).is_file() and (out / name) in ev.artifacts
+    assert pd.read_csv(out / "robustness.csv").shape == ev.table.shape
+    records = json.loads((out / "robustness.json").read_text())
+    assert records[0].keys() == set(TABLE_COLUMNS)
+    sanity = json.loads((out / "sanity.json").read_text())
+    assert [c["name"] for c in sanity] == SANITY_NAMES
+    assert all(c["status"] in ("pass", "warn") and c["evidence"] for c in sanity)
+    by_name = {c["name"]: c for c in sanity}
+    assert by_name["bounds"]["status"] == "pass"
+    assert by_name["eps0_clean"]["status"] == "pass"
+    assert "40 examples" in by_name["pgd_converged"]["evidence"]
+    for attack in ("fgsm", "pgd"):
+        png = out / "grids" / f"{attack}_eps_8.png"
+        assert png in ev.artifacts
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[1] > 200
+
+
+def test_per_class_and_confusion(evaluation, data):
+    ev, out, _ = evaluation
+    labels = data.test.labels[ev.indices]
+    clean = np.array(ev.confusion["clean"])
+    assert clean.shape == (3, 3) and clean.sum() == 120
+    np.testing.assert_array_equal(clean.sum(axis=1), np.bincount(labels, minlength=3))
+    assert np.trace(clean) == round(ev.clean_acc * 120)
+    pgd8 = np.array(ev.confusion["pgd/eps_8"])
+    assert np.trace(pgd8) == round(_rows(ev.table, "pgd")[8.0] * 120)
+    assert json.loads((out / "confusion.json").read_text()).keys() == ev.confusion.keys()
+    rows = ev.per_class[(ev.per_class.attack == "pgd") & (ev.per_class.eps == 8.0)]
+    assert list(rows["class"]) == data.class_names
+    weighted = (rows.robust_acc * rows.n).sum() / rows.n.sum()
+    assert weighted == pytest.approx(_rows(ev.table, "pgd")[8.0])
+
+
+def test_headline_metrics_use_the_shared_names(evaluation):
+    ev, _, _ = evaluation
+    metrics = headline_metrics(ev)
+    assert metrics[naming.CLEAN_ACC] == ev.clean_acc
+    assert metrics[naming.robust_acc_key("pgd", 8)] == _rows(ev.table, "pgd")[8.0]
+    assert naming.asr_key(naming.WORST_CASE, 16) in metrics
+    assert len(metrics) == 1 + 2 * len(ev.table)
+    assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
+
+
+def test_same_seed_same_numbers(data, model, tmp_path):
+    cfg_eval, attacks = eval_config("eval.grid_eps=null", "eval.eps=[0,8]")
+    a = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
+    b = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
+    cols = ["attack", "eps", "robust_acc", "asr", "linf_mean", "l2_mean"]
+    pd.testing.assert_frame_equal(a.table[cols], b.table[cols])
+    assert not (tmp_path / "grids").exists()  # grid_eps null: no grids
+
+
+def test_model_mode_and_parameters_restored(data, tmp_path):
+    # Dropout on: were the model left in training mode, eps 0 would not reproduce clean accuracy.
+    model = train_tiny(data, dropout=0.5).train()
+    model.zero_grad(set_to_none=True)
+    cfg_eval, attacks = eval_config("eval.eps=[0,4]", "eval.grid_eps=4", attacks=("fgsm",))
+    ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert model.training  # restored
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert _rows(ev.table, "fgsm")[0.0] == ev.clean_acc
+    assert naming.WORST_CASE not in set(ev.table.attack)  # one attack: no worst case
+
+
+def test_only_clean_correct_points_are_attacked(model, data):
+    x = torch.from_numpy(data.test.images[:20]).float() / 255
+    y = torch.from_numpy(data.test.labels[:20])
+    mask = np.zeros(20, dtype=bool)
+    mask[[1, 4, 5, 19]] = True
+    seen = []
+
+    def attack(xb, yb):
+        seen.append(len(xb))
+        return (xb + 0.01).clamp(0, 1)
+
+    with eval_mode(model), torch.no_grad():
+        logits = model(x)
+    x_adv, logits_adv, _ = run_attack(attack, model, x, y, mask, 3, logits)
+    assert sum(seen) == 4 and max(seen) <= 3
+    assert torch.equal(x_adv[~torch.from_numpy(mask)], x[~torch.from_numpy(mask)])
+    assert not torch.equal(x_adv[1], x[1])
+    assert torch.equal(logits_adv[0], logits[0])
+
+
+def test_subset_is_fixed_and_seeded():
+    a = select_subset(1000, 100, seed=0)
+    assert len(a) == 100 and np.all(np.diff(a) > 0) and a.max() < 1000
+    np.testing.assert_array_equal(a, select_subset(1000, 100, seed=0))
+    assert not np.array_equal(a, select_subset(1000, 100, seed=1))
+    np.testing.assert_array_equal(select_subset(50, None, seed=0), np.arange(50))
+    np.testing.assert_array_equal(select_subset(50, 80, seed=0), np.arange(50))
+
+
+def test_autoattack_refused_before_any_work(tmp_path):
+    two = synthetic_splits(num_classes=2, n=40)
+    cfg_eval, attacks = eval_config(attacks=("pgd", "autoattack"))
+    with pytest.raises(AttackError, match="apgd_ce, fab or square"):
+        evaluate_robustness(
+            train_tiny(two), two, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path
+        )
+    assert not (tmp_path / "robustness.csv").exists()
+
+
+@pytest.mark.slow
+def test_every_attack_option_through_the_evaluator(data, model, tmp_path):
+    names = ("fgsm", "pgd", "pgd_l2", "apgd_ce", "square", "cw", "deepfool", "autoattack")
+    cfg_eval, attacks = eval_config("eval.n_examples=30", attacks=names)
+    attacks.autoattack.version = "rand"  # 3 classes: standard needs 4; rand needs 3
+    ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert set(ev.table.attack) == {*names, naming.WORST_CASE}
+    for name in names:
+        assert _rows(ev.table, name)[0.0] == ev.clean_acc
+    # one unbounded run thresholded at nested balls: monotone by construction
+    for name in ("cw", "deepfool"):
+        assert _rows(ev.table, name).sort_index().is_monotonic_decreasing
+    # the L-inf rows respect the L-inf ball, minimum-norm attacks included
+    linf = ev.table[ev.table.attack != "pgd_l2"]
+    assert (linf.linf_max.fillna(0) <= linf.eps + 1e-4).all()
+    l2 = ev.table[ev.table.attack == "pgd_l2"]
+    assert (l2.l2_max.fillna(0) <= l2.eps * 0.1 + 1e-4).all()
+    assert {c.name for c in ev.sanity} == set(SANITY_NAMES)
+
+
+# ---------------------------------------------------------------------------------- transfer
+def test_transfer_matrix_between_two_tiny_models(data):
+    models = {"a": train_tiny(data, seed=0), "b": train_tiny(data, seed=1)}
+    x = torch.from_numpy(data.test.images[:60]).float() / 255
+    y = torch.from_numpy(data.test.labels[:60])
+    cfg_eval, attacks = eval_config()
+    from hydra.utils import instantiate
+
+    factories = {"pgd": instantiate(attacks.pgd)}
+    frame = transfer_matrix(
+        models, x, y, factories, [0.0, 8.0], seed=0, batch_size=25, num_classes=3
+    )
+    assert len(frame) == 4 and set(frame.eps) == {8.0}  # eps 0 skipped; 2 sources x 2 targets
+    matrix = as_matrix(frame, "pgd", 8.0)
+    assert matrix.shape == (2, 2)
+    with torch.no_grad():
+        clean = {k: float((m(x).argmax(1) == y).float().mean()) for k, m in models.items()}
+    for source in models:
+        for target in models:
+            assert matrix.loc[source, target] <= clean[target] + 0.1
+        # white-box (diagonal) hurts at least as much as transfer from the other model
+        other = "b" if source == "a" else "a"
+        assert matrix.loc[source, source] <= matrix.loc[other, source] + 1e-9
+
+
+def test_transfer_from_saved_checkpoint(data, model, tmp_path):
+    from advlab.models.io import save_model
+
+    source = nn.Sequential()  # a real zoo model, saved as the pipeline saves it
+    cfg_model = {"_target_": "advlab.models.zoo.perceptron", "_partial_": True, "hidden": 8}
+    from advlab.models import build_model
+
+    source = build_model(OmegaConf.create(cfg_model), data)
+    spec = {
+        "in_channels": 1,
+        "image_size": [8, 8],
+        "num_classes": 3,
+        "mean": [0.2],
+        "std": [0.12],
+        "class_names": data.class_names,
+    }
+    run_dir = tmp_path / "run"
+    save_model(run_dir / "model" / "model.pt", source, cfg_model, spec)
+    assert resolve_checkpoint(str(run_dir)) == run_dir / "model" / "model.pt"
+
+    cfg_eval, attacks = eval_config(
+        f"eval.transfer_from=[{run_dir}]", "eval.eps=[0,8]", "eval.grid_eps=null"
+    )
+    ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert ev.transfer is not None
+    assert set(ev.transfer.source) == {"this_run", str(run_dir)}
+    assert set(ev.transfer.attack) == {"fgsm", "pgd"} and len(ev.transfer) == 2 * 4
+    assert (tmp_path / "transfer.csv") in ev.artifacts
+    # the diagonal for this model is white-box PGD on all points: not above its robust accuracy
+    diag = as_matrix(ev.transfer, "pgd", 8.0).loc["this_run", "this_run"]
+    assert diag <= _rows(ev.table, "pgd")[8.0] + 0.05
+
+
+def test_transfer_from_a_missing_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="eval.transfer_from.*not found"):
+        resolve_checkpoint(str(tmp_path / "nope"))
