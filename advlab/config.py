@@ -231,6 +231,12 @@ class ApgdCeConf(AttackConf):
 
 
 @dataclass
+class FabConf(AttackConf):
+    steps: int = 10
+    restarts: int = 1
+
+
+@dataclass
 class SquareConf(AttackConf):
     white_box: bool = False
     queries: int = 1000
@@ -345,6 +351,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
         "pgd": PgdConf,
         "pgd_l2": PgdL2Conf,
         "apgd_ce": ApgdCeConf,
+        "fab": FabConf,
         "square": SquareConf,
         "cw": CwConf,
         "deepfool": DeepfoolConf,
