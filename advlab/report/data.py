@@ -1,0 +1,473 @@
+"""Gather what MLflow holds about one run or many into plain structures the report lays out.
+
+Only reads: params, tags, metrics (latest values and per-epoch histories) and the artifacts listed
+in docs/architecture.md ("What a run leaves in MLflow"). Nothing is recomputed: robust accuracy and
+attack success rate come from the ``robust_acc/...`` and ``asr/...`` metrics; the confidence
+interval, n and per-class numbers come from the run's ``results/`` artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from advlab import naming
+from advlab.errors import AdvlabError
+
+log = logging.getLogger(__name__)
+
+# Per-epoch metrics the learning curves use (step = epoch, 1-based).
+HISTORY_METRICS = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "gen_gap",
+    "val_robust_acc",
+)
+ROBUSTNESS_COLUMNS = ("attack", "eps", "robust_acc", "ci_low", "ci_high", "asr", "n")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_METRIC = re.compile(r"^(robust_acc|asr)/(.+)/eps_([0-9.eE+-]+)$")
+
+
+class ReportError(AdvlabError, LookupError):
+    """The report cannot be built: no runs match, unknown experiment or run id, bad filter."""
+
+
+@dataclass
+class RunData:
+    """One MLflow run as the report sees it. Fractions are in [0, 1]; eps in 1/255 units."""
+
+    run_id: str
+    name: str  # display label, unique within a report
+    experiment: str
+    status: str  # FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
+    start_time: datetime | None
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]  # latest value of every metric
+    history: pd.DataFrame  # one row per epoch: epoch + HISTORY_METRICS present; may be empty
+    robustness: pd.DataFrame  # ROBUSTNESS_COLUMNS, one row per attack x eps; empty: no attacks
+    per_class: pd.DataFrame | None = None  # attack, eps, class, robust_acc, n
+    confusion: dict[str, list[list[int]]] | None = None  # "clean", "<attack>/eps_<e>"
+    sanity: list[dict[str, str]] | None = None  # name, status, evidence
+    grids: list[tuple[str, bytes]] = field(default_factory=list)  # (artifact path, PNG bytes)
+
+    # -------------------------------------------------------------------- convenience views
+    def metric(self, key: str) -> float | None:
+        """The latest value of a metric, or None when the run did not log it."""
+        value = self.metrics.get(key)
+        return None if value is None or math.isnan(value) else float(value)
+
+    @property
+    def clean_acc(self) -> float | None:
+        return self.metric(naming.CLEAN_ACC)
+
+    @property
+    def error(self) -> str | None:
+        return self.tags.get("advlab.error")
+
+    @property
+    def attacks(self) -> list[str]:
+        """Attacks with robustness numbers, in tag order (worst case last)."""
+        found = list(dict.fromkeys(self.robustness["attack"])) if len(self.robustness) else []
+        tagged = [a for a in self.tags.get("advlab.attacks", "").split(",") if a]
+        ordered = [a for a in tagged if a in found] + [a for a in found if a not in tagged]
+        return sorted(ordered, key=lambda a: a == naming.WORST_CASE)
+
+    @property
+    def eps_grid(self) -> list[float]:
+        return sorted({float(e) for e in self.robustness["eps"]}) if len(self.robustness) else []
+
+    def robust(self, attack: str, eps: float) -> pd.Series | None:
+        """The robustness row of ``attack`` at ``eps``, or None."""
+        if self.robustness.empty:
+            return None
+        rows = self.robustness[
+            (self.robustness["attack"] == attack) & (self.robustness["eps"] == float(eps))
+        ]
+        return None if rows.empty else rows.iloc[0]
+
+    def history_at(self, metric: str, epoch: float | None) -> float | None:
+        """Value of an epoch metric at ``epoch`` (1-based), or None."""
+        if epoch is None or self.history.empty or metric not in self.history:
+            return None
+        rows = self.history[self.history["epoch"] == int(epoch)]
+        if rows.empty or pd.isna(rows.iloc[0][metric]):
+            return None
+        return float(rows.iloc[0][metric])
+
+
+@dataclass
+class ReportData:
+    """The runs of one report, in start order, and where they came from."""
+
+    tracking_uri: str
+    experiment: str  # experiment name(s) shown on the cover
+    selection: str  # how the runs were chosen, in words
+    runs: list[RunData]
+    omitted_parents: int = 0  # sweep parent runs left out (they hold no results of their own)
+
+
+# ------------------------------------------------------------------------------------ gathering
+def gather(
+    *, tracking_uri: str, experiment: str | None, runs: Sequence[str] | str | None
+) -> ReportData:
+    """Read the selected runs from MLflow.
+
+    ``runs``: None (every run of ``experiment``), a list of run ids, or an MLflow filter string
+    (``"params.model.dropout = '0.5'"``) applied within ``experiment``. A sweep's parent run is
+    replaced by its children. Raises :class:`ReportError` when nothing matches.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_ids = _as_id_list(runs)
+    try:
+        if run_ids is not None:
+            found = [_get_run(client, run_id, tracking_uri) for run_id in run_ids]
+            selection = f"{len(run_ids)} run id(s) given"
+            exp_names = sorted({_experiment_name(client, r.info.experiment_id) for r in found})
+            exp_label = experiment or ", ".join(exp_names)
+            found = _expand_parents(client, found)
+        else:
+            if experiment is None:
+                raise ReportError(
+                    "report.experiment is not set: name the MLflow experiment to report on "
+                    "(report.experiment=NAME) or give run ids (report.runs=[ID,...])"
+                )
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                known = sorted(e.name for e in client.search_experiments())
+                raise ReportError(
+                    f"report.experiment={experiment!r}: no such MLflow experiment in "
+                    f"{tracking_uri} (known: {', '.join(known) or 'none'})"
+                )
+            filter_string = runs if isinstance(runs, str) else None
+            found = _search(client, exp.experiment_id, filter_string)
+            selection = (
+                f"runs matching {filter_string!r}"
+                if filter_string
+                else "all runs of the experiment"
+            )
+            exp_label = experiment
+            if not found:
+                what = f"match report.runs={filter_string!r}" if filter_string else "exist"
+                raise ReportError(
+                    f"no runs {what} in MLflow experiment {experiment!r} ({tracking_uri})"
+                )
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"MLflow could not answer ({tracking_uri}): {first}") from exc
+
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in found} - {None}
+    kept = [r for r in found if r.info.run_id not in parents] or found
+    omitted = len(found) - len(kept)
+    kept.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    with tempfile.TemporaryDirectory(prefix="advlab-report-") as tmp, _quiet_downloads():
+        data = [_run_data(client, r, Path(tmp)) for r in kept]
+    _make_names_unique(data)
+    return ReportData(
+        tracking_uri=tracking_uri,
+        experiment=exp_label,
+        selection=selection,
+        runs=data,
+        omitted_parents=omitted,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No tqdm bar per downloaded artifact (hundreds for a sweep); restores the caller's setting."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _as_id_list(runs: Sequence[str] | str | None) -> list[str] | None:
+    """A list of run ids, or None when ``runs`` is None or a filter string."""
+    if runs is None:
+        return None
+    if isinstance(runs, str):
+        parts = [p.strip() for p in runs.split(",") if p.strip()]
+        # A bare id (or comma-separated ids) is a selection by id, anything else a filter.
+        if parts and all(_RUN_ID.match(p) for p in parts):
+            return parts
+        return None
+    ids = [str(r).strip() for r in runs]
+    if not ids:
+        raise ReportError("report.runs is an empty list: give run ids, a filter string or null")
+    return ids
+
+
+def _get_run(client, run_id: str, tracking_uri: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise ReportError(
+            f"report.runs: no MLflow run with id {run_id!r} in {tracking_uri}"
+        ) from exc
+
+
+def _experiment_name(client, experiment_id: str) -> str:
+    return client.get_experiment(experiment_id).name
+
+
+def _search(client, experiment_id: str, filter_string: str | None) -> list:
+    from mlflow.exceptions import MlflowException
+
+    out: list = []
+    token = None
+    while True:
+        try:
+            page = client.search_runs(
+                [experiment_id],
+                filter_string=filter_string or "",
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+        except MlflowException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ReportError(
+                f"report.runs={filter_string!r} is not a valid MLflow filter: {first}"
+            ) from exc
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _expand_parents(client, runs: list) -> list:
+    """Replace sweep parent runs by their children (a parent holds no results of its own)."""
+    out: list = []
+    for run in runs:
+        children = _search(
+            client, run.info.experiment_id, f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+        )
+        out.extend(children or [run])
+    unique = {r.info.run_id: r for r in out}
+    return list(unique.values())
+
+
+def _run_data(client, run, tmp: Path) -> RunData:
+    info, data = run.info, run.data
+    metrics = {k: float(v) for k, v in data.metrics.items()}
+    artifacts = _artifacts(client, info.run_id, tmp)
+    start = (
+        datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
+    )
+    return RunData(
+        run_id=info.run_id,
+        name=info.run_name or data.tags.get("mlflow.runName") or info.run_id[:8],
+        experiment=_experiment_name(client, info.experiment_id),
+        status=info.status,
+        start_time=start,
+        params=dict(data.params),
+        tags=dict(data.tags),
+        metrics=metrics,
+        history=_history(client, info.run_id, metrics),
+        robustness=_robustness(metrics, artifacts.get("results/robustness.json")),
+        per_class=_per_class(artifacts.get("results/per_class.csv")),
+        confusion=_json_or_none(artifacts.get("results/confusion.json")),
+        sanity=_sanity(artifacts.get("results/sanity.json")),
+        grids=[(p, b) for p, b in sorted(artifacts.items()) if p.startswith("grids/")],
+    )
+
+
+def _history(client, run_id: str, metrics: dict[str, float]) -> pd.DataFrame:
+    columns: dict[str, dict[int, float]] = {}
+    for key in HISTORY_METRICS:
+        if key not in metrics:
+            continue
+        columns[key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    if not columns:
+        return pd.DataFrame(columns=["epoch"])
+    frame = pd.DataFrame(columns).sort_index()
+    frame.index.name = "epoch"
+    return frame.reset_index()
+
+
+def _artifacts(client, run_id: str, tmp: Path) -> dict[str, bytes]:
+    """The report's artifacts of a run as {artifact path: bytes}; absent ones are simply missing."""
+    wanted = {
+        "results/robustness.json",
+        "results/per_class.csv",
+        "results/confusion.json",
+        "results/sanity.json",
+    }
+    out: dict[str, bytes] = {}
+    for folder in ("results", "grids"):
+        try:
+            listing = client.list_artifacts(run_id, folder)
+        except Exception as exc:  # an unreachable artifact store must not sink the whole report
+            log.warning("run %s: cannot list artifacts under %s/: %s", run_id, folder, exc)
+            continue
+        for item in listing:
+            if item.is_dir:
+                continue
+            if item.path in wanted or (folder == "grids" and item.path.endswith(".png")):
+                try:
+                    local = client.download_artifacts(run_id, item.path, str(tmp))
+                    out[item.path] = Path(local).read_bytes()
+                except Exception as exc:
+                    log.warning("run %s: cannot download %s: %s", run_id, item.path, exc)
+    return out
+
+
+def _robustness(metrics: dict[str, float], raw: bytes | None) -> pd.DataFrame:
+    """Robustness rows: values from the metrics, CI and n from robustness.json where present."""
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in metrics.items():
+        match = _METRIC.match(key)
+        if match:
+            kind, attack, eps = match.groups()
+            values.setdefault((attack, eps), {})[kind] = value
+    extra: dict[tuple[str, str], dict] = {}
+    if raw is not None:
+        try:
+            for row in json.loads(raw):
+                extra[(str(row["attack"]), naming.format_eps(float(row["eps"])))] = row
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("results/robustness.json is unreadable (%s); using the metrics only", exc)
+    rows = []
+    for (attack, eps), vals in values.items():
+        more = extra.get((attack, eps), {})
+        rows.append(
+            {
+                "attack": attack,
+                "eps": float(eps),
+                "robust_acc": vals.get("robust_acc", more.get("robust_acc", math.nan)),
+                "ci_low": more.get("ci_low", math.nan),
+                "ci_high": more.get("ci_high", math.nan),
+                "asr": vals.get("asr", more.get("asr", math.nan)),
+                "n": more.get("n", math.nan),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(ROBUSTNESS_COLUMNS))
+    for column in ROBUSTNESS_COLUMNS[1:]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame.sort_values(["attack", "eps"], ignore_index=True)
+
+
+def _per_class(raw: bytes | None) -> pd.DataFrame | None:
+    if raw is None:
+        return None
+    import io
+
+    try:
+        frame = pd.read_csv(io.BytesIO(raw))
+    except ValueError as exc:
+        log.warning("results/per_class.csv is unreadable: %s", exc)
+        return None
+    needed = {"attack", "eps", "class", "robust_acc"}
+    if not needed <= set(frame.columns):
+        log.warning("results/per_class.csv lacks columns %s", sorted(needed - set(frame.columns)))
+        return None
+    frame["class"] = frame["class"].astype(str)
+    return frame
+
+
+def _json_or_none(raw: bytes | None):
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        log.warning("an artifact is not valid JSON: %s", exc)
+        return None
+
+
+def _sanity(raw: bytes | None) -> list[dict[str, str]] | None:
+    rows = _json_or_none(raw)
+    if not isinstance(rows, list):
+        return None
+    return [
+        {k: str(row.get(k, "")) for k in ("name", "status", "evidence")}
+        for row in rows
+        if isinstance(row, dict)
+    ]
+
+
+def _make_names_unique(runs: list[RunData]) -> None:
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.name] = seen.get(run.name, 0) + 1
+    for run in runs:
+        if seen[run.name] > 1:
+            run.name = f"{run.name} ({run.run_id[:6]})"
+
+
+# ------------------------------------------------------------------------------- across runs
+# Parameters that never describe a difference between runs worth plotting.
+_IGNORED_PREFIXES = ("facts.", "tracking.", "report.", "paths.", "hydra.")
+_IGNORED_KEYS = {"train.progress", "train.resume", "train.checkpoint", "device", "eval.batch_size"}
+# Regularisation parameters first: they are what sweeps vary and what heatmaps should show.
+_PREFERRED = (
+    "model.dropout",
+    "optimizer.weight_decay",
+    "data.limit_train",
+    "train.adversarial.method",
+    "train.adversarial.eps",
+    "train.early_stopping.enabled",
+    "train.early_stopping.patience",
+    "data.augment.hflip",
+    "data.augment.shift",
+    "data.augment.rotation",
+    "optimizer.lr",
+)
+
+
+def swept_params(runs: Sequence[RunData]) -> list[str]:
+    """Params whose value differs between runs, regularisation parameters first, seed last."""
+    if len(runs) < 2:
+        return []
+    keys = sorted({k for r in runs for k in r.params})
+    varying = []
+    for key in keys:
+        if key.startswith(_IGNORED_PREFIXES) or key in _IGNORED_KEYS:
+            continue
+        if len({r.params.get(key) for r in runs}) > 1:
+            varying.append(key)
+
+    def rank(key: str) -> tuple[int, int, str]:
+        if key in _PREFERRED:
+            return (0, _PREFERRED.index(key), key)
+        return (2 if key == "seed" else 1, 0, key)
+
+    return sorted(varying, key=rank)
+
+
+def headline(runs: Sequence[RunData], eps: float | None) -> tuple[str | None, float | None]:
+    """The attack and eps the overview quotes: PGD if run (else the first attack), at ``eps`` if
+    evaluated (else the largest eps evaluated)."""
+    attacks = [a for r in runs for a in r.attacks if a != naming.WORST_CASE]
+    if not attacks:
+        return None, None
+    attack = "pgd" if "pgd" in attacks else attacks[0]
+    grid = sorted({e for r in runs if attack in r.attacks for e in r.eps_grid})
+    if eps is not None and float(eps) in grid:
+        return attack, float(eps)
+    return attack, grid[-1]

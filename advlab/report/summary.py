@@ -1,0 +1,232 @@
+"""Number formatting for the whole report, and the short written summary generated from numbers.
+
+Every percentage in the PDF goes through :func:`fmt_pct` (one decimal, e.g. ``91.2%``) so that a
+number in the text, in a table and in a test is written the same way. Accuracies, attack success
+rates and class shares are fractions in [0, 1] in MLflow; they are formatted, never recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from advlab import naming
+
+MISSING = "—"  # shown where a run has no value (failed, not evaluated, not logged)
+
+
+def fmt_pct(value: float | None) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal: 0.9123 -> '91.2%'; None/NaN -> '—'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{100.0 * float(value):.1f}%"
+
+
+def fmt_pp(value: float | None) -> str:
+    """A difference of two fractions in percentage points: 0.123 -> '12.3 points'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{100.0 * float(value):.1f} points"
+
+
+def fmt_eps(eps: float) -> str:
+    """Eps in 1/255 units as a budget: 8.0 -> '8/255'."""
+    return f"{naming.format_eps(eps)}/255"
+
+
+def fmt_int(value: float | None) -> str:
+    """A count with thousands separators: 25450.0 -> '25,450'; None/NaN -> '—'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{int(round(float(value))):,}"
+
+
+def fmt_num(value: float | str | None) -> str:
+    """A hyperparameter value as short as it stays exact: '0.0005' -> '0.0005', 1e-4 -> '0.0001'."""
+    if value is None:
+        return MISSING
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return MISSING
+    return f"{number:g}"
+
+
+def attack_label(attack: str) -> str:
+    """Display name of an attack option: 'pgd' -> 'PGD', 'worst_case' -> 'worst case'."""
+    if attack == naming.WORST_CASE:
+        return "worst case"
+    return attack.upper().replace("_", "-")
+
+
+# ------------------------------------------------------------------------------ written summary
+def run_sentences(
+    *,
+    name: str,
+    clean_acc: float | None,
+    robustness: pd.DataFrame,
+    eps: float | None,
+    best_epoch: float | None,
+    stopped_epoch: float | None,
+    max_epochs: int | None,
+    gen_gap: float | None,
+    last_gap: float | None = None,
+    sanity: Sequence[dict] | None,
+    status: str,
+    error: str | None,
+) -> list[str]:
+    """Sentences that tell one run's story from its tracked numbers.
+
+    ``robustness`` has columns attack, eps (1/255), robust_acc, asr (fractions); ``eps`` is the
+    budget the sentences quote (the largest evaluated when None); ``gen_gap`` is train acc - val
+    acc at the best epoch and ``last_gap`` at the last epoch run (fractions).
+    """
+    out: list[str] = []
+    if status == "FAILED":
+        reason = f": {error}" if error else ""
+        out.append(f"Run {name} failed{reason}.")
+    if clean_acc is None:
+        out.append(f"Run {name} has no clean test accuracy in MLflow.")
+        return out
+    if robustness.empty:
+        out.append(
+            f"{name}: clean test accuracy {fmt_pct(clean_acc)}; no attack was evaluated, "
+            "so there is no robustness number."
+        )
+    else:
+        quoted = _quoted_eps(robustness, eps)
+        for attack in _attack_order(robustness["attack"].unique()):
+            if attack == naming.WORST_CASE:
+                continue
+            row = _row(robustness, attack, quoted)
+            if row is None:
+                continue
+            out.append(
+                f"{attack_label(attack)} at {fmt_eps(quoted)} lowers accuracy from "
+                f"{fmt_pct(clean_acc)} to {fmt_pct(row['robust_acc'])} "
+                f"(attack success rate {fmt_pct(row['asr'])})."
+            )
+        halving = _halving_eps(robustness, clean_acc)
+        if halving is not None:
+            attack, at = halving
+            out.append(
+                f"Accuracy falls below half of the clean accuracy already at {fmt_eps(at)} "
+                f"under {attack_label(attack)}."
+            )
+    if best_epoch is not None and stopped_epoch is not None:
+        if max_epochs is not None and stopped_epoch < max_epochs:
+            out.append(
+                f"Early stopping ended training at epoch {int(stopped_epoch)} of {max_epochs}; "
+                f"the weights are those of epoch {int(best_epoch)}."
+            )
+        else:
+            out.append(
+                f"Training ran all {int(stopped_epoch)} epochs; "
+                f"the weights are those of epoch {int(best_epoch)}."
+            )
+    if gen_gap is not None and not math.isnan(gen_gap):
+        # 5 points: a gap a student would call overfitting on these small tasks.
+        if gen_gap >= 0:
+            verdict = "a sign of overfitting" if gen_gap > 0.05 else "little overfitting"
+            text = f"training accuracy exceeds validation accuracy by {fmt_pp(gen_gap)}"
+        else:
+            verdict = "no sign of overfitting"
+            text = f"validation accuracy exceeds training accuracy by {fmt_pp(-gen_gap)}"
+        sentence = f"At that epoch {text} ({verdict})"
+        if last_gap is not None and not math.isnan(last_gap) and last_gap - gen_gap > 0.02:
+            sentence += f"; by the last epoch run the gap had grown to {fmt_pp(last_gap)}"
+        out.append(sentence + ".")
+    if sanity:
+        warns = [c for c in sanity if str(c.get("status")) != "pass"]
+        if not warns:
+            out.append(f"All {len(sanity)} sanity checks passed.")
+        else:
+            names = ", ".join(f"{c.get('name')} ({c.get('status')})" for c in warns)
+            out.append(f"{len(warns)} of {len(sanity)} sanity checks did not pass: {names}.")
+    return out
+
+
+def sweep_sentences(
+    table: pd.DataFrame, *, params: Sequence[str], attack: str | None, eps: float | None
+) -> list[str]:
+    """Sentences comparing runs: best runs and the effect of each swept parameter.
+
+    ``table`` has one row per run with columns name, clean_acc, robust (robust accuracy of
+    ``attack`` at ``eps``) and one column per swept parameter (MLflow param strings).
+    """
+    out: list[str] = []
+    done = table.dropna(subset=["clean_acc"])
+    if done.empty:
+        return ["No run has a clean test accuracy in MLflow."]
+    best_clean = done.loc[done["clean_acc"].idxmax()]
+    out.append(
+        f"Highest clean accuracy: {best_clean['name']} with {fmt_pct(best_clean['clean_acc'])}."
+    )
+    if attack is None or eps is None or done["robust"].isna().all():
+        return out
+    label = f"{attack_label(attack)} robust accuracy at {fmt_eps(eps)}"
+    robust = done.dropna(subset=["robust"])
+    best = robust.loc[robust["robust"].idxmax()]
+    worst = robust.loc[robust["robust"].idxmin()]
+    out.append(
+        f"Highest {label}: {best['name']} with {fmt_pct(best['robust'])} "
+        f"(clean {fmt_pct(best['clean_acc'])}); lowest: {worst['name']} with "
+        f"{fmt_pct(worst['robust'])}."
+    )
+    for param in params:
+        if param not in robust:
+            continue
+        means = robust.groupby(param, sort=False)["robust"].agg(["mean", "count"])
+        if len(means) < 2:
+            continue
+        means = means.loc[sorted(means.index, key=_sort_key)]
+        low, high = means.index[0], means.index[-1]
+        change = "raised" if means.loc[high, "mean"] > means.loc[low, "mean"] else "lowered"
+        if means.loc[high, "mean"] == means.loc[low, "mean"]:
+            change = "left unchanged"
+        counts = sorted({int(c) for c in means["count"]})
+        per = f"mean of {counts[0]} runs each" if len(counts) == 1 else "means over runs"
+        out.append(
+            f"{param} = {fmt_num(high)} instead of {fmt_num(low)} {change} the {label} "
+            f"from {fmt_pct(means.loc[low, 'mean'])} to {fmt_pct(means.loc[high, 'mean'])} "
+            f"({per})."
+        )
+    return out
+
+
+def _sort_key(value: object) -> tuple[int, float | str]:
+    # Numeric params sort by value ('0.0001' < '0.001'), others alphabetically after them.
+    try:
+        return (0, float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, str(value))
+
+
+def _attack_order(attacks: Sequence[str]) -> list[str]:
+    return sorted(attacks, key=lambda a: (a == naming.WORST_CASE, a))
+
+
+def _quoted_eps(robustness: pd.DataFrame, eps: float | None) -> float:
+    available = sorted(float(e) for e in robustness["eps"].unique())
+    if eps is not None and float(eps) in available:
+        return float(eps)
+    return available[-1]
+
+
+def _row(robustness: pd.DataFrame, attack: str, eps: float) -> pd.Series | None:
+    rows = robustness[(robustness["attack"] == attack) & (robustness["eps"] == eps)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _halving_eps(robustness: pd.DataFrame, clean_acc: float) -> tuple[str, float] | None:
+    """Smallest eps > 0 at which some attack brings accuracy below half the clean accuracy."""
+    attacks = robustness[robustness["attack"] != naming.WORST_CASE]
+    hits = attacks[(attacks["eps"] > 0) & (attacks["robust_acc"] < 0.5 * clean_acc)]
+    if hits.empty:
+        return None
+    row = hits.sort_values(["eps", "robust_acc"]).iloc[0]
+    return str(row["attack"]), float(row["eps"])
