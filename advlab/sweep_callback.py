@@ -1,0 +1,172 @@
+"""Hydra callback that groups a multirun sweep under one MLflow parent run.
+
+``on_multirun_start`` (on the submitting machine, before any job starts) creates a parent run named
+``sweep-<sweep id>`` and hands its id to the jobs through ``<hydra.sweep.dir>/mlflow_sweep.json``
+(the sweep dir is shared with cluster jobs) and the environment (``ADVLAB_SWEEP_PARENT_RUN_ID``,
+``ADVLAB_SWEEP_ID``; inherited by joblib workers). Each job's :class:`advlab.tracking.Tracker`
+then tags its run ``mlflow.parentRunId`` and ``advlab.sweep``, so the MLflow UI nests the jobs under
+the sweep and its compare view shows them as one table.
+
+``on_multirun_end`` ends the parent: FAILED if a job's run failed, KILLED if one was killed, else
+FINISHED. Hydra skips ``on_multirun_end`` when a job raises or the sweep is interrupted, so the
+callback also registers an ``atexit`` hook (and, for the sweep's duration, a SIGTERM handler that
+raises ``KeyboardInterrupt``) which ends the parent then. Job runs whose process died without
+closing them (SIGKILL, out of memory) are ended KILLED: no run is left RUNNING.
+
+Enabled in ``conf/hydra/default.yaml`` through ``conf/hydra/callbacks/mlflow_sweep.yaml``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shlex
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from advlab import __version__, tracking
+
+log = logging.getLogger(__name__)
+
+ORPHAN_MESSAGE = "the job's process ended without closing its run (killed or crashed)"
+
+
+class MlflowSweepCallback(Callback):
+    """One MLflow parent run per Hydra multirun (no-op with ``tracking.enabled=false``)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.parent_run_id: str | None = None
+        self.tracking_uri: str | None = None
+        self.experiment_id: str | None = None
+        self._prev_sigterm: Any = None
+
+    # -------------------------------------------------------------------------------- start
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled or not config.tracking.enabled:
+            return
+        uri = tracking.resolve_tracking_uri(config.tracking, config.get("paths"))
+        client = tracking.open_client(uri)
+        artifact_root = tracking.resolve_artifact_root(config.tracking, config.get("paths"), uri)
+        name = str(config.tracking.experiment)
+        experiment_id = tracking.ensure_experiment(client, name, artifact_root)
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_id = tracking.sweep_id_from_dir(sweep_dir)
+        commit, dirty = tracking.git_state()
+        tags = {
+            "advlab.sweep": sweep_id,
+            "advlab.sweep_parent": "true",
+            "advlab.sweep_dir": str(sweep_dir),
+            "advlab.command": tracking.command_line(),
+            "advlab.overrides": shlex.join(str(o) for o in config.hydra.overrides.task),
+            "advlab.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
+            "advlab.dataset": str(config.data.name),
+            "advlab.git_commit": commit,
+            "advlab.git_dirty": dirty,
+            "advlab.version": __version__,
+        }
+        sweeper_params = config.hydra.sweeper.get("params")
+        if sweeper_params:
+            params = OmegaConf.to_container(sweeper_params, resolve=True)
+            tags["advlab.sweep_params"] = json.dumps(params, sort_keys=True)
+        run = tracking.retry(
+            lambda: client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags),
+            what="create sweep run",
+        )
+        self.parent_run_id = run.info.run_id
+        self.tracking_uri = uri
+        self.experiment_id = experiment_id
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        info = {
+            "parent_run_id": self.parent_run_id,
+            "sweep_id": sweep_id,
+            "tracking_uri": uri,
+            "experiment_id": experiment_id,
+            "experiment": name,
+        }
+        (sweep_dir / tracking.SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        os.environ[tracking.ENV_PARENT_RUN_ID] = self.parent_run_id
+        os.environ[tracking.ENV_SWEEP_ID] = sweep_id
+        atexit.register(self._end_at_exit)
+        if threading.current_thread() is threading.main_thread():
+            self._prev_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        log.info("MLflow sweep %s: parent run %s in %r", sweep_id, self.parent_run_id, name)
+
+    # ---------------------------------------------------------------------------------- end
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._end(completed=True)
+
+    def _end_at_exit(self) -> None:
+        # Hydra did not reach on_multirun_end: a job raised or the sweep was interrupted.
+        try:
+            self._end(completed=False)
+        except Exception:
+            log.exception("could not end MLflow sweep run %s", self.parent_run_id)
+
+    def _end(self, *, completed: bool) -> None:
+        if self.parent_run_id is None:
+            return
+        parent, uri = self.parent_run_id, self.tracking_uri
+        assert uri is not None and self.experiment_id is not None
+        self.parent_run_id = None
+        atexit.unregister(self._end_at_exit)
+        for var in (tracking.ENV_PARENT_RUN_ID, tracking.ENV_SWEEP_ID):
+            os.environ.pop(var, None)
+        if self._prev_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._prev_sigterm = None
+
+        from mlflow.entities import Metric
+
+        client = tracking.open_client(uri)
+        children = tracking.retry(
+            lambda: client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                max_results=10000,
+            ),
+            what="search sweep jobs",
+        )
+        statuses = []
+        for child in children:
+            status = child.info.status
+            if status not in ("FINISHED", "FAILED", "KILLED"):
+                tracking.end_run(
+                    client, child.info.run_id, "KILLED", {"advlab.error": ORPHAN_MESSAGE}
+                )
+                status = "KILLED"
+            statuses.append(status)
+        if "FAILED" in statuses:
+            status = "FAILED"
+        elif "KILLED" in statuses or not completed:
+            status = "KILLED"
+        else:
+            status = "FINISHED"
+        counts = {
+            f"jobs_{s.lower()}": float(statuses.count(s)) for s in ("FINISHED", "FAILED", "KILLED")
+        }
+        counts["jobs"] = float(len(statuses))
+        ts = time.time()
+        metrics = [Metric(k, v, int(ts * 1000), 0) for k, v in counts.items()]
+        tracking.retry(lambda: client.log_batch(parent, metrics=metrics), what="log sweep counts")
+        extra = (
+            {}
+            if completed
+            else {"advlab.stop_reason": "the sweep stopped before all jobs returned"}
+        )
+        tracking.end_run(client, parent, status, extra)
+        log.info("MLflow sweep run %s ended %s (%d jobs)", parent, status, len(statuses))
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise tracking.Terminated(signum)

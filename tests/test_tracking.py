@@ -1,0 +1,281 @@
+"""advlab.tracking against a real SQLite MLflow store in tmp_path (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from advlab.config import PROJECT_ROOT
+from advlab.errors import ConfigError
+from advlab.tracking import (
+    MAX_PARAM_VAL_LENGTH,
+    Tracker,
+    attach_artifact,
+    derive_run_name,
+    flatten_config,
+    open_client,
+    resolve_tracking_uri,
+)
+
+
+@pytest.fixture(scope="module")
+def _migrated_db(tmp_path_factory) -> Path:
+    # Creating MLflow's schema takes seconds; tests start from a copy of one migrated empty store.
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    open_client(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture(autouse=True)
+def _store(_migrated_db, tmp_path) -> None:
+    shutil.copy(_migrated_db, tmp_path / "mlflow.db")  # the store make_cfg points at
+
+
+def _run(tracker: Tracker):
+    return MlflowClient(tracker.tracking_uri).get_run(tracker.run_id)
+
+
+def test_tracking_uri_precedence(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("tracking.uri=null")
+    assert resolve_tracking_uri(cfg.tracking, cfg.paths) == f"sqlite:///{tmp_path}/runs/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert resolve_tracking_uri(cfg.tracking, cfg.paths) == "http://127.0.0.1:1"
+    cfg = make_cfg()  # tracking.uri set: wins over the environment
+    assert resolve_tracking_uri(cfg.tracking, cfg.paths) == f"sqlite:///{tmp_path}/mlflow.db"
+    # relative SQLite paths resolve against the project, never the working directory
+    cfg = make_cfg("tracking.uri=sqlite:///runs/x.db")
+    assert resolve_tracking_uri(cfg.tracking, cfg.paths) == f"sqlite:///{PROJECT_ROOT}/runs/x.db"
+    with pytest.raises(ConfigError, match="tracking.uri='mlruns'"):
+        resolve_tracking_uri(make_cfg("tracking.uri=mlruns").tracking, cfg.paths)
+
+
+def test_run_names_and_flat_params(make_cfg):
+    cfg = make_cfg("data.limit_train=null", "model.dropout=0.5", "optimizer.weight_decay=1e-4")
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.5-wd1e-4"
+    cfg = make_cfg("train.adversarial.method=pgd", "data.augment.hflip=true")
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-aug-at_pgd"
+    assert derive_run_name(make_cfg("tracking.run_name=mine")) == "mine"
+
+    params = flatten_config(make_cfg("eval.attacks=[pgd]"))
+    assert params["model.dropout"] == "0.25"
+    assert params["optimizer.lr"] == "0.003"
+    assert params["data.limit_train"] == "600"
+    assert params["eval.eps"] == "[0.0, 4.0, 16.0]"
+    assert params["attacks.pgd.steps"] == "3"
+    # only attacks that run are params; the rest of attacks.* would only clutter the compare view
+    assert not [k for k in params if k.startswith(("attacks.fgsm", "attacks.cw"))]
+    assert not [k for k in params if k.startswith("hydra")]
+    long = flatten_config({"a": {"b": "x" * 10_000}, "eval": {"attacks": []}})
+    assert len(long["a.b"]) == MAX_PARAM_VAL_LENGTH and long["a.b"].endswith("...")
+
+
+def test_finished_run_has_params_tags_metrics_artifacts(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    cfg = make_cfg("device=cpu")
+    with Tracker(cfg, run_dir=run_dir) as tracker:
+        tracker.log_data_facts({"n_train": 540, "image_shape": "1x28x28", "train_frac/3": 0.1})
+        for epoch in (1, 2):
+            tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.5 + epoch / 10})
+        tracker.log_metrics({"clean_acc": 0.9, "num_params": 1234})
+        tracker.log_results({"clean_acc": 0.9})
+    assert tracker.status == "FINISHED"
+    run = _run(tracker)
+    client = MlflowClient(tracker.tracking_uri)
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    assert run.info.run_name == "mnist-course_cnn-do0.25-wd5e-4-n600"
+    assert client.get_experiment(run.info.experiment_id).name == "quickstart"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts" / "quickstart").as_uri())
+    p, t, m = run.data.params, run.data.tags, run.data.metrics
+    assert p["model.dropout"] == "0.25" and p["train.epochs"] == "2"
+    assert p["facts.n_train"] == "540" and p["facts.train_frac/3"] == "0.1"
+    assert t["advlab.dataset"] == "mnist" and t["advlab.model"] == "course_cnn"
+    assert t["advlab.attacks"] == "fgsm,pgd"
+    assert t["advlab.controls"] == "dropout=0.25,weight_decay=0.0005,early_stopping,train_size=600"
+    assert t["advlab.adversarial_training"] == "none" and t["advlab.seed"] == "0"
+    assert t["advlab.device"] == "cpu" and t["advlab.run_dir"] == str(run_dir)
+    assert t["advlab.git_dirty"] in {"true", "false", "unknown"}
+    assert len(t["advlab.git_commit"]) == 40 or t["advlab.git_commit"] == "unknown"
+    for key in ("advlab.version", "advlab.torch_version", "advlab.torchattacks_version"):
+        assert t[key]
+    assert "advlab.command" in t and "mlflow.parentRunId" not in t and "advlab.sweep" not in t
+    hist = client.get_metric_history(tracker.run_id, "train_loss")
+    assert [(h.step, h.value) for h in hist] == [(1, 1.0), (2, 0.5)]
+    assert m["clean_acc"] == 0.9 and m["num_params"] == 1234
+    arts = {a.path for a in client.list_artifacts(tracker.run_id, "hydra")}
+    assert arts == {"hydra/config.yaml"}
+    results = client.download_artifacts(tracker.run_id, "results/results.json", str(tmp_path))
+    assert json.loads(Path(results).read_text()) == {"clean_acc": 0.9}
+
+
+def test_exception_ends_run_failed_with_error_tag(make_cfg, tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    tracker = Tracker(make_cfg("device=cpu"), run_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="loss became NaN"), tracker:
+        raise RuntimeError("loss became NaN at epoch 3")
+    run = _run(tracker)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["advlab.error"] == "RuntimeError: loss became NaN at epoch 3"
+    assert signal.getsignal(signal.SIGTERM) is before  # the run's SIGTERM handler is gone
+
+
+def test_keyboard_interrupt_ends_run_killed(make_cfg, tmp_path):
+    tracker = Tracker(make_cfg("device=cpu"), run_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt), tracker:
+        raise KeyboardInterrupt
+    run = _run(tracker)
+    assert run.info.status == "KILLED" and "advlab.error" not in run.data.tags
+
+
+def test_sigterm_ends_run_killed(make_cfg, tmp_path):
+    cfg = make_cfg("device=cpu")
+    cfg_file = tmp_path / "cfg.yaml"
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, cfg_file, resolve=True)
+    ready = tmp_path / "ready.json"
+    script = textwrap.dedent(
+        f"""
+        import json, time
+        from omegaconf import OmegaConf
+        from advlab.tracking import Tracker
+        cfg = OmegaConf.load({str(cfg_file)!r})
+        with Tracker(cfg, run_dir={str(tmp_path)!r}) as tracker:
+            open({str(ready)!r}, "w").write(json.dumps({{"run_id": tracker.run_id}}))
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() or not ready.read_text():
+            assert proc.poll() is None, "the tracked process died before its run started"
+            assert time.monotonic() < deadline, "the run did not start within 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    run_id = json.loads(ready.read_text())["run_id"]
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags["advlab.stop_reason"]
+
+
+def test_disabled_tracking_touches_no_store(make_cfg, tmp_path):
+    cfg = make_cfg("tracking.enabled=false", f"tracking.uri=sqlite:///{tmp_path}/off.db")
+    with Tracker(cfg, run_dir=tmp_path) as tracker:
+        tracker.log_epoch(1, {"train_loss": 1.0})
+        tracker.log_metrics({"clean_acc": 1.0})
+        tracker.log_artifact(tmp_path / "absent.txt")  # no-op, not even a file check
+    assert tracker.run_id is None
+    assert not (tmp_path / "off.db").exists()
+
+
+@dataclass
+class _Check:  # the shape of advlab.attacks.evaluate.SanityCheck
+    name: str
+    status: str
+    evidence: str
+
+
+@dataclass
+class _Evaluation:  # the contract fields of advlab.attacks.evaluate.Evaluation
+    clean_acc: float
+    table: pd.DataFrame
+    sanity: list = field(default_factory=list)
+    per_class: pd.DataFrame | None = None
+    confusion: dict | None = None
+    artifacts: list = field(default_factory=list)
+
+
+def test_log_evaluation_metrics_steps_and_artifacts(make_cfg, tmp_path):
+    grid = tmp_path / "pgd_eps_4.png"
+    grid.write_bytes(b"\x89PNG\r\n\x1a\n")  # only its name and bytes matter to tracking
+    table = pd.DataFrame(
+        {
+            "attack": ["fgsm", "fgsm", "pgd", "pgd"],
+            "eps": [0.0, 4.0, 0.0, 4.0],
+            "robust_acc": [0.9, 0.4, 0.9, 0.2],
+            "asr": [0.0, 0.55, 0.0, 0.78],
+            "n": [64] * 4,
+        }
+    )
+    evaluation = _Evaluation(
+        clean_acc=0.9,
+        table=table,
+        sanity=[_Check("pgd_le_fgsm", "pass", "0.2 <= 0.4"), _Check("chance", "warn", "x")],
+        per_class=pd.DataFrame(
+            {"attack": ["pgd"], "eps": [4.0], "class": ["0"], "robust_acc": [0]}
+        ),
+        confusion={"clean": [[1, 0], [0, 1]]},
+        artifacts=[grid],
+    )
+    with Tracker(make_cfg("device=cpu"), run_dir=tmp_path / "run") as tracker:
+        tracker.log_evaluation(evaluation, [0, 4, 16])
+    client = MlflowClient(tracker.tracking_uri)
+    hist = client.get_metric_history(tracker.run_id, "robust_acc/pgd/eps_4")
+    assert [(h.step, h.value) for h in hist] == [(1, 0.2)]  # step = index of eps 4 in the grid
+    assert client.get_metric_history(tracker.run_id, "asr/fgsm/eps_0")[0].step == 0
+    run = _run(tracker)
+    assert run.data.metrics["clean_acc"] == 0.9
+    assert run.data.tags["advlab.sanity"] == "warn"
+    assert run.data.tags["advlab.sanity.pgd_le_fgsm"] == "pass"
+    files = {a.path for a in client.list_artifacts(tracker.run_id, "results")}
+    for name in ("robustness.csv", "robustness.json", "sanity.json", "per_class.csv"):
+        assert f"results/{name}" in files
+    assert {a.path for a in client.list_artifacts(tracker.run_id, "grids")} == {
+        "grids/pgd_eps_4.png"
+    }
+    local = client.download_artifacts(tracker.run_id, "results/robustness.json", str(tmp_path))
+    assert pd.DataFrame(json.loads(Path(local).read_text())).equals(table)
+    sanity = client.download_artifacts(tracker.run_id, "results/sanity.json", str(tmp_path))
+    assert json.loads(Path(sanity).read_text())[0] == {
+        "name": "pgd_le_fgsm",
+        "status": "pass",
+        "evidence": "0.2 <= 0.4",
+    }
+
+
+def test_attach_artifact_to_finished_run(make_cfg, tmp_path):
+    with Tracker(make_cfg("device=cpu"), run_dir=tmp_path) as tracker:
+        pass
+    pdf = tmp_path / "quickstart.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    attach_artifact(tracker.run_id, pdf, "report", tracking_uri=tracker.tracking_uri)
+    client = MlflowClient(tracker.tracking_uri)
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "report")] == [
+        "report/quickstart.pdf"
+    ]
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_tracker_env_uri_and_existing_experiment(make_cfg, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # reachable only through the environment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = make_cfg("tracking.uri=null", "tracking.experiment=exp one", "device=cpu")
+    ids = []
+    for _ in range(2):  # the second run reuses the experiment the first created
+        with Tracker(cfg, run_dir=tmp_path) as tracker:
+            ids.append(tracker.run_id)
+    assert tracker.tracking_uri == uri
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("exp one").experiment_id]
+    )
+    assert {r.info.run_id for r in runs} == set(ids)
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri  # the tracker never rewrites the environment
