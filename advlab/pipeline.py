@@ -94,9 +94,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         _write_json(results_json, metrics)
         tracker.log_evaluation(evaluation, list(cfg.eval.eps))
         tracker.log_artifact(results_json, "results")
-        hydra_dir = run_dir / ".hydra"
-        if hydra_dir.is_dir():
-            tracker.log_artifact(hydra_dir, "hydra")
         run_id = tracker.run_id
         tracking_uri = tracker.tracking_uri
         experiment = tracker.experiment_name
