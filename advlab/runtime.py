@@ -1,0 +1,101 @@
+"""Run-time helpers: seeding, device selection and quiet-when-piped progress bars.
+
+Everything random in advlab derives from ``cfg.seed``; :func:`seed_everything` applies it first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from advlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
+
+    ``deterministic=True`` additionally asks cuDNN for deterministic kernels (slower on GPU; CPU
+    kernels used by advlab are deterministic for a fixed thread count already).
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Map ``cfg.device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:<index>``) to a torch device.
+
+    ``auto`` picks CUDA when available, else the CPU. Asking for CUDA on a machine without it is a
+    :class:`~advlab.errors.ConfigError` rather than a silent fall-back to a much slower run.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={name}: CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use device=cpu or device=auto"
+            )
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        return device
+    raise ConfigError(f"device={name}: must be auto, cpu, cuda or cuda:<index>")
+
+
+def describe_device(device: torch.device) -> str:
+    """Human-readable device name for tags and logs: ``cpu`` or ``cuda:0 (NVIDIA H100 ...)``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type
+
+
+def progress_enabled(enabled: bool = True) -> bool:
+    """True when a progress bar should be drawn: asked for, and stderr is an interactive terminal.
+
+    Piped or logged runs (CI, sweeps, ``nohup``) get no bars, so log files stay readable.
+    """
+    if not enabled or os.environ.get("ADVLAB_NO_PROGRESS"):
+        return False
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", None) and stream.isatty())
+
+
+def progress(
+    iterable: Iterable[T],
+    *,
+    enabled: bool = True,
+    desc: str | None = None,
+    total: int | None = None,
+    unit: str = "it",
+) -> Iterator[T]:
+    """Wrap ``iterable`` in a tqdm bar on stderr, disabled when stderr is not a TTY.
+
+    The bar only counts iterations; it never reads tensors, so it adds no host-device syncs.
+    """
+    if not progress_enabled(enabled):
+        return iter(iterable)
+    from tqdm.auto import tqdm  # imported lazily: only interactive runs pay for it
+
+    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr))

@@ -1,0 +1,18 @@
+"""Training: the fit loop, early stopping, parameter groups, schedules, adversarial training and
+checkpoints. Nothing here imports mlflow: per-epoch metrics leave through a callback."""
+
+from __future__ import annotations
+
+from advlab.training.early_stopping import EarlyStopping
+from advlab.training.fit import EpochCallback, FitResult, check_fit_config, fit
+from advlab.training.param_groups import build_optimizer, param_groups
+
+__all__ = [
+    "EarlyStopping",
+    "EpochCallback",
+    "FitResult",
+    "build_optimizer",
+    "check_fit_config",
+    "fit",
+    "param_groups",
+]
