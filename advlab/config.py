@@ -169,7 +169,7 @@ class SchedulerConf:
 class AdversarialTrainConf:
     method: str = "none"  # none | fgsm_rs | pgd
     eps: float = 8.0  # 1/255 units
-    alpha: float = 10.0  # 1/255 units (fgsm_rs: 1.25 * eps per Wong et al.; pgd: step size)
+    alpha: float | None = None  # 1/255 units; null: 1.25 eps (fgsm_rs), 2.5 eps / steps (pgd)
     steps: int = 7  # pgd only
     val_robust: bool = False  # PGD accuracy on a fixed validation subset each epoch
     val_robust_n: int = 256  # size of that subset
@@ -210,7 +210,7 @@ class FgsmConf(AttackConf):
 @dataclass
 class PgdConf(AttackConf):
     steps: int = 10
-    alpha: float = 2.0  # step size, 1/255 units
+    alpha: float | None = None  # step size, 1/255 units; null: 2.5 * eps / steps (Madry et al.)
     random_start: bool = True
     targeted: str | None = None
 

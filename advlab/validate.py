@@ -108,7 +108,8 @@ def _check_train(train: DictConfig) -> None:
     adv = train.adversarial
     _one_of("train.adversarial.method", adv.method, ADVERSARIAL_METHODS)
     _at_least("train.adversarial.eps", adv.eps, 0)
-    _positive("train.adversarial.alpha", adv.alpha)
+    if adv.alpha is not None:
+        _positive("train.adversarial.alpha", adv.alpha)
     _at_least("train.adversarial.steps", adv.steps, 1)
     _at_least("train.adversarial.val_robust_n", adv.val_robust_n, 1)
     _at_least("train.adversarial.val_robust_steps", adv.val_robust_steps, 1)
@@ -155,7 +156,7 @@ def _check_eval(cfg: DictConfig) -> None:
             if key in attack:
                 _at_least(f"attacks.{name}.{key}", attack[key], 1)
         for key in ("alpha", "l2_per_unit"):
-            if key in attack:
+            if key in attack and attack[key] is not None:
                 _positive(f"attacks.{name}.{key}", attack[key])
     if len(set(ev.attacks)) != len(ev.attacks):
         _fail("eval.attacks", list(ev.attacks), "names an attack twice")

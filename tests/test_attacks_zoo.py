@@ -193,3 +193,12 @@ def test_seeded_attacks_are_reproducible_and_leave_the_global_rng_alone(batch):
     assert torch.equal(a, b)
     assert not torch.equal(a, c)  # the random start depends on the seed
     assert torch.equal(after_attack, expected_next)
+
+
+def test_pgd_default_step_reaches_every_eps_of_the_grid() -> None:
+    # alpha=None is Madry et al.'s 2.5 * eps / steps: steps * alpha > eps from any start.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    for eps, steps in [(1, 10), (16, 3), (8, 7)]:
+        atk = zoo.pgd(model, eps=eps, steps=steps, seed=0)
+        assert atk.alpha == pytest.approx(2.5 * eps / steps / 255)
+        assert atk.alpha * steps > atk.eps

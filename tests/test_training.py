@@ -404,3 +404,12 @@ def test_progress_is_silent_when_stderr_is_not_a_tty(capsys) -> None:
     assert items == list(range(5))
     assert not runtime.progress_enabled(True)  # pytest captures stderr: not a terminal
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("method", "alpha", "expected"),
+    [("fgsm_rs", None, 10.0), ("pgd", None, 2.5 * 8 / 7), ("pgd", 3.0, 3.0)],
+)
+def test_adversarial_training_step_defaults_to_the_published_rule(method, alpha, expected) -> None:
+    cfg = OmegaConf.create({"method": method, "eps": 8.0, "alpha": alpha, "steps": 7})
+    assert adversarial.train_alpha(cfg) == pytest.approx(expected)

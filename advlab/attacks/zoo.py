@@ -187,17 +187,20 @@ def pgd(
     *,
     eps: float,
     steps: int = 10,
-    alpha: float = 2.0,
+    alpha: float | None = None,
     random_start: bool = True,
     targeted: str | None = None,
     seed: int = 0,
     **common: Any,
 ) -> torchattacks.Attack:
     """PGD, L-inf (Madry et al.): ``steps`` signed-gradient steps of ``alpha``, projected on the
-    eps ball and [0, 1]. ``eps`` and ``alpha`` in 1/255 units; ``random_start`` draws a uniform
-    start in the ball (from ``seed``)."""
+    eps ball and [0, 1]. ``eps`` and ``alpha`` in 1/255 units; ``alpha=None`` is Madry et al.'s
+    2.5 * eps / steps, which reaches the ball's boundary from any start at every eps of a grid.
+    ``random_start`` draws a uniform start in the ball (from ``seed``)."""
     white_box = _check_metadata("pgd", common, "linf")
     eps = _check_eps("pgd", eps)
+    if alpha is None:
+        alpha = 2.5 * eps / max(int(steps), 1) if eps > 0 else 1.0  # eps 0: no step can move x
     if int(steps) < 1 or float(alpha) <= 0:
         raise AttackError(f"attacks.pgd: steps={steps} must be >= 1 and alpha={alpha} > 0")
     atk = import_torchattacks().PGD(

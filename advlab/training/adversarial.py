@@ -33,7 +33,7 @@ def check_adversarial_config(cfg: DictConfig) -> None:
         raise ConfigError(f"train.adversarial.method={cfg.method}: must be one of {METHODS}")
     if float(cfg.eps) < 0:
         raise ConfigError(f"train.adversarial.eps={cfg.eps}: must be >= 0 (1/255 units)")
-    if cfg.method != "none" and not float(cfg.alpha) > 0:
+    if cfg.method != "none" and cfg.alpha is not None and not float(cfg.alpha) > 0:
         raise ConfigError(f"train.adversarial.alpha={cfg.alpha}: must be > 0 (1/255 units)")
     if cfg.method == "pgd" and int(cfg.steps) < 1:
         raise ConfigError(f"train.adversarial.steps={cfg.steps}: must be >= 1")
@@ -113,6 +113,16 @@ def pgd(
     return x_adv.detach()
 
 
+def train_alpha(cfg: DictConfig) -> float:
+    """Step size (1/255 units): ``train.adversarial.alpha``, or when null the published default,
+    1.25 eps for fgsm_rs (Wong et al. 2020) and 2.5 eps / steps for pgd (Madry et al. 2018)."""
+    if cfg.alpha is not None:
+        return float(cfg.alpha)
+    if cfg.method == "fgsm_rs":
+        return 1.25 * float(cfg.eps)
+    return val_pgd_alpha(cfg.eps, cfg.steps)
+
+
 def perturb(
     cfg: DictConfig,
     model: nn.Module,
@@ -125,7 +135,7 @@ def perturb(
     """The training batch for ``train.adversarial.method`` (``x`` itself for ``none``)."""
     if cfg.method == "fgsm_rs":
         return fgsm_rs(
-            model, x, y, eps=cfg.eps, alpha=cfg.alpha, loss_fn=loss_fn, generator=generator
+            model, x, y, eps=cfg.eps, alpha=train_alpha(cfg), loss_fn=loss_fn, generator=generator
         )
     if cfg.method == "pgd":
         return pgd(
@@ -133,7 +143,7 @@ def perturb(
             x,
             y,
             eps=cfg.eps,
-            alpha=cfg.alpha,
+            alpha=train_alpha(cfg),
             steps=cfg.steps,
             loss_fn=loss_fn,
             generator=generator,
