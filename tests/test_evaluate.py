@@ -377,3 +377,17 @@ def test_transfer_from_saved_checkpoint(data, model, tmp_path):
 def test_transfer_from_a_missing_checkpoint_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="eval.transfer_from.*not found"):
         resolve_checkpoint(str(tmp_path / "nope"))
+
+
+def test_grid_rows_show_every_class_even_when_the_test_set_is_sorted_by_class() -> None:
+    from advlab.attacks.evaluate import _grid_rows
+
+    labels = np.repeat(np.arange(4), 25)  # stored class by class, like many test sets
+    correct = np.ones(100, dtype=bool)
+    correct[25:50] = False  # class 1 entirely misclassified: shown only after correct points
+    rows = _grid_rows(correct, labels, 6)
+    assert len(set(rows.tolist())) == 6
+    assert correct[rows].all()  # points an attack can flip come first
+    assert labels[rows].tolist() == [0, 2, 3, 0, 2, 3]  # round-robin over the classes
+    # once the correct points run out, the misclassified ones fill the grid
+    assert labels[_grid_rows(correct, labels, 78)[75:]].tolist() == [1, 1, 1]

@@ -470,7 +470,7 @@ def evaluate_robustness(
         confusion = {"clean": metrics.confusion_matrix(labels, clean.pred, num_classes)}
         outcomes: dict[str, dict[float, _Outcome]] = {name: {} for name in names}
         grid_eps = None if cfg_eval.grid_eps is None else float(cfg_eval.grid_eps)
-        grid_rows = _grid_rows(clean.correct, int(cfg_eval.grid_n))
+        grid_rows = _grid_rows(clean.correct, labels, int(cfg_eval.grid_n))
         grid_images: dict[str, tuple[torch.Tensor, _Outcome]] = {}
 
         for name in names:
@@ -600,10 +600,17 @@ def headline_metrics(evaluation: Evaluation) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------- the extras
-def _grid_rows(clean_correct: np.ndarray, grid_n: int) -> np.ndarray:
-    """Rows shown in the grids: clean-correct points first (the ones an attack can flip)."""
-    order = np.concatenate([np.flatnonzero(clean_correct), np.flatnonzero(~clean_correct)])
-    return np.sort(order[:grid_n]).astype(np.int64)
+def _grid_rows(clean_correct: np.ndarray, labels: np.ndarray, grid_n: int) -> np.ndarray:
+    """Rows shown in the grids: clean-correct points first (the ones an attack can flip), taken
+    round-robin over the classes so that a test set stored class by class still shows them all."""
+    picked: list[int] = []
+    for pool in (clean_correct, ~clean_correct):
+        queues = [np.flatnonzero(pool & (labels == c)) for c in np.unique(labels)]
+        depth = 0
+        while len(picked) < grid_n and any(depth < len(q) for q in queues):
+            picked.extend(int(q[depth]) for q in queues if depth < len(q))
+            depth += 1
+    return np.asarray(picked[:grid_n], dtype=np.int64)
 
 
 def _take(out: _Outcome, rows: np.ndarray) -> _Outcome:
