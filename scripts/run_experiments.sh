@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Re-run the full-size experiments behind the README's results table, then print the table.
+#   GENDER_ROOT=/path/to/DataBases CIFAR_ROOT=/path/to/folder/with/archive scripts/run_experiments.sh [NAME ...]
+# Defaults point at ../shared/data (this workplace's copies; users pass their own folders).
+# GENDER_TAGS / CIFAR_EXTRA add overrides (e.g. the course's data.train=10k data.test=test10k, or
+# data.md5=... for a reconstructed CIFAR-10 archive).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+GENDER_ROOT=${GENDER_ROOT:-$(pwd)/../shared/data/gender}
+CIFAR_ROOT=${CIFAR_ROOT:-$(pwd)/../shared/data/cifar10}
+GENDER_TAGS=${GENDER_TAGS:-"data.train=5k data.test=test1k"}
+CIFAR_EXTRA=${CIFAR_EXTRA:-"data.md5=00642bf920abbcac83eeb31b7ac31122 data.download=false"}
+PY=.venv/bin/python
+mkdir -p runs/experiment-logs
+
+run() {  # name, then the full command line arguments
+  local name=$1; shift
+  echo "== $name: python -m advlab $*"
+  local start=$(date +%s)
+  $PY -m advlab "$@" > "runs/experiment-logs/$name.log" 2>&1
+  echo "   done in $(( $(date +%s) - start )) s (log: runs/experiment-logs/$name.log)"
+}
+
+wanted=("$@")
+want() { [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " == *" $1 "* ]]; }
+
+want quickstart && run quickstart +experiment=quickstart
+for e in gender_perceptron gender_cnn gender_cnn_dropout gender_fool; do
+  # shellcheck disable=SC2086
+  want $e && run $e +experiment=$e data.root="$GENDER_ROOT" $GENDER_TAGS
+done
+# shellcheck disable=SC2086
+want gender_overfitting && run gender_overfitting -m +experiment=gender_overfitting \
+  data.root="$GENDER_ROOT" $GENDER_TAGS hydra/launcher=joblib_local
+# shellcheck disable=SC2086
+want cifar10_fool && run cifar10_fool +experiment=cifar10_fool data.root="$CIFAR_ROOT" $CIFAR_EXTRA
+# shellcheck disable=SC2086
+want cifar10_regularization_sweep && run cifar10_regularization_sweep -m \
+  +experiment=cifar10_regularization_sweep data.root="$CIFAR_ROOT" $CIFAR_EXTRA
+# shellcheck disable=SC2086
+want cifar10_adversarial_training && run cifar10_adversarial_training -m \
+  +experiment=cifar10_adversarial_training data.root="$CIFAR_ROOT" $CIFAR_EXTRA
+if want transfer; then
+  # craft on the gender_cnn run (no dropout), evaluate on the dropout model
+  source_dir=$($PY - <<'PY'
+from advlab import results
+frame = results.load(experiment="gender_cnn")
+frame = frame[frame["status"] == "FINISHED"].sort_values("start_time")
+print(frame.iloc[-1]["tags.advlab.run_dir"])
+PY
+)
+  # shellcheck disable=SC2086
+  run transfer +experiment=transfer data.root="$GENDER_ROOT" $GENDER_TAGS "eval.transfer_from=[$source_dir]"
+fi
+
+$PY scripts/results_table.py
