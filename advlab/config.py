@@ -327,6 +327,7 @@ class Config:
     paths: PathsConf = field(default_factory=PathsConf)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads; null = one per core (set 1 in parallel sweeps)
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

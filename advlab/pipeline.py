@@ -33,10 +33,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from advlab.data import load_data
     from advlab.models import build_model, count_params, layer_table
     from advlab.models.io import save_model
-    from advlab.runtime import seed_everything, select_device
+    from advlab.runtime import seed_everything, select_device, set_threads
     from advlab.tracking import Tracker
     from advlab.training.fit import fit
 
+    set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     run_dir = _run_dir(cfg)

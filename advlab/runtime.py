@@ -37,6 +37,16 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch ops (None: torch's default, one per core).
+
+    Parallel sweeps must set it: two jobs of two threads each on two cores make every parallel op
+    wait for a descheduled thread, and a small CNN then trains ten times slower, not two.
+    """
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
 def select_device(name: str = "auto") -> torch.device:
     """Map ``cfg.device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:<index>``) to a torch device.
 

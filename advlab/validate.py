@@ -174,6 +174,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line: key, value, why) for the first out-of-range value."""
     _one_of("device", cfg.device, DEVICES)
     _at_least("seed", cfg.seed, 0)
+    _at_least("threads", cfg.threads, 1, allow_none=True)
     _check_data(cfg.data)
     _check_model(cfg.model)
     _check_optimizer(cfg.optimizer)

@@ -33,7 +33,7 @@ for e in gender_perceptron gender_cnn gender_cnn_dropout gender_fool; do
 done
 # shellcheck disable=SC2086
 want gender_overfitting && run gender_overfitting -m +experiment=gender_overfitting \
-  data.root="$GENDER_ROOT" $GENDER_TAGS hydra/launcher=joblib_local
+  data.root="$GENDER_ROOT" $GENDER_TAGS hydra/launcher=joblib_local threads=1
 # shellcheck disable=SC2086
 want cifar10_fool && run cifar10_fool +experiment=cifar10_fool data.root="$CIFAR_ROOT" $CIFAR_EXTRA
 # shellcheck disable=SC2086

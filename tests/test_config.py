@@ -164,3 +164,9 @@ def test_default_run_is_the_quickstart_experiment() -> None:
         named, resolve=True
     )
     assert plain.model.dropout == 0.25 and plain.tracking.experiment == "quickstart"
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"^threads=0"):
+        validate_config(compose_config(["threads=0"]))
+    validate_config(compose_config(["threads=1"]))

@@ -38,14 +38,9 @@ def _store_overrides(tmp_path: Path) -> list[str]:
 
 def test_submitit_slurm_launcher_config_composes():
     with warnings.catch_warnings():
-        # Hydra validates the file against the plugin's schema of the same name (and says so).
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error")  # composes without Hydra's schema-name deprecation warning
         cfg = _compose_with_hydra(
-            [
-                "hydra/launcher=submitit_slurm",
-                "hydra.launcher.partition=gpu",
-                "+experiment=quickstart",
-            ]
+            ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "+experiment=quickstart"]
         )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
