@@ -55,6 +55,7 @@ from advlab.attacks.grids import save_grid
 from advlab.attacks.sanity import SanityCheck
 from advlab.attacks.zoo import check_attack_support
 from advlab.errors import AttackError, ConfigError
+from advlab.runtime import progress
 
 log = logging.getLogger(__name__)
 
@@ -473,27 +474,27 @@ def evaluate_robustness(
         grid_rows = _grid_rows(clean.correct, labels, int(cfg_eval.grid_n))
         grid_images: dict[str, tuple[torch.Tensor, _Outcome]] = {}
 
-        for name in names:
-            for eps in eps_grid:
-                x_adv, out = session.attack(name, factories[name], eps)
-                outcomes[name][eps] = out
-                key = f"{name}/eps_{naming.format_eps(eps)}"
-                rows.append(_row(name, eps, out, clean))
-                per_class += _per_class_rows(name, eps, out.correct, labels, class_names)
-                confusion[key] = metrics.confusion_matrix(labels, out.pred, num_classes)
-                log.info(
-                    "%-10s eps %5s/255: robust acc %.1f%% (%.1fs)",
-                    name,
-                    naming.format_eps(eps),
-                    100 * rows[-1]["robust_acc"],
-                    out.seconds,
+        jobs = [(name, eps) for name in names for eps in eps_grid]
+        for name, eps in progress(jobs, desc="attacks", unit="attack x eps"):
+            x_adv, out = session.attack(name, factories[name], eps)
+            outcomes[name][eps] = out
+            key = f"{name}/eps_{naming.format_eps(eps)}"
+            rows.append(_row(name, eps, out, clean))
+            per_class += _per_class_rows(name, eps, out.correct, labels, class_names)
+            confusion[key] = metrics.confusion_matrix(labels, out.pred, num_classes)
+            log.info(
+                "%-10s eps %5s/255: robust acc %.1f%% (%.1fs)",
+                name,
+                naming.format_eps(eps),
+                100 * rows[-1]["robust_acc"],
+                out.seconds,
+            )
+            if grid_eps is not None and eps == grid_eps:
+                grid_images[name] = (x_adv[grid_rows], _take(out, grid_rows))
+            if cfg_eval.save_adversarial:
+                artifacts.append(
+                    _save_adversarial(out_dir, name, eps, x_adv, out, labels, clean, indices)
                 )
-                if grid_eps is not None and eps == grid_eps:
-                    grid_images[name] = (x_adv[grid_rows], _take(out, grid_rows))
-                if cfg_eval.save_adversarial:
-                    artifacts.append(
-                        _save_adversarial(out_dir, name, eps, x_adv, out, labels, clean, indices)
-                    )
 
         # Worst case over the attacks that share the grid's L-inf threat model (pgd_l2's rows live
         # in an L2 ball of another size, so mixing it in would not be a worst case of anything).
