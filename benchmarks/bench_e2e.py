@@ -1,0 +1,154 @@
+"""End-to-end benchmarks (item 6 of issue 9): start-up and the quickstart, as a user runs them.
+
+- ``python -m advlab --help``: wall time of a fresh interpreter (median of repeats), target < 3 s,
+  and which heavy modules the help path imported (torch, mlflow, ... should be none of them).
+- ``python -m advlab``: wall time of the whole quickstart (embedded MNIST, train, FGSM/PGD eps
+  curve, MLflow tracking, PDF report), with every output redirected to a temporary folder.
+  ``--quick`` shrinks it with the test suite's tiny overrides.
+
+    python -m benchmarks.bench_e2e [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import PROJECT_ROOT, Figure, emit, sandbox_overrides
+
+BENCH = "e2e"
+HELP_TARGET_S = 3.0
+HEAVY = ("torch", "mlflow", "torchattacks", "matplotlib", "pandas", "seaborn", "reportlab", "numpy")
+
+# The test suite's overrides that shrink the quickstart to seconds (tests/conftest.py).
+TINY = [
+    "train.epochs=2",
+    "data.limit_train=600",
+    "data.limit_test=200",
+    "eval.n_examples=64",
+    "eval.eps=[0,4,16]",
+    "eval.sanity.convergence_n=32",
+    "attacks.pgd.steps=3",
+    "eval.grid_n=4",
+]
+
+_HELP_PROBE = """
+import runpy, sys, json, time
+t = time.perf_counter()
+sys.argv = ["advlab", "--help"]
+try:
+    runpy.run_module("advlab", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+heavy = [m for m in {heavy!r} if m in sys.modules]
+sys.stderr.write(json.dumps({{"heavy": heavy}}) + "\\n")
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "ADVLAB_NO_PROGRESS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # never write to a store the user configured
+    return env
+
+
+def time_command(args: list[str], repeats: int) -> tuple[list[float], subprocess.CompletedProcess]:
+    """Wall seconds of ``repeats`` fresh runs of ``python args...`` from the project root."""
+    seconds = []
+    proc = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, *args],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            check=False,
+        )
+        seconds.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"`python {' '.join(args)}` exited {proc.returncode}: {proc.stderr.strip()[-1500:]}"
+            )
+    assert proc is not None
+    return seconds, proc
+
+
+def bench_help(repeats: int, figures: list[Figure]) -> None:
+    time_command(["-m", "advlab", "--help"], 1)  # warm the page cache / .pyc files first
+    seconds, proc = time_command(["-m", "advlab", "--help"], repeats)
+    probe = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE.format(heavy=HEAVY)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+    )
+    heavy = "?"
+    for line in probe.stderr.splitlines()[::-1]:
+        if line.startswith("{"):
+            heavy = ", ".join(json.loads(line)["heavy"]) or "none"
+            break
+    base, _ = time_command(["-c", "pass"], repeats)
+    emit(
+        Figure(
+            BENCH,
+            "python -m advlab --help (start-up)",
+            statistics.median(seconds),
+            "s",
+            target=HELP_TARGET_S,
+            target_kind="value<=",
+            note=(
+                f"median of {repeats}; bare interpreter {statistics.median(base):.2f} s; "
+                f"heavy modules imported: {heavy}"
+            ),
+        ),
+        figures,
+    )
+
+
+def bench_quickstart(quick: bool, figures: list[Figure]) -> None:
+    with tempfile.TemporaryDirectory(prefix="advlab-bench-e2e-") as tmp_name:
+        tmp = Path(tmp_name)
+        overrides = sandbox_overrides(tmp)
+        if quick:
+            overrides += TINY
+        seconds, proc = time_command(["-m", "advlab", *overrides], 1)
+        pdfs = sorted((tmp / "reports").rglob("*.pdf"))
+        emit(
+            Figure(
+                BENCH,
+                "python -m advlab (quickstart" + (", tiny)" if quick else ")"),
+                seconds[0],
+                "s",
+                target_kind="info",
+                note=f"train + FGSM/PGD curve + MLflow + PDF ({len(pdfs)} PDF written)",
+            ),
+            figures,
+        )
+
+
+def run(quick: bool = False) -> list[Figure]:
+    figures: list[Figure] = []
+    bench_help(3 if quick else 5, figures)
+    bench_quickstart(quick, figures)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny quickstart, fewer repeats")
+    args = parser.parse_args(argv)
+    return run(quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()
