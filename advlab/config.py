@@ -280,6 +280,7 @@ class EvalConf:
     eps: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])  # 1/255
     n_examples: int | None = 1000  # fixed seeded subset of the test set; null = all
     batch_size: int = 256
+    cascade: bool = True  # reuse a point's adversarial example from the next smaller eps
     grid_eps: float | None = 8.0  # eps (1/255) of the adversarial-example grids; null = none
     grid_n: int = 8  # examples per grid
     save_adversarial: bool = False  # save the adversarial sets as .npz

@@ -391,3 +391,57 @@ def test_grid_rows_show_every_class_even_when_the_test_set_is_sorted_by_class() 
     assert labels[rows].tolist() == [0, 2, 3, 0, 2, 3]  # round-robin over the classes
     # once the correct points run out, the misclassified ones fill the grid
     assert labels[_grid_rows(correct, labels, 78)[75:]].tolist() == [1, 1, 1]
+
+
+def test_eps_cascade_is_never_weaker_than_independent_runs(model, data, tmp_path) -> None:
+    results = {}
+    for cascade in (True, False):
+        cfg_eval, attacks = eval_config(
+            f"eval.cascade={str(cascade).lower()}",
+            "eval.grid_eps=null",
+            # deterministic attacks: with random starts the two differ by random-start noise only
+            "attacks.pgd.random_start=false",
+        )
+        ev = evaluate_robustness(
+            model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path / str(cascade)
+        )
+        results[cascade] = ev.table.set_index(["attack", "eps"])
+    cascaded, independent = results[True], results[False]
+    # a point fooled at a smaller eps stays fooled: never a higher robust accuracy
+    assert (cascaded["robust_acc"] <= independent["robust_acc"] + 1e-12).all()
+    for attack in ("fgsm", "pgd"):
+        curve = cascaded.loc[attack, "robust_acc"].to_numpy()
+        assert (np.diff(curve) <= 1e-12).all()
+    # every adversarial example still lies in its own ball (check 1 would have raised otherwise)
+    assert (cascaded["linf_max"] <= cascaded.index.get_level_values("eps") + 1e-3).all()
+
+
+def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:
+    from advlab.attacks.evaluate import _Session, clean_pass
+
+    x = torch.from_numpy(data.test.images[:60]).float() / 255
+    y = torch.from_numpy(data.test.labels[:60])
+    seen: list[int] = []
+
+    class CountingFgsm:  # a real FGSM step, counting the images it is asked to attack
+        advlab_budget, advlab_white_box, advlab_norm = 8 / 255, True, "linf"
+
+        def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            seen.append(len(images))
+            images = images.clone().requires_grad_(True)
+            nn.functional.cross_entropy(model(images), labels).backward()
+            return (images + 8 / 255 * images.grad.sign()).clamp(0, 1).detach()
+
+    with eval_mode(model):
+        clean = clean_pass(model, x, y, 64)
+        session = _Session(model, x, y, clean, batch_size=64, seed=0, num_classes=3)
+        factory = lambda *args, **kwargs: CountingFgsm()  # noqa: E731
+        first = session.attack("fgsm", factory, 8)
+        attacked_first = seen.pop()
+        second = session.attack("fgsm", factory, 8, carry=first)
+    assert attacked_first == int(clean.correct.sum())
+    # only the points the first run left robust are attacked again; the fooled ones keep theirs
+    assert seen == [int(first[1].correct.sum())] or (seen == [] and not first[1].correct.any())
+    fooled = clean.correct & ~first[1].correct
+    assert torch.equal(second[0][torch.from_numpy(fooled)], first[0][torch.from_numpy(fooled)])
+    assert not second[1].correct[fooled].any()

@@ -350,12 +350,16 @@ class _Session:
         factory: Callable[..., Any],
         eps: float,
         rows: np.ndarray | None = None,
+        carry: tuple[torch.Tensor, _Outcome] | None = None,
         **overrides: Any,
     ) -> tuple[torch.Tensor, _Outcome]:
         """Run attack ``name`` at ``eps`` (1/255) on the points ``rows`` (default: all).
 
-        Returns the adversarial images (len(rows), C, H, W) and the per-example outcome. Check 1
-        (bounds) runs on every result and raises on a violation.
+        ``carry`` is this attack's result at a smaller eps on the same rows (the eps cascade):
+        a point it already fooled keeps that adversarial example, which lies inside the larger
+        ball too, and only the points still robust are attacked. Returns the adversarial images
+        (len(rows), C, H, W) and the per-example outcome. Check 1 (bounds) runs on every result
+        and raises on a violation.
         """
         rows = np.arange(len(self.x)) if rows is None else rows
         sel = torch.from_numpy(rows).to(self.x.device)
@@ -395,9 +399,19 @@ class _Session:
             largest = sanity.check_bounds(name, eps, x_adv, x, norm="linf", budget=eps / 255)
             ratio_budget = eps / 255
         else:
+            fooled_before = None
+            if carry is not None:
+                fooled_before = mask & ~carry[1].correct
+                mask = mask & carry[1].correct
             x_adv, logits, seconds = run_attack(
                 atk, self.model, x, y, mask, self.batch_size, clean_logits
             )
+            if fooled_before is not None and fooled_before.any():
+                keep = torch.from_numpy(np.flatnonzero(fooled_before)).to(x.device)
+                x_adv[keep] = carry[0][keep]
+                with torch.no_grad():
+                    logits[keep] = self.model(x_adv[keep]).float()
+                mask = mask | fooled_before  # counted as attacked points below
             largest = sanity.check_bounds(name, eps, x_adv, x, norm=atk.advlab_norm, budget=budget)
             ratio_budget = budget
         self.n_checked += int(mask.sum())
@@ -474,9 +488,15 @@ def evaluate_robustness(
         grid_rows = _grid_rows(clean.correct, labels, int(cfg_eval.grid_n))
         grid_images: dict[str, tuple[torch.Tensor, _Outcome]] = {}
 
-        jobs = [(name, eps) for name in names for eps in eps_grid]
+        # Ascending eps per attack, so the cascade can hand each result to the next budget.
+        jobs = [(name, eps) for name in names for eps in sorted(eps_grid)]
+        carry: dict[str, tuple[torch.Tensor, _Outcome]] = {}
         for name, eps in progress(jobs, desc="attacks", unit="attack x eps"):
-            x_adv, out = session.attack(name, factories[name], eps)
+            cascade = bool(cfg_eval.cascade) and eps > 0 and name in carry
+            x_adv, out = session.attack(
+                name, factories[name], eps, carry=carry.get(name) if cascade else None
+            )
+            carry[name] = (x_adv, out)
             outcomes[name][eps] = out
             key = f"{name}/eps_{naming.format_eps(eps)}"
             rows.append(_row(name, eps, out, clean))
@@ -515,7 +535,9 @@ def evaluate_robustness(
             sanity.bounds_summary(session.n_checked, session.worst_ratio),
             sanity.check_eps_zero(table, clean_acc, n),
             sanity.check_pgd_le_fgsm(table, float(cfg_eval.sanity.tolerance)),
-            sanity.check_monotone(table, float(cfg_eval.sanity.tolerance)),
+            sanity.check_monotone(
+                table, float(cfg_eval.sanity.tolerance), cascade=bool(cfg_eval.cascade)
+            ),
             sanity.check_chance(table, num_classes, float(cfg_eval.sanity.chance_margin)),
             _convergence_check(session, factories, attacks, outcomes, cfg_eval),
             sanity.check_zero_gradients(clean.zero_grad),
