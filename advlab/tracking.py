@@ -555,6 +555,9 @@ class Tracker:
         self.tracking_uri: str | None = None
         self._client: MlflowClient | None = None
         self._prev_sigterm: Any = None
+        # Per-epoch metrics are queued (MLflow's async logging) so a database write never stalls
+        # the training loop; every queued write is awaited before the run ends.
+        self._pending: list[Any] = []
         if self.enabled:
             self.tracking_uri = resolve_tracking_uri(cfg.tracking, cfg.get("paths"))
 
@@ -627,6 +630,13 @@ class Tracker:
             status = "FAILED"
             tags["advlab.error"] = f"{exc_type.__name__}: {exc}".strip()
         try:
+            self._flush()
+        except Exception as error:  # a lost epoch metric must not leave the run RUNNING
+            log.error("queued MLflow writes failed: %s", error)
+            if status == "FINISHED":
+                status = "FAILED"
+                tags["advlab.error"] = f"queued MLflow writes failed: {error}"
+        try:
             end_run(self._client, self.run_id, status, tags)
             self.status = status
         except Exception:
@@ -697,8 +707,22 @@ class Tracker:
             retry(lambda: client.log_batch(self.run_id, metrics=items), what="log metrics")
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Per-epoch metrics with step = epoch (1-based); usable as the fit loop's EpochCallback."""
-        self.log_metrics(metrics, step=int(epoch))
+        """Per-epoch metrics with step = epoch (1-based); usable as the fit loop's EpochCallback.
+
+        Queued, not written on the spot: the fit loop goes on while MLflow writes."""
+        client = self._active()
+        if client is None:
+            return
+        items = _metric_list(metrics, int(epoch))
+        if items:
+            self._pending.append(client.log_batch(self.run_id, metrics=items, synchronous=False))
+
+    def _flush(self) -> None:
+        """Wait for every queued write (raises the first error, e.g. a store that went away)."""
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            if operation is not None:
+                operation.wait()
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory's contents, under ``artifact_path`` (None: the root)."""
