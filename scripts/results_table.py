@@ -51,8 +51,9 @@ def main(experiments: list[str]) -> None:
                 value = row.get(f"metrics.{key}")
                 return None if value is None or value != value else float(value)
 
-            sizes = "/".join(
-                str(row.get(f"params.facts.{k}", "?")) for k in ("n_train", "n_val", "n_test")
+            sizes = " / ".join(
+                f"{float(row.get(f'params.facts.{k}', 'nan')):.0f}"
+                for k in ("n_train", "n_val", "n_test")
             )
             best, stopped = metric(naming.BEST_EPOCH), metric(naming.STOPPED_EPOCH)
             epochs = f"{best:.0f} / {stopped:.0f}" if best is not None else "-"
