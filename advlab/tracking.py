@@ -306,8 +306,9 @@ def _short_float(x: float) -> str:
 def derive_run_name(cfg: DictConfig) -> str:
     """``tracking.run_name`` or ``<data>-<model>-do<dropout>-wd<weight_decay>[-n<N>][-aug]...``.
 
-    E.g. ``gender-course_cnn-do0.5-wd1e-4``; ``-n<N>`` when ``data.limit_train`` is set, ``-aug``
-    with augmentation, ``-at_<method>`` with adversarial training, ``-noes`` without early stopping.
+    E.g. ``gender-course_cnn-do0.5-wd1e-4``; ``-n<N>`` when ``data.limit_train`` is set,
+    ``-flip``/``-shift<px>``/``-rot<deg>`` with augmentation, ``-at_<method>`` with adversarial
+    training, ``-noes`` without early stopping: runs of a sweep get names that tell them apart.
     """
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
@@ -319,14 +320,23 @@ def derive_run_name(cfg: DictConfig) -> str:
     ]
     if cfg.data.get("limit_train"):
         parts.append(f"n{int(cfg.data.limit_train)}")
-    if _augment_on(cfg):
-        parts.append("aug")
+    parts += _augment_parts(cfg)
     method = str(cfg.train.adversarial.method)
     if method != "none":
         parts.append(f"at_{method}")
     if not cfg.train.early_stopping.enabled:
         parts.append("noes")
     return "-".join(parts)
+
+
+def _augment_parts(cfg: DictConfig) -> list[str]:
+    aug = cfg.data.get("augment") or {}
+    parts = ["flip"] if aug.get("hflip") else []
+    if aug.get("shift"):
+        parts.append(f"shift{int(aug.shift)}")
+    if aug.get("rotation"):
+        parts.append(f"rot{_short_float(aug.rotation)}")
+    return parts
 
 
 def _augment_on(cfg: DictConfig) -> bool:

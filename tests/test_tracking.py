@@ -65,7 +65,12 @@ def test_run_names_and_flat_params(make_cfg):
     cfg = make_cfg("data.limit_train=null", "model.dropout=0.5", "optimizer.weight_decay=1e-4")
     assert derive_run_name(cfg) == "mnist-course_cnn-do0.5-wd1e-4"
     cfg = make_cfg("train.adversarial.method=pgd", "data.augment.hflip=true")
-    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-aug-at_pgd"
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-flip-at_pgd"
+    # a sweep over one augmentation knob gives its runs different names
+    cfg = make_cfg(
+        "data.augment.shift=2", "data.augment.rotation=10", "train.early_stopping.enabled=false"
+    )
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-shift2-rot10-noes"
     assert derive_run_name(make_cfg("tracking.run_name=mine")) == "mine"
 
     params = flatten_config(make_cfg("eval.attacks=[pgd]"))
