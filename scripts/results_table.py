@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/results_table.py [EXPERIMENT ...]
 
-One row per finished run of each experiment (sweep parents left out): data sizes, clean accuracy,
-FGSM/PGD robust accuracy at 8/255, best/stopped epoch and the run's wall time.
+One row per finished run of each experiment (sweep parents left out): the settings that differ
+between the experiment's runs, data sizes, clean accuracy, FGSM/PGD robust accuracy at 8/255,
+best/stopped epoch and the run's wall time.
 """
 
 from __future__ import annotations
@@ -28,13 +29,32 @@ DEFAULT_EXPERIMENTS = [
 ]
 
 
+# The knobs the sweeps turn; a column shows those that differ between an experiment's runs.
+SETTINGS = {
+    "data.limit_train": "n",
+    "model.dropout": "dropout",
+    "optimizer.weight_decay": "wd",
+    "data.augment.hflip": "flip",
+    "train.early_stopping.enabled": "early stop",
+    "train.adversarial.method": "adv. training",
+}
+
+
+def _settings(row, varied: list[str]) -> str:
+    def value(key: str) -> str:
+        raw = row.get(f"params.{key}")
+        return "all" if raw is None or raw != raw or raw == "None" else str(raw)  # None/NaN: unset
+
+    return ", ".join(f"{SETTINGS[key]}={value(key)}" for key in varied) or "-"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.1%}"
 
 
 def main(experiments: list[str]) -> None:
     print(
-        "| experiment | run | train / val / test | clean acc | FGSM 8/255 | PGD 8/255 "
+        "| experiment | settings | train / val / test | clean acc | FGSM 8/255 | PGD 8/255 "
         "| best / stopped epoch | wall time |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -45,6 +65,11 @@ def main(experiments: list[str]) -> None:
             print(f"| {experiment} | not run ({error}) | | | | | | |", file=sys.stderr)
             continue
         frame = frame[frame["status"] == "FINISHED"]
+        varied = [
+            key
+            for key in SETTINGS
+            if f"params.{key}" in frame and frame[f"params.{key}"].astype(str).nunique() > 1
+        ]
         for _, row in frame.sort_values("start_time").iterrows():
 
             def metric(key: str, row=row) -> float | None:
@@ -59,7 +84,7 @@ def main(experiments: list[str]) -> None:
             epochs = f"{best:.0f} / {stopped:.0f}" if best is not None else "-"
             minutes = row["duration_s"] / 60 if row["duration_s"] == row["duration_s"] else None
             print(
-                f"| {experiment} | {row['run_name']} | {sizes} "
+                f"| {experiment} | {_settings(row, varied)} | {sizes} "
                 f"| {_pct(metric(naming.CLEAN_ACC))} "
                 f"| {_pct(metric(naming.robust_acc_key('fgsm', 8)))} "
                 f"| {_pct(metric(naming.robust_acc_key('pgd', 8)))} "
