@@ -220,7 +220,8 @@ def check_convergence(
 ) -> SanityCheck:
     """Check 6: PGD with ``2 * steps`` moves robust accuracy by under 1 point.
 
-    ``base_correct`` / ``double_correct``: bool (n,) robust-or-not per example, same examples.
+    ``base_correct`` / ``double_correct``: bool (n,) robust-or-not per example, same examples;
+    ``double_correct`` is the per-example worst case of the two runs, so it can only be lower.
     """
     n = len(base_correct)
     if n == 0:
@@ -228,7 +229,7 @@ def check_convergence(
     base, double = float(np.mean(base_correct)), float(np.mean(double_correct))
     evidence = (
         f"PGD at eps {format_eps(eps)}/255 on {n} examples: {steps} steps {_pct(base)}, "
-        f"{2 * steps} steps {_pct(double)}"
+        f"{2 * steps} steps on the points still robust {_pct(double)}"
     )
     if abs(base - double) >= 0.01:
         return SanityCheck(

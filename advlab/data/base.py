@@ -251,14 +251,19 @@ def batches(
     else:
         order = None
     active = is_active(augment)
+    pin = torch.device(device).type == "cuda"
     for start in range(0, n, batch_size):
         if order is None:
             idx: np.ndarray | slice = slice(start, start + batch_size)
         else:
             idx = order[start : start + batch_size]
-        # numpy indexing copies the batch, so the tensor owns writable memory
-        x = torch.from_numpy(np.array(data.images[idx], copy=True))
-        y = torch.from_numpy(np.array(data.labels[idx], copy=True))
+        # Fancy indexing already copies; a slice is a view and is copied once, so the tensor
+        # always owns writable memory without a second copy.
+        take = np.array if isinstance(idx, slice) else np.asarray
+        x = torch.from_numpy(take(data.images[idx]))
+        y = torch.from_numpy(take(data.labels[idx]))
+        if pin:  # a pinned source lets the non-blocking copy overlap GPU compute
+            x, y = x.pin_memory(), y.pin_memory()
         # move uint8 (4x smaller) before converting to float
         x = to_float(x.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
