@@ -737,9 +737,8 @@ def _convergence_check(
         base = session.attack("pgd", factories["pgd"], eps, rows)[1].correct
     double = base.copy()
     if base.any():
-        double[base] = session.attack("pgd", factories["pgd"], eps, rows[base], steps=2 * steps)[
-            1
-        ].correct
+        _, longer = session.attack("pgd", factories["pgd"], eps, rows[base], steps=2 * steps)
+        double[base] = longer.correct
     return sanity.check_convergence(base, double, steps=steps, eps=eps)
 
 
