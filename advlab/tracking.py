@@ -407,6 +407,16 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def training_precision(cfg: DictConfig) -> str:
+    """``train.precision`` as this machine trains in it (``auto`` resolved to fp32 or bf16)."""
+    import torch
+
+    from advlab.runtime import resolve_precision
+
+    device = torch.device(resolve_device(str(cfg.get("device", "auto"))))
+    return resolve_precision(str(cfg.train.precision), device)
+
+
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The command that started this process, ``python -m advlab ...`` for the CLI."""
     argv = list(sys.argv if argv is None else argv)
@@ -431,6 +441,7 @@ def run_tags(cfg: DictConfig, *, run_dir: Path) -> dict[str, str]:
         "advlab.torch_version": _version("torch"),
         "advlab.torchattacks_version": _version("torchattacks"),
         "advlab.device": resolve_device(str(cfg.get("device", "auto"))),
+        "advlab.precision": training_precision(cfg),
         "advlab.command": command_line(),
         "advlab.run_dir": str(run_dir),
     }

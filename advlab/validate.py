@@ -18,7 +18,7 @@ from advlab.errors import ConfigError
 
 LOSSES = ("cross_entropy", "mse")
 SCHEDULERS = ("none", "staircase", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 ADVERSARIAL_METHODS = ("none", "fgsm_rs", "pgd")
 MONITORS = ("val_loss", "val_acc", "val_robust_acc")
 DEVICES = ("auto", "cpu", "cuda")

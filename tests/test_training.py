@@ -387,6 +387,19 @@ def test_select_device() -> None:
             runtime.select_device("cuda")
 
 
+def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:
+    assert runtime.resolve_precision("fp32", CPU) == "fp32"
+    assert runtime.resolve_precision("bf16", CPU) == "bf16"  # asked for: kept, even if slow
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert runtime.resolve_precision("auto", CPU) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert runtime.resolve_precision("auto", CPU) == "fp32"  # AVX512-BF16 alone is slower
+    cfg = cfg_for("train.precision=auto", "device=cpu")
+    from advlab.tracking import run_tags
+
+    assert run_tags(cfg, run_dir=Path("."))["advlab.precision"] == "fp32"
+
+
 def test_seed_everything_repeats_every_generator() -> None:
     import random
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from advlab.data.base import DataSplits, batches, to_float
 from advlab.errors import ConfigError, DataError, TrainingError
-from advlab.runtime import progress
+from advlab.runtime import progress, resolve_precision
 from advlab.training import adversarial
 from advlab.training.checkpoint import (
     BEST,
@@ -47,7 +47,7 @@ from advlab.training.schedules import build_scheduler, check_scheduler_config, s
 log = logging.getLogger(__name__)
 
 LOSSES = ("cross_entropy", "mse")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 # Metrics that depend on wall-clock time, not on the computation (excluded from equality checks).
 TIMING_METRICS = ("epoch_seconds", "images_per_s")
 # Keys of the train/optimizer config that may change on resume without changing the result.
@@ -229,7 +229,9 @@ def fit(
                 on_epoch(i, metrics)
 
     ckpt_dir = checkpoint_dir(run_dir)
-    precision = str(cfg_train.precision)
+    precision = resolve_precision(str(cfg_train.precision), device)
+    if precision != cfg_train.precision:
+        log.info("train.precision=%s: training in %s on %s", cfg_train.precision, precision, device)
 
     def autocast() -> contextlib.AbstractContextManager:
         return _autocast(device, precision)
