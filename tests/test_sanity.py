@@ -189,7 +189,10 @@ def test_grid_png(tmp_path, channels):
     with Image.open(path) as image:
         assert image.format == "PNG"
         width, height = image.size
+        pixels = np.asarray(image.convert("RGB"))
     assert height > width  # one row per example
+    # Row 0 is fooled (adv_pred 1, label 0): its adversarial title is drawn in crimson.
+    assert (pixels == np.array([220, 20, 60], dtype=np.uint8)).all(axis=-1).any()
     assert not list(tmp_path.glob("grids/*.tmp"))
     assert perturbation_scale(adv - clean) == pytest.approx(0.5 / (4 / 255), rel=1e-4)
     assert perturbation_scale(np.zeros(3)) == 1.0
