@@ -2,6 +2,7 @@
 
 - ``python -m advlab --help``: wall time of a fresh interpreter (median of repeats), target < 3 s,
   and which heavy modules the help path imported (torch, mlflow, ... should be none of them).
+- ``python -m advlab eval.eps=[0,-1]``: how long a bad value takes to be refused, target < 5 s.
 - ``python -m advlab``: wall time of the whole quickstart (embedded MNIST, train, FGSM/PGD eps
   curve, MLflow tracking, PDF report), with every output redirected to a temporary folder.
   ``--quick`` shrinks it with the test suite's tiny overrides.
@@ -25,6 +26,7 @@ from benchmarks.common import PROJECT_ROOT, Figure, emit, sandbox_overrides
 
 BENCH = "e2e"
 HELP_TARGET_S = 3.0
+REFUSAL_TARGET_S = 5.0
 HEAVY = ("torch", "mlflow", "torchattacks", "matplotlib", "pandas", "seaborn", "reportlab", "numpy")
 
 # The test suite's overrides that shrink the quickstart to seconds (tests/conftest.py).
@@ -115,6 +117,43 @@ def bench_help(repeats: int, figures: list[Figure]) -> None:
     )
 
 
+def bench_refusal(repeats: int, figures: list[Figure]) -> None:
+    """A bad config value (issue 2: refused in under 5 s, with one line, before any data)."""
+    seconds = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="advlab-bench-e2e-") as tmp_name:
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "advlab",
+                    "eval.eps=[0,-1]",
+                    *sandbox_overrides(Path(tmp_name)),
+                ],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                env=_env(),
+                check=False,
+            )
+            seconds.append(time.perf_counter() - start)
+        if proc.returncode == 0:
+            raise RuntimeError("a negative eps was accepted: the refusal is broken")
+    emit(
+        Figure(
+            BENCH,
+            "python -m advlab eval.eps=[0,-1] (refused)",
+            statistics.median(seconds),
+            "s",
+            target=REFUSAL_TARGET_S,
+            target_kind="value<=",
+            note=f"median of {repeats}; exit {proc.returncode}",
+        ),
+        figures,
+    )
+
+
 def bench_quickstart(quick: bool, figures: list[Figure]) -> None:
     with tempfile.TemporaryDirectory(prefix="advlab-bench-e2e-") as tmp_name:
         tmp = Path(tmp_name)
@@ -139,6 +178,7 @@ def bench_quickstart(quick: bool, figures: list[Figure]) -> None:
 def run(quick: bool = False) -> list[Figure]:
     figures: list[Figure] = []
     bench_help(3 if quick else 5, figures)
+    bench_refusal(3, figures)
     bench_quickstart(quick, figures)
     return figures
 
