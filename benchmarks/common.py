@@ -83,7 +83,10 @@ def machine_info() -> dict[str, Any]:
 
 def print_machine(info: dict[str, Any] | None = None) -> dict[str, Any]:
     info = info or machine_info()
-    isa = ", ".join(k for k in ("avx512", "avx512_bf16", "amx_bf16") if info.get(k)) or "no AVX-512/AMX"
+    isa = (
+        ", ".join(k for k in ("avx512", "avx512_bf16", "amx_bf16") if info.get(k))
+        or "no AVX-512/AMX"
+    )
     print(
         f"machine: {info['cpu']} | {info['cores']} cores ({info['torch_threads']} torch threads) | "
         f"{isa} | GPU: {info['cuda'] or 'none'}"
