@@ -76,7 +76,8 @@ def select_device(name: str = "auto") -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bf16 matrix arithmetic in hardware: a CUDA GPU with bf16 support,
     or a CPU with AMX tiles. AVX512-BF16 alone is not enough: measured on such a CPU, bf16
-    autocast trained the course CNN at 0.6x and a VGG at 0.85-1.05x of fp32 (docs/benchmarks.md).
+    autocast trained the course CNN at 0.6-0.7x and a VGG at 0.85-1.05x of fp32
+    (docs/benchmarks.md).
     """
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())

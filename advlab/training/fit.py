@@ -43,11 +43,10 @@ from advlab.training.checkpoint import (
 from advlab.training.early_stopping import EarlyStopping, check_early_stopping_config
 from advlab.training.param_groups import build_optimizer
 from advlab.training.schedules import build_scheduler, check_scheduler_config, steps_per_epoch
+from advlab.validate import LOSSES, PRECISIONS  # one list of the allowed values, checked twice
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("cross_entropy", "mse")
-PRECISIONS = ("fp32", "bf16", "auto")
 # Metrics that depend on wall-clock time, not on the computation (excluded from equality checks).
 TIMING_METRICS = ("epoch_seconds", "images_per_s")
 # Keys of the train/optimizer config that may change on resume without changing the result.
