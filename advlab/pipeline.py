@@ -29,12 +29,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)  # before anything slow: a bad value costs milliseconds, not a training run
 
     # Heavy imports only once the config is known to be good.
+    import torch
+
     from advlab.attacks.evaluate import evaluate_robustness, headline_metrics
+    from advlab.attacks.transfer import load_sources, resolve_sources
     from advlab.data import load_data
     from advlab.models import build_model, count_params, layer_table
     from advlab.models.io import save_model
     from advlab.runtime import seed_everything, select_device, set_threads
-    from advlab.tracking import Tracker
+    from advlab.tracking import Tracker, resolve_tracking_uri
     from advlab.training.fit import fit
 
     set_threads(cfg.threads)
@@ -43,10 +46,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     run_dir = _run_dir(cfg)
     results_dir = run_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
+    # Transfer sources (paths or MLflow run ids) are found before a run is opened or trained.
+    transfer_refs = [str(r) for r in cfg.eval.transfer_from]
+    transfer_checkpoints = resolve_sources(
+        transfer_refs,
+        tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.paths),
+        download_dir=run_dir / "transfer_sources",
+    )
 
     with Tracker(cfg, run_dir=run_dir) as tracker:
         data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
         _check_attacks_fit_task(cfg, data.num_classes)
+        # A source trained on other data is refused now, not after training.
+        load_sources(transfer_refs, data, torch.device("cpu"), transfer_checkpoints)
         tracker.log_data_facts(data.facts())
 
         model = build_model(cfg.model, data)
@@ -89,6 +101,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             seed=cfg.seed,
             device=device,
             out_dir=results_dir,
+            transfer_checkpoints=transfer_checkpoints,
         )
         metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
         results_json = results_dir / "results.json"

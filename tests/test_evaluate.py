@@ -379,6 +379,40 @@ def test_transfer_from_a_missing_checkpoint_is_one_line(tmp_path):
         resolve_checkpoint(str(tmp_path / "nope"))
 
 
+def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_elsewhere(
+    data, tmp_path
+):
+    from mlflow import MlflowClient
+
+    from advlab.models import build_model
+    from advlab.models.io import load_model, save_model
+
+    cfg_model = {"_target_": "advlab.models.zoo.perceptron", "_partial_": True, "hidden": 8}
+    source = build_model(OmegaConf.create(cfg_model), data).eval()
+    saved = tmp_path / "elsewhere" / "model" / "model.pt"
+    spec = {"in_channels": 1, "image_size": [8, 8], "num_classes": 3, "mean": [0.2], "std": [0.1]}
+    save_model(saved, source, cfg_model, spec)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("src", artifact_location=str(tmp_path / "artifacts"))
+    run_id = client.create_run(experiment).info.run_id
+    client.log_artifact(run_id, str(saved), "model")
+    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "on-another-machine"))
+
+    path = resolve_checkpoint(run_id, tracking_uri=uri, download_dir=tmp_path / "downloads")
+    assert path.is_relative_to(tmp_path / "downloads")
+    loaded, _ = load_model(path, map_location="cpu")
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), source(x))
+
+    # The run directory is preferred when it is on this machine: nothing is downloaded.
+    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "elsewhere"))
+    assert resolve_checkpoint(run_id, tracking_uri=uri) == saved
+    with pytest.raises(ConfigError, match=f"no MLflow run {'0' * 32} in {uri}"):
+        resolve_checkpoint("0" * 32, tracking_uri=uri)
+
+
 def test_grid_rows_show_every_class_even_when_the_test_set_is_sorted_by_class() -> None:
     from advlab.attacks.evaluate import _grid_rows
 

@@ -84,11 +84,15 @@ def test_transfer_experiment_crafts_on_another_run(make_cfg) -> None:
     client = MlflowClient(tracking_uri=source_cfg.tracking.uri)
     experiment_id = client.get_experiment_by_name("gender_cnn").experiment_id
     (source,) = client.search_runs([experiment_id])
-    source_dir = source.data.tags["advlab.run_dir"]
-    metrics, _cfg = _run_smoke(
-        make_cfg, "transfer", f"eval.transfer_from=[{source_dir}]", "report.enabled=false"
+    # By MLflow run id, as a user picks it in the UI (run directories are tested in test_evaluate)
+    source_id = source.info.run_id
+    metrics, cfg = _run_smoke(
+        make_cfg, "transfer", f"eval.transfer_from=[{source_id}]", "report.enabled=false"
     )
     assert naming.CLEAN_ACC in metrics
+    (target,) = client.search_runs([client.get_experiment_by_name("transfer").experiment_id])
+    transfer_csv = Path(target.data.tags["advlab.run_dir"]) / "results" / "transfer.csv"
+    assert source_id in transfer_csv.read_text()  # the matrix names the source by its run id
 
 
 def test_sweep_experiment_runs_as_a_multirun(tmp_path) -> None:

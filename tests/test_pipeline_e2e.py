@@ -125,6 +125,15 @@ def test_failed_run_is_marked_failed_and_the_error_tagged(make_cfg, tmp_path) ->
     assert "nowhere" in runs[0].data.tags["advlab.error"]
 
 
+def test_a_missing_transfer_source_is_refused_before_any_run_opens(make_cfg, tmp_path) -> None:
+    from advlab.errors import ConfigError
+
+    cfg = make_cfg(f"eval.transfer_from=[{tmp_path / 'typo'}]")
+    with pytest.raises(ConfigError, match="eval.transfer_from: .*typo.* not found"):
+        run(cfg)
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run, no training was started
+
+
 @pytest.mark.slow
 def test_cli_runs_the_main_job_and_says_where_everything_is(tmp_path) -> None:
     proc = subprocess.run(

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,9 +437,14 @@ def evaluate_robustness(
     seed: int,
     device: torch.device,
     out_dir: Path,
+    transfer_checkpoints: Mapping[str, Path] | None = None,
 ) -> Evaluation:
     """Attack ``model`` with every attack in ``attacks`` (the nodes named by ``eval.attacks``) at
     every eps in ``cfg_eval.eps`` (1/255 units) on a seeded subset of ``data.test``.
+
+    ``transfer_checkpoints``: the files of ``eval.transfer_from`` already resolved
+    (:func:`advlab.attacks.transfer.resolve_sources`, which also takes MLflow run ids); without
+    it the entries must be paths.
 
     ``data`` is a :class:`advlab.data.base.DataSplits`; the model takes float (N, C, H, W) in [0, 1]
     and returns logits (N, K). Writes robustness.csv/.json, per_class.csv, confusion.json,
@@ -587,6 +592,7 @@ def evaluate_robustness(
                 seed=seed,
                 device=device,
                 out_dir=out_dir,
+                checkpoints=transfer_checkpoints,
             )
             artifacts += written
 

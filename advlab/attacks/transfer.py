@@ -1,7 +1,9 @@
 """Transfer attacks: craft adversarial examples on one model, measure accuracy on another.
 
-``eval.transfer_from`` lists saved models (a ``model.pt`` written by
-:func:`advlab.models.io.save_model`, or a run directory holding ``model/model.pt``). Together
+``eval.transfer_from`` lists saved models: a ``model.pt`` written by
+:func:`advlab.models.io.save_model`, a run directory holding ``model/model.pt``, or the MLflow
+run id of an advlab run (its run directory when it is on this machine, else its
+``model/model.pt`` artifact, downloaded from the tracking store). Together
 with the evaluated model they form the set M; for every attack in ``eval.attacks`` that has a budget
 and every eps > 0 in ``eval.eps``, each model in M crafts adversarial examples on *all* evaluated
 points and every model in M is scored on them: a source x target accuracy matrix (diagonal =
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,19 @@ THIS_MODEL = "this_run"  # name of the evaluated model in the matrix
 TRANSFER_COLUMNS = ["attack", "eps", "source", "target", "accuracy", "n"]
 
 
-def resolve_checkpoint(ref: str) -> Path:
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # how MLflow spells a run id
+MODEL_ARTIFACT = "model/model.pt"  # where advlab logs the trained model of a run
+
+
+def resolve_checkpoint(
+    ref: str, *, tracking_uri: str | None = None, download_dir: Path | None = None
+) -> Path:
     """Path of the saved model named by an ``eval.transfer_from`` entry.
 
     A file is taken as is; a directory must hold ``model/model.pt`` (a run directory) or
     ``model.pt``. Relative paths resolve against the project root, not Hydra's run directory.
+    Anything else that looks like an MLflow run id is looked up in ``tracking_uri`` (see
+    :func:`_checkpoint_of_run`; downloads go under ``download_dir``).
     """
     path = Path(str(ref)).expanduser()
     if not path.is_absolute():
@@ -52,16 +64,70 @@ def resolve_checkpoint(ref: str) -> Path:
             f"eval.transfer_from: {ref!r} is a directory without model/model.pt or model.pt "
             "(give a run directory or a model file written by advlab)"
         )
+    if tracking_uri is not None and RUN_ID.fullmatch(str(ref)):
+        return _checkpoint_of_run(str(ref), tracking_uri, download_dir)
     raise ConfigError(
-        f"eval.transfer_from: {ref!r} not found (resolved to {path}); give a run directory or a "
-        "model.pt checkpoint"
+        f"eval.transfer_from: {ref!r} not found (resolved to {path}); give a run directory, a "
+        "model.pt checkpoint or an MLflow run id"
     )
 
 
-def load_sources(refs: list[str], data: Any, device: torch.device) -> dict[str, nn.Module]:
-    """Load every ``eval.transfer_from`` model and check it fits the evaluated data's shape."""
+def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None) -> Path:
+    """The model of MLflow run ``run_id``: ``<advlab.run_dir>/model/model.pt`` when that run
+    directory is on this machine, else its ``model/model.pt`` artifact, downloaded."""
+    from mlflow.exceptions import MlflowException
+
+    from advlab.tracking import open_client
+
+    client = open_client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(
+            f"eval.transfer_from: no MLflow run {run_id} in {tracking_uri} (tracking.uri)"
+        ) from None
+    local = Path(run.data.tags.get("advlab.run_dir", "/nonexistent")) / MODEL_ARTIFACT
+    if local.is_file():
+        return local
+    if download_dir is None:
+        download_dir = Path(tempfile.mkdtemp(prefix="advlab-transfer-"))
+    target = Path(download_dir) / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, MODEL_ARTIFACT, dst_path=str(target)))
+    except (MlflowException, OSError):
+        raise ConfigError(
+            f"eval.transfer_from: run {run_id} has no {MODEL_ARTIFACT} artifact and its run "
+            f"directory {local.parent.parent} is not on this machine (was tracking.log_model "
+            "false?)"
+        ) from None
+
+
+def resolve_sources(
+    refs: list[str], *, tracking_uri: str | None = None, download_dir: Path | None = None
+) -> dict[str, Path]:
+    """``{ref: checkpoint}`` for every ``eval.transfer_from`` entry; a bad one is a
+    :class:`ConfigError`. The pipeline calls this before training, so a typo costs no run."""
+    return {
+        str(ref): resolve_checkpoint(str(ref), tracking_uri=tracking_uri, download_dir=download_dir)
+        for ref in refs
+    }
+
+
+def load_sources(
+    refs: list[str],
+    data: Any,
+    device: torch.device,
+    checkpoints: Mapping[str, Path] | None = None,
+) -> dict[str, nn.Module]:
+    """Load every ``eval.transfer_from`` model and check it fits the evaluated data's shape.
+
+    ``checkpoints`` maps each ref to its file (:func:`resolve_sources`); without it refs must be
+    paths.
+    """
     from advlab.models.io import load_model
 
+    checkpoints = checkpoints or {}
     models: dict[str, nn.Module] = {}
     expected = {
         "in_channels": int(data.channels),
@@ -69,7 +135,7 @@ def load_sources(refs: list[str], data: Any, device: torch.device) -> dict[str, 
         "num_classes": int(data.num_classes),
     }
     for ref in refs:
-        path = resolve_checkpoint(ref)
+        path = checkpoints.get(ref) or resolve_checkpoint(ref)
         model, info = load_model(path, map_location="cpu")
         spec = dict(info.get("data_spec", info))
         for key, want in expected.items():
@@ -158,10 +224,11 @@ def evaluate_transfer(
     seed: int,
     device: torch.device,
     out_dir: Path,
+    checkpoints: Mapping[str, Path] | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run :func:`transfer_matrix` for ``eval.transfer_from`` + the evaluated model; write
-    transfer.csv and transfer.json under ``out_dir``."""
-    sources = load_sources([str(r) for r in cfg_eval.transfer_from], data, device)
+    transfer.csv and transfer.json under ``out_dir``. ``checkpoints``: see :func:`load_sources`."""
+    sources = load_sources([str(r) for r in cfg_eval.transfer_from], data, device, checkpoints)
     models = {THIS_MODEL: model, **sources}
     factories = {name: instantiate(attacks[name]) for name in attacks}
     frame = transfer_matrix(
