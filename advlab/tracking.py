@@ -425,6 +425,9 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join(argv)
 
 
+RUN_DIR_TAG = "advlab.run_dir"  # where a run's files (model/model.pt, results/) live
+
+
 def run_tags(cfg: DictConfig, *, run_dir: Path) -> dict[str, str]:
     """The ``advlab.*`` tags of a run (see docs/architecture.md)."""
     commit, dirty = git_state()
@@ -443,7 +446,7 @@ def run_tags(cfg: DictConfig, *, run_dir: Path) -> dict[str, str]:
         "advlab.device": resolve_device(str(cfg.get("device", "auto"))),
         "advlab.precision": training_precision(cfg),
         "advlab.command": command_line(),
-        "advlab.run_dir": str(run_dir),
+        RUN_DIR_TAG: str(run_dir),
     }
     overrides = _hydra_task_overrides()
     if overrides is not None:

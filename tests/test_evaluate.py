@@ -411,6 +411,9 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
     assert resolve_checkpoint(run_id, tracking_uri=uri) == saved
     with pytest.raises(ConfigError, match=f"no MLflow run {'0' * 32} in {uri}"):
         resolve_checkpoint("0" * 32, tracking_uri=uri)
+    no_model = client.create_run(experiment).info.run_id  # e.g. tracking.log_model=false
+    with pytest.raises(ConfigError, match=f"run {no_model} has no model/model.pt artifact"):
+        resolve_checkpoint(no_model, tracking_uri=uri, download_dir=tmp_path / "downloads")
 
 
 def test_grid_rows_show_every_class_even_when_the_test_set_is_sorted_by_class() -> None:

@@ -57,7 +57,7 @@ def resolve_checkpoint(
     if path.is_file():
         return path
     if path.is_dir():
-        for candidate in (path / "model" / "model.pt", path / "model.pt"):
+        for candidate in (path / MODEL_ARTIFACT, path / "model.pt"):
             if candidate.is_file():
                 return candidate
         raise ConfigError(
@@ -77,7 +77,7 @@ def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None
     directory is on this machine, else its ``model/model.pt`` artifact, downloaded."""
     from mlflow.exceptions import MlflowException
 
-    from advlab.tracking import open_client
+    from advlab.tracking import RUN_DIR_TAG, open_client
 
     client = open_client(tracking_uri)
     try:
@@ -86,9 +86,9 @@ def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None
         raise ConfigError(
             f"eval.transfer_from: no MLflow run {run_id} in {tracking_uri} (tracking.uri)"
         ) from None
-    local = Path(run.data.tags.get("advlab.run_dir", "/nonexistent")) / MODEL_ARTIFACT
-    if local.is_file():
-        return local
+    run_dir = run.data.tags.get(RUN_DIR_TAG)
+    if run_dir and (Path(run_dir) / MODEL_ARTIFACT).is_file():
+        return Path(run_dir) / MODEL_ARTIFACT
     if download_dir is None:
         download_dir = Path(tempfile.mkdtemp(prefix="advlab-transfer-"))
     target = Path(download_dir) / run_id
@@ -98,8 +98,7 @@ def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None
     except (MlflowException, OSError):
         raise ConfigError(
             f"eval.transfer_from: run {run_id} has no {MODEL_ARTIFACT} artifact and its run "
-            f"directory {local.parent.parent} is not on this machine (was tracking.log_model "
-            "false?)"
+            f"directory {run_dir} is not on this machine (was tracking.log_model false?)"
         ) from None
 
 
@@ -109,7 +108,7 @@ def resolve_sources(
     """``{ref: checkpoint}`` for every ``eval.transfer_from`` entry; a bad one is a
     :class:`ConfigError`. The pipeline calls this before training, so a typo costs no run."""
     return {
-        str(ref): resolve_checkpoint(str(ref), tracking_uri=tracking_uri, download_dir=download_dir)
+        ref: resolve_checkpoint(ref, tracking_uri=tracking_uri, download_dir=download_dir)
         for ref in refs
     }
 
