@@ -1,7 +1,7 @@
 """Structured-config schemas: the types of every key, registered with Hydra's ConfigStore.
 
-Each YAML option in ``conf/`` starts its defaults list with the matching ``*_schema`` entry,
-so Hydra merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong
+Each YAML option in ``conf/`` starts its defaults list with its schema
+(``- /schema_<group>_<option>@_here_``), so Hydra merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong
 type fails at compose time, before any data is read. Range checks (eps >= 0, 0 <= dropout < 1,
 ...) that types cannot express live in :mod:`advlab.validate` and run first thing in the pipeline.
 
@@ -11,6 +11,7 @@ This module imports nothing heavy (no torch, no mlflow) so ``python -m advlab --
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,62 @@ def _register_resolvers() -> None:
     # ${advlab.root:} lets YAML paths resolve against the project, never Hydra's run directory.
     if not OmegaConf.has_resolver("advlab.root"):
         OmegaConf.register_new_resolver("advlab.root", lambda: str(PROJECT_ROOT))
+
+
+# ------------------------------------------------------------------------------ closed choices
+# Each closed choice is spelled once, here. StrEnum members compare equal to their strings
+# (``Scheduler.cosine == "cosine"``) and print as them, so code and MLflow params read the same
+# whether a config came from Hydra (enum members) or from a plain dict (strings).
+class Loss(StrEnum):
+    cross_entropy = "cross_entropy"
+    mse = "mse"  # on one-hot targets: the course's first loss
+
+
+class Scheduler(StrEnum):
+    none = "none"
+    staircase = "staircase"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    auto = "auto"  # bf16 where the hardware does it natively, else fp32
+
+
+class AdversarialMethod(StrEnum):
+    none = "none"
+    fgsm_rs = "fgsm_rs"
+    pgd = "pgd"
+
+
+class Monitor(StrEnum):
+    val_loss = "val_loss"
+    val_acc = "val_acc"
+    val_robust_acc = "val_robust_acc"
+
+
+class Mode(StrEnum):
+    min = "min"
+    max = "max"
+
+
+class Targeted(StrEnum):
+    random = "random"
+    least_likely = "least_likely"
+
+
+class Norm(StrEnum):
+    linf = "linf"
+    l2 = "l2"
+    none = "none"  # unbounded attacks such as deepfool
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -150,8 +207,8 @@ class AdamWConf(AdamConf):
 @dataclass
 class EarlyStoppingConf:
     enabled: bool = True
-    monitor: str = "val_loss"  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
-    mode: str = "min"  # min | max
+    monitor: Monitor = Monitor.val_loss  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
+    mode: Mode = Mode.min
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
     restore_best: bool = True  # reload the best epoch's weights at the end
@@ -159,7 +216,7 @@ class EarlyStoppingConf:
 
 @dataclass
 class SchedulerConf:
-    name: str = "none"  # none | staircase | cosine | onecycle
+    name: Scheduler = Scheduler.none
     decay_rate: float = 0.75  # staircase: lr * decay_rate ** floor(step / decay_steps)
     decay_steps: int = 1000  # staircase: optimizer steps between decays
     max_lr: float | None = None  # onecycle: peak lr (default: optimizer lr)
@@ -167,7 +224,7 @@ class SchedulerConf:
 
 @dataclass
 class AdversarialTrainConf:
-    method: str = "none"  # none | fgsm_rs | pgd
+    method: AdversarialMethod = AdversarialMethod.none
     eps: float = 8.0  # 1/255 units
     alpha: float | None = None  # 1/255 units; null: 1.25 eps (fgsm_rs), 2.5 eps / steps (pgd)
     steps: int = 7  # pgd only
@@ -180,12 +237,12 @@ class AdversarialTrainConf:
 class TrainConf:
     epochs: int = 10
     batch_size: int = 64
-    loss: str = "cross_entropy"  # cross_entropy | mse (on one-hot targets, the course's first loss)
+    loss: Loss = Loss.cross_entropy
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     adversarial: AdversarialTrainConf = field(default_factory=AdversarialTrainConf)
     channels_last: bool = False
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: Precision = Precision.fp32  # bf16 runs under autocast
     resume: str | None = None  # checkpoint file or run directory to continue from
     checkpoint: bool = True  # write last/best checkpoints atomically every epoch
     progress: bool = True  # progress bar (quiet when not a TTY)
@@ -198,13 +255,13 @@ class AttackConf:
 
     _target_: str = MISSING
     _partial_: bool = True  # the model and eps are given at run time
-    norm: str = "linf"  # linf | l2 | none (unbounded attacks such as deepfool)
+    norm: Norm = Norm.linf
     white_box: bool = True  # false for query-only attacks (square)
 
 
 @dataclass
 class FgsmConf(AttackConf):
-    targeted: str | None = None  # null | random | least_likely
+    targeted: Targeted | None = None  # null = untargeted
 
 
 @dataclass
@@ -212,12 +269,12 @@ class PgdConf(AttackConf):
     steps: int = 10
     alpha: float | None = None  # step size, 1/255 units; null: 2.5 * eps / steps (Madry et al.)
     random_start: bool = True
-    targeted: str | None = None
+    targeted: Targeted | None = None
 
 
 @dataclass
 class PgdL2Conf(AttackConf):
-    norm: str = "l2"
+    norm: Norm = Norm.l2
     steps: int = 10
     l2_per_unit: float = 0.1  # L2 radius per eps-grid unit, so the grid 0..16 maps to 0..1.6
     alpha_fraction: float = 0.2  # step size as a fraction of the radius
@@ -246,7 +303,7 @@ class SquareConf(AttackConf):
 
 @dataclass
 class CwConf(AttackConf):
-    norm: str = "l2"
+    norm: Norm = Norm.l2
     c: float = 1.0
     kappa: float = 0.0
     steps: int = 50
@@ -255,7 +312,7 @@ class CwConf(AttackConf):
 
 @dataclass
 class DeepfoolConf(AttackConf):
-    norm: str = "none"
+    norm: Norm = Norm.none
     steps: int = 50
     overshoot: float = 0.02
 
@@ -327,7 +384,7 @@ class Config:
     report: ReportConf = MISSING
     paths: PathsConf = field(default_factory=PathsConf)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = Device.auto
     threads: int | None = None  # torch CPU threads; null = one per core (set 1 in parallel sweeps)
 
 
@@ -365,14 +422,24 @@ _SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def schema_name(group: str, option: str) -> str:
+    """ConfigStore name of an option's schema; its YAML starts with ``- /<name>@_here_``."""
+    return f"schema_{group}_{option}"
+
+
 def register_configs() -> None:
-    """Register the schemas (idempotent). Called on import of :mod:`advlab.__main__` and tests."""
+    """Register the schemas (idempotent). Called on import of :mod:`advlab.__main__` and tests.
+
+    The schemas are stored outside every config group (at the root of the ConfigStore, as
+    ``schema_<group>_<option>``), so ``--help`` and Hydra's group listings show only options a
+    user may pick; each YAML option pulls its schema in with ``- /schema_<group>_<option>@_here_``.
+    """
     _register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="advlab_schema", node=Config)
     for group, options in _SCHEMAS.items():
         for option, node in options.items():
-            cs.store(group=group, name=f"{option}_schema", node=node)
+            cs.store(name=schema_name(group, option), node=node)
 
 
 register_configs()

@@ -30,3 +30,25 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_
 def option_name(target: str) -> str:
     """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
     return target.rsplit(".", 1)[-1]
+
+
+_EPS_METRIC_KINDS = ("robust_acc", "asr")
+
+
+def parse_eps_metric(name: str) -> tuple[str, str, float] | None:
+    """``(kind, attack, eps)`` of a name made by :func:`robust_acc_key` or :func:`asr_key`.
+
+    The one reader of those names: ``'robust_acc/pgd/eps_8'`` -> ``('robust_acc', 'pgd', 8.0)``;
+    any other name (``clean_acc``, ``audit/...``) -> None.
+    """
+    kind, sep, rest = name.partition("/")
+    attack, sep2, eps_part = rest.rpartition("/")
+    if kind not in _EPS_METRIC_KINDS or not sep or not sep2 or not attack or "/" in attack:
+        return None
+    if not eps_part.startswith("eps_"):
+        return None
+    try:
+        eps = float(eps_part.removeprefix("eps_"))
+    except ValueError:
+        return None
+    return kind, attack, eps
