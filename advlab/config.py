@@ -1,8 +1,9 @@
 """Structured-config schemas: the types of every key, registered with Hydra's ConfigStore.
 
 Each YAML option in ``conf/`` starts its defaults list with its schema
-(``- /schema_<group>_<option>@_here_``), so Hydra merges the YAML into a typed, struct-mode node: a typo'd key or a value of the wrong
-type fails at compose time, before any data is read. Range checks (eps >= 0, 0 <= dropout < 1,
+(``- /schema_<group>_<option>@_here_``), so Hydra merges the YAML into a typed, struct-mode node:
+a typo'd key, an unknown choice (enum fields) or a value of the wrong type fails at compose time,
+before any data is read. Range checks (eps >= 0, 0 <= dropout < 1,
 ...) that types cannot express live in :mod:`advlab.validate` and run first thing in the pipeline.
 
 This module imports nothing heavy (no torch, no mlflow) so ``python -m advlab --help`` stays fast.
@@ -207,7 +208,9 @@ class AdamWConf(AdamConf):
 @dataclass
 class EarlyStoppingConf:
     enabled: bool = True
-    monitor: Monitor = Monitor.val_loss  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
+    monitor: Monitor = (
+        Monitor.val_loss
+    )  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
     mode: Mode = Mode.min
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement

@@ -1,32 +1,57 @@
-"""Range and consistency checks that types alone cannot express.
+"""Range and consistency checks that types alone cannot express: the one home of every bound.
 
-The schemas in :mod:`advlab.config` already refuse typo'd keys, unknown options and wrong types at
-compose time. This module refuses values that are well-typed but wrong (a negative eps,
+The schemas in :mod:`advlab.config` refuse typo'd keys, unknown options (enum fields) and wrong
+types at compose time. This module refuses values that are well-typed but wrong (a negative eps,
 dropout >= 1, an early-stopping monitor that is never recorded, ...). It reads nothing but the
 config, so it runs in milliseconds, first thing in the pipeline, before any data is read. Each
 failure is one line that names the key, the value and what is wrong.
+
+Runtime modules trust a validated config. Python-API entry points that can run without the
+pipeline (``fit``, ``evaluate_robustness``) call the matching ``check_*`` function here, never a
+copy of it. Closed choices are checked against the enums of :mod:`advlab.config` too, because a
+config built with ``OmegaConf.create`` (not from the schemas) holds plain strings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from advlab.config import (
+    AdversarialMethod,
+    Device,
+    Loss,
+    Mode,
+    Monitor,
+    Norm,
+    Precision,
+    Scheduler,
+    Targeted,
+)
 from advlab.errors import ConfigError
 
-LOSSES = ("cross_entropy", "mse")
-SCHEDULERS = ("none", "staircase", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16", "auto")
-ADVERSARIAL_METHODS = ("none", "fgsm_rs", "pgd")
-MONITORS = ("val_loss", "val_acc", "val_robust_acc")
-DEVICES = ("auto", "cpu", "cuda")
-TARGETED_MODES = (None, "random", "least_likely")
+# The direction in which each early-stopping monitor improves.
+MONITOR_MODE = {
+    Monitor.val_loss: Mode.min,
+    Monitor.val_acc: Mode.max,
+    Monitor.val_robust_acc: Mode.max,
+}
+MIN_IMAGE_SIZE = 4  # pixels: the zoo's conv/pool stacks need at least this much to downsample
 
 
 def _fail(key: str, value: Any, why: str) -> None:
-    raise ConfigError(f"{key}={value!r}: {why}")
+    raise ConfigError(f"{key}={_shown(value)!r}: {why}")
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, enum_to_str=True)
+    return value
 
 
 def _at_least(key: str, value: float | None, low: float, *, allow_none: bool = False) -> None:
@@ -36,44 +61,54 @@ def _at_least(key: str, value: float | None, low: float, *, allow_none: bool = F
         _fail(key, value, f"must be >= {low:g}")
 
 
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
+def _positive(key: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
         _fail(key, value, "must be > 0")
 
 
-def _fraction(key: str, value: float, *, closed_low: bool = True) -> None:
-    ok = (0 <= value < 1) if closed_low else (0 < value < 1)
-    if not ok:
-        _fail(key, value, "must be in [0, 1)" if closed_low else "must be in (0, 1)")
+def _fraction(key: str, value: float, *, low_open: bool = False, high_closed: bool = False) -> None:
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value <= 1 if high_closed else value < 1
+    if not (low_ok and high_ok):
+        interval = f"{'(' if low_open else '['}0, 1{']' if high_closed else ')'}"
+        _fail(key, value, f"must be in {interval}")
 
 
-def _one_of(key: str, value: Any, choices: Iterable[Any]) -> None:
+def _one_of(key: str, value: Any, choices: Iterable[Any], *, allow_none: bool = False) -> None:
     choices = tuple(choices)
+    if value is None and allow_none:
+        return
     if value not in choices:
-        names = ", ".join("null" if c is None else str(c) for c in choices)
+        names = ", ".join(str(c) for c in choices) + (", null" if allow_none else "")
         _fail(key, value, f"must be one of {names}")
 
 
-def _check_data(data: DictConfig) -> None:
+def check_data(data: DictConfig) -> None:
+    """``data.*``: the root is given where required, fractions and limits are in range."""
     if OmegaConf.is_missing(data, "root"):
         raise ConfigError(
             f"data.root is required for data={data.name}: pass the folder holding the data, "
             f"e.g. python -m advlab data={data.name} data.root=/path/to/DataBases"
         )
+    if not data.get("loader"):
+        _fail("data.loader", data.get("loader"), "must name the dataset's load function")
     _fraction("data.val_fraction", data.val_fraction)
     _at_least("data.limit_train", data.limit_train, 1, allow_none=True)
     _at_least("data.limit_test", data.limit_test, 1, allow_none=True)
     if "test_fraction" in data:
-        _fraction("data.test_fraction", data.test_fraction, closed_low=False)
+        _fraction("data.test_fraction", data.test_fraction, low_open=True)
     if "image_size" in data:
-        _at_least("data.image_size", data.image_size, 4)
+        _at_least("data.image_size", data.image_size, MIN_IMAGE_SIZE)
     if "channels" in data:
         _one_of("data.channels", data.channels, (1, 3))
     _at_least("data.augment.shift", data.augment.shift, 0)
     _at_least("data.augment.rotation", data.augment.rotation, 0)
 
 
-def _check_model(model: DictConfig) -> None:
+def check_model(model: DictConfig) -> None:
+    """``model.*``: dropout rates in [0, 1), sizes >= 1."""
     for key in ("dropout", "conv_dropout"):
         if key in model:
             _fraction(f"model.{key}", model[key])
@@ -82,84 +117,82 @@ def _check_model(model: DictConfig) -> None:
             _at_least(f"model.{key}", model[key], 1)
     for key in ("filters", "widths"):
         if key in model and (not model[key] or min(model[key]) < 1):
-            _fail(f"model.{key}", list(model[key]), "needs at least one value, each >= 1")
+            _fail(f"model.{key}", model[key], "needs at least one value, each >= 1")
 
 
-def _check_optimizer(opt: DictConfig) -> None:
+def check_optimizer(opt: DictConfig) -> None:
+    """``optimizer.*``: lr > 0, weight decay >= 0, momentum in [0, 1) (1 or more diverges)."""
     _positive("optimizer.lr", opt.lr)
-    _at_least("optimizer.weight_decay", opt.weight_decay, 0)
+    _at_least("optimizer.weight_decay", opt.get("weight_decay", 0.0), 0)
     if "momentum" in opt:
         _fraction("optimizer.momentum", opt.momentum)
 
 
-def _check_train(train: DictConfig) -> None:
+def check_train(train: DictConfig) -> None:
+    """``train.*``: loop sizes, loss, precision, schedule, adversarial training, early stopping."""
     _at_least("train.epochs", train.epochs, 1)
     _at_least("train.batch_size", train.batch_size, 1)
-    _one_of("train.loss", train.loss, LOSSES)
-    _one_of("train.precision", train.precision, PRECISIONS)
+    _one_of("train.loss", train.loss, Loss)
+    _one_of("train.precision", train.precision, Precision)
+    _check_scheduler(train.scheduler)
+    _check_adversarial_training(train.adversarial)
+    _check_early_stopping(train.early_stopping, val_robust=bool(train.adversarial.val_robust))
 
-    sched = train.scheduler
-    _one_of("train.scheduler.name", sched.name, SCHEDULERS)
-    _fraction("train.scheduler.decay_rate", sched.decay_rate, closed_low=False)
+
+def _check_scheduler(sched: DictConfig) -> None:
+    _one_of("train.scheduler.name", sched.name, Scheduler)
+    # decay_rate = 1 is a constant rate: allowed, so a sweep can include "no decay".
+    _fraction("train.scheduler.decay_rate", sched.decay_rate, low_open=True, high_closed=True)
     _at_least("train.scheduler.decay_steps", sched.decay_steps, 1)
-    if sched.max_lr is not None:
-        _positive("train.scheduler.max_lr", sched.max_lr)
+    _positive("train.scheduler.max_lr", sched.max_lr, allow_none=True)
 
-    adv = train.adversarial
-    _one_of("train.adversarial.method", adv.method, ADVERSARIAL_METHODS)
+
+def _check_adversarial_training(adv: DictConfig) -> None:
+    _one_of("train.adversarial.method", adv.method, AdversarialMethod)
     _at_least("train.adversarial.eps", adv.eps, 0)
-    if adv.alpha is not None:
-        _positive("train.adversarial.alpha", adv.alpha)
+    _positive("train.adversarial.alpha", adv.alpha, allow_none=True)
     _at_least("train.adversarial.steps", adv.steps, 1)
     _at_least("train.adversarial.val_robust_n", adv.val_robust_n, 1)
     _at_least("train.adversarial.val_robust_steps", adv.val_robust_steps, 1)
 
-    es = train.early_stopping
-    _one_of("train.early_stopping.monitor", es.monitor, MONITORS)
-    _one_of("train.early_stopping.mode", es.mode, ("min", "max"))
+
+def _check_early_stopping(es: DictConfig, *, val_robust: bool) -> None:
+    _one_of("train.early_stopping.monitor", es.monitor, Monitor)
+    _one_of("train.early_stopping.mode", es.mode, Mode)
     _at_least("train.early_stopping.patience", es.patience, 0)
     _at_least("train.early_stopping.min_delta", es.min_delta, 0)
-    if es.enabled and es.monitor == "val_robust_acc" and not adv.val_robust:
+    if not es.enabled:
+        return  # nothing stops the run, so only names and ranges matter
+    if es.monitor == Monitor.val_robust_acc and not val_robust:
         _fail(
             "train.early_stopping.monitor",
             es.monitor,
             "is only recorded with train.adversarial.val_robust=true",
         )
-    if es.enabled:
-        wanted = "min" if es.monitor == "val_loss" else "max"
-        if es.mode != wanted:
-            _fail(
-                "train.early_stopping.mode",
-                es.mode,
-                f"monitor {es.monitor} improves when it goes {'down' if wanted == 'min' else 'up'}"
-                f"; use mode={wanted}",
-            )
+    wanted = MONITOR_MODE[Monitor(es.monitor)]
+    if es.mode != wanted:
+        _fail(
+            "train.early_stopping.mode",
+            es.mode,
+            f"monitor {_shown(es.monitor)} improves when it goes "
+            f"{'down' if wanted == Mode.min else 'up'}; use mode={wanted}",
+        )
 
 
-def _check_eval(cfg: DictConfig) -> None:
-    ev = cfg.eval
-    if not ev.eps:
-        _fail("eval.eps", list(ev.eps), "needs at least one budget (1/255 units), e.g. [0, 8]")
-    for eps in ev.eps:
-        if eps < 0:
-            _fail("eval.eps", list(ev.eps), f"budget {eps:g} is negative (units of 1/255)")
-    if len(set(ev.eps)) != len(ev.eps):
-        _fail("eval.eps", list(ev.eps), "contains a budget twice")
-    known = list(cfg.attacks.keys())
+def check_eval(ev: DictConfig, attacks: DictConfig) -> None:
+    """``eval.*`` and the attacks it names; normalises ``ev.eps`` in place.
+
+    After this, ``ev.eps`` is sorted ascending without duplicates, so every consumer (the attack
+    loop, MLflow steps, reports) sees the same eps order whatever order the user typed.
+    """
+    ev.eps = normalised_eps(ev.eps)
+    known = list(attacks.keys())
+    if len(set(ev.attacks)) != len(ev.attacks):
+        _fail("eval.attacks", ev.attacks, "names an attack twice")
     for name in ev.attacks:
         if name not in known:
-            _fail("eval.attacks", list(ev.attacks), f"unknown attack {name!r}; options: {known}")
-        attack = cfg.attacks[name]
-        if "targeted" in attack:
-            _one_of(f"attacks.{name}.targeted", attack.targeted, TARGETED_MODES)
-        for key in ("steps", "queries", "restarts"):
-            if key in attack:
-                _at_least(f"attacks.{name}.{key}", attack[key], 1)
-        for key in ("alpha", "l2_per_unit"):
-            if key in attack and attack[key] is not None:
-                _positive(f"attacks.{name}.{key}", attack[key])
-    if len(set(ev.attacks)) != len(ev.attacks):
-        _fail("eval.attacks", list(ev.attacks), "names an attack twice")
+            _fail("eval.attacks", ev.attacks, f"unknown attack {name!r}; options: {known}")
+        _check_attack(name, attacks[name])
     _at_least("eval.n_examples", ev.n_examples, 1, allow_none=True)
     _at_least("eval.batch_size", ev.batch_size, 1)
     _at_least("eval.grid_eps", ev.grid_eps, 0, allow_none=True)
@@ -170,15 +203,44 @@ def _check_eval(cfg: DictConfig) -> None:
     _at_least("eval.sanity.chance_margin", ev.sanity.chance_margin, 0)
 
 
+def normalised_eps(eps: Iterable[float]) -> list[float]:
+    """The eps grid (1/255 units), sorted and deduplicated; refused when empty or negative."""
+    values = [float(e) for e in eps]
+    if not values:
+        _fail("eval.eps", values, "needs at least one budget (1/255 units), e.g. [0, 8]")
+    for value in values:
+        if value < 0:
+            _fail("eval.eps", values, f"budget {value:g} is negative (units of 1/255)")
+    return sorted(set(values))
+
+
+def _check_attack(name: str, attack: DictConfig) -> None:
+    if "norm" in attack:
+        _one_of(f"attacks.{name}.norm", attack.norm, Norm)
+    if "targeted" in attack:
+        _one_of(f"attacks.{name}.targeted", attack.targeted, Targeted, allow_none=True)
+    for key in ("steps", "queries", "restarts"):
+        if key in attack:
+            _at_least(f"attacks.{name}.{key}", attack[key], 1)
+    for key in ("alpha", "l2_per_unit", "alpha_fraction", "c", "lr"):
+        if key in attack:
+            _positive(f"attacks.{name}.{key}", attack[key], allow_none=True)
+    for key in ("kappa", "overshoot"):
+        if key in attack:
+            _at_least(f"attacks.{name}.{key}", attack[key], 0)
+    if "p_init" in attack:
+        _fraction(f"attacks.{name}.p_init", attack.p_init, low_open=True, high_closed=True)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line: key, value, why) for the first out-of-range value."""
-    _one_of("device", cfg.device, DEVICES)
+    _one_of("device", cfg.device, Device)
     _at_least("seed", cfg.seed, 0)
     _at_least("threads", cfg.threads, 1, allow_none=True)
-    _check_data(cfg.data)
-    _check_model(cfg.model)
-    _check_optimizer(cfg.optimizer)
-    _check_train(cfg.train)
-    _check_eval(cfg)
+    check_data(cfg.data)
+    check_model(cfg.model)
+    check_optimizer(cfg.optimizer)
+    check_train(cfg.train)
+    check_eval(cfg.eval, cfg.attacks)
     if cfg.tracking.enabled and not str(cfg.tracking.experiment).strip():
         _fail("tracking.experiment", cfg.tracking.experiment, "must name an MLflow experiment")

@@ -76,6 +76,12 @@ def test_paths_resolve_against_the_project_root() -> None:
         "train.epochs=many",
         "eval.eps=oops",
         "model=resnet9000",
+        # closed choices are enum-typed in the schemas: refused before validation even runs
+        "device=tpu",
+        "train.scheduler.name=exponential",
+        "train.adversarial.method=trades",
+        "train.early_stopping.monitor=train_loss",
+        "attacks.fgsm.targeted=most_likely",
     ],
 )
 def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: str) -> None:
@@ -97,16 +103,58 @@ def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: st
         ("train.early_stopping.monitor=val_acc", "train.early_stopping.mode"),
         ("eval.attacks=[fgsm,nope]", "eval.attacks"),
         ("data.val_fraction=1.5", "data.val_fraction"),
-        ("device=tpu", "device"),
+        ("optimizer=sgd optimizer.momentum=1.0", "optimizer.momentum"),
+        ("train.scheduler.decay_rate=0", "train.scheduler.decay_rate"),
+        ("data=folder data.root=/x data.image_size=3", "data.image_size"),
     ],
 )
 def test_out_of_range_values_are_refused_with_the_key_named(override: str, key: str) -> None:
-    cfg = compose_config([override])
+    cfg = compose_config(override.split())
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
     message = str(info.value)
     assert message.startswith(f"{key}="), message
     assert "\n" not in message
+
+
+# The bounds that used to be checked in several modules, with copies that disagreed; each now has
+# one home (advlab.validate) and these are the answers.
+def test_staircase_decay_rate_one_means_constant_and_is_accepted() -> None:
+    validate_config(
+        compose_config(["train.scheduler.name=staircase", "train.scheduler.decay_rate=1"])
+    )
+    with pytest.raises(ConfigError, match=r"^train.scheduler.decay_rate=1.5: must be in \(0, 1\]$"):
+        validate_config(compose_config(["train.scheduler.decay_rate=1.5"]))
+
+
+def test_momentum_of_one_or_more_is_refused() -> None:
+    validate_config(compose_config(["optimizer=sgd", "optimizer.momentum=0.9"]))
+    with pytest.raises(ConfigError, match=r"^optimizer.momentum=1.5: must be in \[0, 1\)$"):
+        validate_config(compose_config(["optimizer=sgd", "optimizer.momentum=1.5"]))
+
+
+def test_folder_image_size_needs_four_pixels() -> None:
+    base = ["data=folder", "data.root=/x"]
+    validate_config(compose_config([*base, "data.image_size=4"]))
+    with pytest.raises(ConfigError, match=r"^data.image_size=2: must be >= 4$"):
+        validate_config(compose_config([*base, "data.image_size=2"]))
+
+
+def test_val_fraction_default_is_the_schemas_in_the_config_and_in_the_split() -> None:
+    from advlab.config import DataConf
+    from advlab.data import load_data
+
+    cfg = compose_config(["data.limit_train=1000"])
+    assert cfg.data.val_fraction == DataConf.val_fraction == 0.1
+    splits = load_data(cfg.data, seed=0, cache_dir=PROJECT_ROOT / "data")
+    assert len(splits.train) + len(splits.val) == 1000
+    assert abs(len(splits.val) - 100) <= 5  # stratified per class, so rounding moves a few
+
+
+def test_eps_grid_is_sorted_and_deduplicated_once_at_validation() -> None:
+    cfg = compose_config(["eval.eps=[8,0,4,8]"])
+    validate_config(cfg)
+    assert list(cfg.eval.eps) == [0.0, 4.0, 8.0]
 
 
 def test_gender_without_root_says_how_to_pass_it() -> None:

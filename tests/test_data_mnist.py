@@ -47,4 +47,4 @@ def test_test_fraction_and_val_split_follow_the_config(tmp_path: Path) -> None:
     assert not np.array_equal(other.val.images, splits.val.images)  # val follows cfg.seed
     assert np.array_equal(other.test.images, splits.test.images)
     with pytest.raises(ConfigError, match="data.test_fraction"):
-        load(compose_config(["data.test_fraction=1.0"]).data, seed=0, cache_dir=tmp_path)
+        load_data(compose_config(["data.test_fraction=1.0"]).data, seed=0, cache_dir=tmp_path)

@@ -27,6 +27,7 @@ from advlab.data.base import (
     to_float,
 )
 from advlab.errors import ConfigError, DataError
+from advlab.validate import check_data
 
 __all__ = ["DataSplits", "ImageSet", "RawData", "batches", "load_data", "to_float"]
 
@@ -34,19 +35,6 @@ log = logging.getLogger(__name__)
 
 # independent random streams per purpose, all derived from cfg.seed
 _LIMIT_TRAIN, _LIMIT_TEST, _VAL = 1, 2, 3
-
-
-def _check_cfg(cfg_data: DictConfig) -> None:
-    frac = cfg_data.get("val_fraction", 0.0)
-    if frac is None or not 0.0 <= float(frac) < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {frac}")
-    for key in ("limit_train", "limit_test"):
-        value = cfg_data.get(key)
-        if value is not None and int(value) < 1:
-            raise ConfigError(f"data.{key} must be >= 1 or null, got {value}")
-    loader = cfg_data.get("loader")
-    if not loader:
-        raise ConfigError("data.loader is not set: the dotted path of the dataset's load function")
 
 
 def _limit(data: ImageSet, limit: int | None, seed: int, purpose: int) -> ImageSet:
@@ -90,12 +78,14 @@ def _carve_val(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, I
 def load_data(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> DataSplits:
     """Read the dataset named by ``cfg_data`` and return its train/val/test splits.
 
-    Steps: check the config, call ``cfg_data.loader`` (``load(cfg_data, *, seed, cache_dir) ->
-    RawData``), keep a seeded ``limit_train`` / ``limit_test`` subset, carve the stratified seeded
-    validation split (``val_fraction``) from the training data, and compute the per-channel
-    mean/std (pixel units in [0, 1]) on the resulting train split. Images stay uint8.
+    Steps: check the config (:func:`advlab.validate.check_data`, the pipeline's own check, so a
+    Python caller gets the same refusals), call ``cfg_data.loader``
+    (``load(cfg_data, *, seed, cache_dir) -> RawData``), keep a seeded ``limit_train`` /
+    ``limit_test`` subset, carve the stratified seeded validation split (``val_fraction``) from
+    the training data, and compute the per-channel mean/std (pixel units in [0, 1]) on the
+    resulting train split. Images stay uint8.
     """
-    _check_cfg(cfg_data)
+    check_data(cfg_data)
     try:
         loader = get_method(str(cfg_data.loader))
     except Exception as err:  # hydra wraps import errors in several types
@@ -119,9 +109,9 @@ def load_data(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> DataSplits
                 f"{len(class_names)} class names"
             )
 
-    train_full = _limit(train_full, cfg_data.get("limit_train"), seed, _LIMIT_TRAIN)
-    test = _limit(test, cfg_data.get("limit_test"), seed, _LIMIT_TEST)
-    train, val = _carve_val(train_full, float(cfg_data.get("val_fraction", 0.0)), seed)
+    train_full = _limit(train_full, cfg_data.limit_train, seed, _LIMIT_TRAIN)
+    test = _limit(test, cfg_data.limit_test, seed, _LIMIT_TEST)
+    train, val = _carve_val(train_full, float(cfg_data.val_fraction), seed)
     mean, std = channel_stats(train.images)
     splits = DataSplits(
         name=str(cfg_data.get("name", "data")),

