@@ -39,6 +39,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory):
         f"tracking.artifact_root={tmp / 'mlartifacts'}",
         f"report.dir={tmp / 'reports'}",
         *TINY_OVERRIDES,
+        "eval.eps=[16,0,4,16]",  # typed out of order, with a repeat: validation normalises it
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -83,23 +84,45 @@ def test_per_epoch_metrics_use_the_epoch_as_step(quickstart) -> None:
     assert [m.step for m in history] == list(range(1, stopped + 1))
 
 
-def test_saved_model_reloads_with_identical_predictions(quickstart) -> None:
-    cfg, _metrics, client, mlflow_run, tmp = quickstart
+def test_eps_typed_out_of_order_is_logged_in_ascending_steps(quickstart) -> None:
+    cfg, _metrics, client, mlflow_run, _tmp = quickstart
+    assert list(cfg.eval.eps) == [0.0, 4.0, 16.0]
+    for step, eps in enumerate((0, 4, 16)):
+        for name in (naming.robust_acc_key("pgd", eps), naming.asr_key("fgsm", eps)):
+            history = client.get_metric_history(mlflow_run.info.run_id, name)
+            assert [m.step for m in history] == [step], name
+
+
+def test_saved_model_reloads_to_the_logged_clean_accuracy(quickstart) -> None:
+    from advlab.attacks.evaluate import select_subset
+
+    cfg, metrics, client, mlflow_run, tmp = quickstart
     local = client.download_artifacts(mlflow_run.info.run_id, "model/model.pt", str(tmp / "dl"))
     model, spec = load_model(Path(local))
     data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
-    images, labels = next(
-        batches(data.test, 64, shuffle=False, generator=None, augment=None, device="cpu")
-    )
-    with torch.no_grad():
-        predictions = model.eval()(images).argmax(1)
-    accuracy = (predictions == labels).float().mean().item()
     assert spec["num_classes"] == data.num_classes
-    assert 0.0 <= accuracy <= 1.0
-    # identical predictions to the weights the run ended with: reload a second time
-    again, _ = load_model(Path(local))
+    rows = select_subset(len(data.test), cfg.eval.n_examples, cfg.seed)
+    evaluated = data.test.subset(rows)
+    correct = 0
     with torch.no_grad():
-        assert torch.equal(again.eval()(images), model(images))
+        for images, labels in batches(
+            evaluated, 64, shuffle=False, generator=None, augment=None, device="cpu"
+        ):
+            correct += int((model.eval()(images).argmax(1) == labels).sum())
+    # the reloaded weights are the ones evaluated: same accuracy on the same points, exactly
+    assert correct / len(rows) == pytest.approx(metrics[naming.CLEAN_ACC], abs=1e-9)
+    assert mlflow_run.data.metrics[naming.CLEAN_ACC] == pytest.approx(correct / len(rows))
+
+
+def test_a_run_repeated_with_the_same_seed_writes_identical_results(quickstart) -> None:
+    cfg, _metrics, _client, mlflow_run, _tmp = quickstart
+    first = Path(mlflow_run.data.tags["advlab.run_dir"]) / "results" / "results.json"
+    again = cfg.copy()
+    again.report.enabled = False  # the PDF test below counts this fixture's one PDF
+    run(again)
+    runs = sorted(Path(cfg.paths.runs_dir).glob("local/*/results/results.json"))
+    (second,) = [p for p in runs if p != first]
+    assert json.loads(second.read_text()) == json.loads(first.read_text())
 
 
 def test_single_run_pdf_is_written_and_attached(quickstart) -> None:
