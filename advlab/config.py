@@ -285,44 +285,56 @@ class PgdL2Conf(AttackConf):
 
 
 @dataclass
-class ApgdCeConf(AttackConf):
-    steps: int = 10
-    restarts: int = 1
+class RestartsConf(AttackConf):
+    """Iterative attacks with restarts (APGD-CE, FAB)."""
+
+    steps: int = 10  # iterations per restart
+    restarts: int = 1  # independent runs from random starts; a point falls if any run breaks it
 
 
 @dataclass
-class FabConf(AttackConf):
-    steps: int = 10
-    restarts: int = 1
+class ApgdCeConf(RestartsConf):
+    pass
+
+
+@dataclass
+class FabConf(RestartsConf):
+    pass
 
 
 @dataclass
 class SquareConf(AttackConf):
-    white_box: bool = False
-    queries: int = 1000
+    white_box: bool = False  # query-only: no gradients, so it reaches points that mask them
+    queries: int = 1000  # model queries per point and restart
     restarts: int = 1
-    p_init: float = 0.8
+    p_init: float = 0.8  # initial share of pixels changed per square (Andriushchenko et al.)
 
 
 @dataclass
 class CwConf(AttackConf):
     norm: Norm = Norm.l2
-    c: float = 1.0
-    kappa: float = 0.0
-    steps: int = 50
-    lr: float = 0.01
+    c: float = 1.0  # weight of the misclassification term against the L2 distance
+    kappa: float = 0.0  # confidence margin of the misclassification (0 = just across)
+    steps: int = 50  # Adam steps
+    lr: float = 0.01  # Adam learning rate, pixel units
+
+
+class AutoattackVersion(StrEnum):
+    standard = "standard"  # APGD-CE, APGD-T, FAB-T, Square (needs 4+ classes)
+    plus = "plus"
+    rand = "rand"  # for randomised defences (needs 3+ classes)
 
 
 @dataclass
 class DeepfoolConf(AttackConf):
     norm: Norm = Norm.none
-    steps: int = 50
-    overshoot: float = 0.02
+    steps: int = 50  # maximum linearisation steps
+    overshoot: float = 0.02  # step past the boundary so the example really flips
 
 
 @dataclass
 class AutoattackConf(AttackConf):
-    version: str = "standard"
+    version: AutoattackVersion = AutoattackVersion.standard
 
 
 # ----------------------------------------------------------------------------------------- eval
