@@ -149,3 +149,16 @@ def test_relative_root_is_resolved_against_the_project(tmp_path: Path) -> None:
     splits = load_data(cfg, seed=0, cache_dir=tmp_path)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (900, 100, 100)
     assert 0.3 < splits.mean[0] < 0.7 and 0.1 < splits.std[0] < 0.4
+
+
+GENDER_EXPERIMENTS = ["gender_perceptron", "gender_cnn", "gender_cnn_dropout", "gender_fool"]
+
+
+@pytest.mark.parametrize("experiment", [*GENDER_EXPERIMENTS, "gender_overfitting", "transfer"])
+def test_the_course_folder_works_with_no_tag_overrides(tmp_path: Path, experiment: str) -> None:
+    # The course ships data_1k/10k/100k.bin and data_test10k.bin: a student gives data.root only.
+    for tag, n in (("1k", 10), ("10k", 40), ("test10k", 20)):
+        write_pair(tmp_path, tag, n)
+    cfg = compose_config([f"+experiment={experiment}", f"data.root={tmp_path}"])
+    splits = load_data(cfg.data, seed=0, cache_dir=tmp_path)
+    assert len(splits.train) + len(splits.val) == 40 and len(splits.test) == 20
