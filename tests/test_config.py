@@ -218,3 +218,12 @@ def test_threads_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"^threads=0"):
         validate_config(compose_config(["threads=0"]))
     validate_config(compose_config(["threads=1"]))
+
+
+@pytest.mark.parametrize("data", ["gender", "cifar10", "folder"])
+def test_choosing_another_dataset_drops_the_quickstart_sizing_and_name(data: str) -> None:
+    cfg = compose_config([f"data={data}", "data.root=/somewhere"])
+    quickstart = compose_config()
+    assert cfg.tracking.experiment == data  # not filed under the quickstart's MLflow experiment
+    assert cfg.eval.eps != quickstart.eval.eps and max(cfg.eval.eps) == 16  # not MNIST's 64/255
+    assert cfg.eval.n_examples == 1000 and cfg.model.dropout == 0.0
