@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 import advlab.config  # noqa: F401  (registers the structured-config schemas)
-from advlab.errors import AdvlabError
+from advlab.errors import AdvlabError, ConfigError
 
 log = logging.getLogger("advlab")
 
@@ -19,11 +19,28 @@ def main(cfg: DictConfig) -> dict[str, float]:
     from advlab.pipeline import run  # imported here so `--help` does not load torch and mlflow
 
     try:
+        _refuse_a_sweep_run_as_one_job()
         return run(cfg)
     except AdvlabError as error:
         # A user-fixable problem (bad value, missing file): one line, no traceback.
         log.error("%s", error)
         sys.exit(2)
+
+
+def _refuse_a_sweep_run_as_one_job() -> None:
+    """A sweep experiment started without -m would run one job that is no point of its sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    params = hydra_cfg.sweeper.get("params") or {}
+    if hydra_cfg.mode == RunMode.RUN and params:
+        experiment = hydra_cfg.runtime.choices.get("experiment", "this experiment")
+        raise ConfigError(
+            f"+experiment={experiment} is a sweep over {', '.join(params)}: run it with -m "
+            f"(python -m advlab -m +experiment={experiment} ...); without -m one job would run "
+            "that is not a point of the sweep"
+        )
 
 
 if __name__ == "__main__":

@@ -227,3 +227,18 @@ def test_choosing_another_dataset_drops_the_quickstart_sizing_and_name(data: str
     assert cfg.tracking.experiment == data  # not filed under the quickstart's MLflow experiment
     assert cfg.eval.eps != quickstart.eval.eps and max(cfg.eval.eps) == 16  # not MNIST's 64/255
     assert cfg.eval.n_examples == 1000 and cfg.model.dropout == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["cifar10_adversarial_training", "gender_overfitting"])
+def test_a_sweep_experiment_without_multirun_is_refused_naming_m(tmp_path, experiment) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab", f"+experiment={experiment}", "data.root=/somewhere"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "run it with -m" in errors[0], proc.stdout + proc.stderr
