@@ -58,12 +58,14 @@ class AdversarialMethod(StrEnum):
 
 
 class Monitor(StrEnum):
+    auto = "auto"  # val_robust_acc under adversarial training, else val_loss (set at validation)
     val_loss = "val_loss"
     val_acc = "val_acc"
     val_robust_acc = "val_robust_acc"
 
 
 class Mode(StrEnum):
+    auto = "auto"  # the direction in which the monitor improves (set at validation)
     min = "min"
     max = "max"
 
@@ -208,10 +210,8 @@ class AdamWConf(AdamConf):
 @dataclass
 class EarlyStoppingConf:
     enabled: bool = True
-    monitor: Monitor = (
-        Monitor.val_loss
-    )  # val_loss | val_acc | val_robust_acc (needs adversarial validation)
-    mode: Mode = Mode.min
+    monitor: Monitor = Monitor.auto  # val_robust_acc needs adversarial validation
+    mode: Mode = Mode.auto
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
     restore_best: bool = True  # reload the best epoch's weights at the end
@@ -231,7 +231,7 @@ class AdversarialTrainConf:
     eps: float = 8.0  # 1/255 units
     alpha: float | None = None  # 1/255 units; null: 1.25 eps (fgsm_rs), 2.5 eps / steps (pgd)
     steps: int = 7  # pgd only
-    val_robust: bool = False  # PGD accuracy on a fixed validation subset each epoch
+    val_robust: bool | None = None  # PGD accuracy on a validation subset; null: iff method != none
     val_robust_n: int = 256  # size of that subset
     val_robust_steps: int = 10
 

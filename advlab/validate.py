@@ -136,7 +136,26 @@ def check_train(train: DictConfig) -> None:
     _one_of("train.precision", train.precision, Precision)
     _check_scheduler(train.scheduler)
     _check_adversarial_training(train.adversarial)
+    resolve_adversarial_defaults(train)
     _check_early_stopping(train.early_stopping, val_robust=bool(train.adversarial.val_robust))
+
+
+def resolve_adversarial_defaults(train: DictConfig) -> None:
+    """Apply what ``train.adversarial.method`` implies, in place, where the user left ``auto``.
+
+    So ``train.adversarial.method=pgd`` alone is a complete adversarial-training run: robust
+    validation on (``val_robust: null``), early stopping on robust validation accuracy
+    (``monitor: auto``), maximised (``mode: auto``). Values set explicitly are kept (and then
+    checked); with ``method: none`` the defaults are validation loss, minimised, no robust pass.
+    """
+    adv, es = train.adversarial, train.early_stopping
+    adversarial = adv.method != AdversarialMethod.none
+    if adv.val_robust is None:
+        adv.val_robust = adversarial
+    if es.monitor == Monitor.auto:
+        es.monitor = Monitor.val_robust_acc if adversarial else Monitor.val_loss
+    if es.mode == Mode.auto and es.monitor in MONITOR_MODE:
+        es.mode = MONITOR_MODE[Monitor(es.monitor)]
 
 
 def _check_scheduler(sched: DictConfig) -> None:

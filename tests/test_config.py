@@ -100,7 +100,10 @@ def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: st
         ("train.batch_size=0", "train.batch_size"),
         ("train.adversarial.eps=-8", "train.adversarial.eps"),
         ("train.early_stopping.monitor=val_robust_acc", "train.early_stopping.monitor"),
-        ("train.early_stopping.monitor=val_acc", "train.early_stopping.mode"),
+        (
+            "train.early_stopping.monitor=val_acc train.early_stopping.mode=min",
+            "train.early_stopping.mode",
+        ),
         ("eval.attacks=[fgsm,nope]", "eval.attacks"),
         ("data.val_fraction=1.5", "data.val_fraction"),
         ("optimizer=sgd optimizer.momentum=1.0", "optimizer.momentum"),
@@ -242,3 +245,22 @@ def test_a_sweep_experiment_without_multirun_is_refused_naming_m(tmp_path, exper
     assert proc.returncode == 2
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "run it with -m" in errors[0], proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs"])
+def test_one_spelling_turns_adversarial_training_on_with_its_consequences(method: str) -> None:
+    cfg = compose_config(["+experiment=cifar10_fool", f"train.adversarial.method={method}"])
+    validate_config(cfg)
+    assert cfg.train.adversarial.val_robust is True
+    assert cfg.train.early_stopping.monitor == "val_robust_acc"
+    assert cfg.train.early_stopping.mode == "max"
+
+
+def test_standard_training_defaults_stop_on_validation_loss() -> None:
+    cfg = compose_config()
+    validate_config(cfg)
+    assert cfg.train.adversarial.val_robust is False
+    assert (cfg.train.early_stopping.monitor, cfg.train.early_stopping.mode) == ("val_loss", "min")
+    explicit = compose_config(["train.early_stopping.monitor=val_acc"])
+    validate_config(explicit)
+    assert explicit.train.early_stopping.mode == "max"  # the direction val_acc improves in
