@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 import advlab.config  # noqa: F401  (registers the structured-config schemas)
+from advlab.cli import run_hydra_app
 from advlab.errors import AdvlabError, ConfigError
 
 log = logging.getLogger("advlab")
@@ -44,4 +45,4 @@ def _refuse_a_sweep_run_as_one_job() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)

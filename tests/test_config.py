@@ -264,3 +264,27 @@ def test_standard_training_defaults_stop_on_validation_loss() -> None:
     explicit = compose_config(["train.early_stopping.monitor=val_acc"])
     validate_config(explicit)
     assert explicit.train.early_stopping.mode == "max"  # the direction val_acc improves in
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.dropuot=0.5", "Key 'dropuot' not in 'CourseCnnConf'"),
+        ("model=resnet9000", "options in 'model': course_cnn, lenet5"),
+        ("device=tpu", "expected one of [auto, cpu, cuda]"),
+        ("train.epochs=many", "'many' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_cli_composition_errors_are_one_line(tmp_path, override: str, expected: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab", override, f"paths.runs_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith("advlab: error: "), lines
+    assert expected in lines[0]

@@ -1,0 +1,67 @@
+"""What every ``python -m advlab...`` entry point shares: composition errors as one line.
+
+Hydra prints a composition error (a typo'd key, an unknown option, a value of the wrong type) over
+four to eight lines, with a hint about stack traces. advlab promises one line naming the key and
+what is wrong, exit status 2, the same as its own :class:`~advlab.errors.AdvlabError` refusals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
+COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error and of its cause, plus the options Hydra lists, on one line.
+
+    ``model=resnet9000`` -> ``In 'config': Could not find 'model/resnet9000'; options in 'model':
+    course_cnn, lenet5, ...``; a typo'd key -> ``Could not override 'model.dropuot': Key 'dropuot'
+    not in 'CourseCnnConf'``. Hydra's hints about ``+key=`` and stack traces are left out: they
+    mislead for a typo, and the key is what the user needs.
+    """
+    parts = []
+    for err in (error, error.__cause__):
+        lines = [line.strip() for line in str(err or "").splitlines() if line.strip()]
+        if not lines:
+            continue
+        head = lines[0].split(". To append", 1)[0].rstrip(".")
+        options = _listed_options(lines[1:])
+        parts.append(f"{head}; {options}" if options else head)
+    return ": ".join(dict.fromkeys(parts)) or type(error).__name__
+
+
+def _listed_options(lines: list[str]) -> str:
+    """``Available options in 'model':`` and the option lines after it, as one phrase."""
+    for i, line in enumerate(lines):
+        if line.startswith("Available options in"):
+            label = line.removeprefix("Available ").rstrip(":")
+            names = []
+            for name in lines[i + 1 :]:
+                if name.startswith("Config search path"):
+                    break
+                names.append(name)
+            return f"{label}: {', '.join(names)}"
+    return ""
+
+
+def run_hydra_app(app: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function; a composition error is one line on stderr and exit 2.
+
+    With ``HYDRA_FULL_ERROR=1`` already set (someone debugging) Hydra's own reporting is kept.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        app()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing several lines
+    try:
+        app()
+    except COMPOSITION_ERRORS as error:
+        sys.stderr.write(f"advlab: error: {one_line(error)}\n")
+        sys.exit(2)
