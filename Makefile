@@ -11,7 +11,7 @@ ARGS ?=
 help: ## List the make targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-bootstrap: ## Create/refresh .venv (idempotent; re-runs only when pyproject.toml changes)
+bootstrap: ## Create/refresh .venv (idempotent; re-runs when pyproject.toml or ADVLAB_TORCH_SPEC changes)
 	@bash scripts/bootstrap.sh
 
 run: bootstrap ## Run the main job: python -m advlab (quickstart; extra Hydra overrides via ARGS="...")
