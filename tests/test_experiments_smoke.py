@@ -34,10 +34,22 @@ SMOKE = [
 ]
 
 
-def _data_overrides(experiment: str) -> list[str]:
+@pytest.fixture(scope="module")
+def course_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out like the course's DataBases/ (data_10k.bin, data_test10k.bin, ...),
+    holding the shared faces under the course's file names, so the gender experiments run with
+    data.root alone, as a student runs them."""
+    shared = require(GENDER_DIR)
+    folder = tmp_path_factory.mktemp("DataBases")
+    for course_tag, shared_tag in (("1k", "1k"), ("10k", "1k"), ("test10k", "test1k")):
+        for kind in ("data", "gender"):
+            (folder / f"{kind}_{course_tag}.bin").symlink_to(shared / f"{kind}_{shared_tag}.bin")
+    return folder
+
+
+def _data_overrides(experiment: str, course_folder: Path) -> list[str]:
     if experiment.startswith("gender") or experiment == "transfer":
-        root = require(GENDER_DIR)
-        return [f"data.root={root}", "data.train=1k", "data.test=test1k"]
+        return [f"data.root={course_folder}"]  # no tags: the course's are the defaults
     if experiment.startswith("cifar10"):
         archive = require(CIFAR10_ARCHIVE)
         # The shared archive is a reconstruction with its own MD5 (see its README).
@@ -49,8 +61,11 @@ def _data_overrides(experiment: str) -> list[str]:
     return []
 
 
-def _run_smoke(make_cfg, experiment: str, *extra: str) -> tuple[dict[str, float], object]:
-    cfg = make_cfg(f"+experiment={experiment}", *_data_overrides(experiment), *SMOKE, *extra)
+def _run_smoke(
+    make_cfg, course_folder: Path, experiment: str, *extra: str
+) -> tuple[dict[str, float], object]:
+    data = _data_overrides(experiment, course_folder)
+    cfg = make_cfg(f"+experiment={experiment}", *data, *SMOKE, *extra)
     return run(cfg), cfg
 
 
@@ -68,8 +83,8 @@ def _run_smoke(make_cfg, experiment: str, *extra: str) -> tuple[dict[str, float]
         "cifar10_adversarial_training",
     ],
 )
-def test_experiment_runs_end_to_end(make_cfg, experiment: str) -> None:
-    metrics, cfg = _run_smoke(make_cfg, experiment, "report.enabled=true")
+def test_experiment_runs_end_to_end(make_cfg, course_folder: Path, experiment: str) -> None:
+    metrics, cfg = _run_smoke(make_cfg, course_folder, experiment, "report.enabled=true")
     assert naming.CLEAN_ACC in metrics
     assert naming.robust_acc_key(cfg.eval.attacks[0], 8) in metrics
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
@@ -79,15 +94,21 @@ def test_experiment_runs_end_to_end(make_cfg, experiment: str) -> None:
     assert list(Path(cfg.report.dir).glob("*.pdf"))
 
 
-def test_transfer_experiment_crafts_on_another_run(make_cfg) -> None:
-    _source_metrics, source_cfg = _run_smoke(make_cfg, "gender_cnn", "report.enabled=false")
+def test_transfer_experiment_crafts_on_another_run(make_cfg, course_folder: Path) -> None:
+    _source_metrics, source_cfg = _run_smoke(
+        make_cfg, course_folder, "gender_cnn", "report.enabled=false"
+    )
     client = MlflowClient(tracking_uri=source_cfg.tracking.uri)
     experiment_id = client.get_experiment_by_name("gender_cnn").experiment_id
     (source,) = client.search_runs([experiment_id])
     # By MLflow run id, as a user picks it in the UI (run directories are tested in test_evaluate)
     source_id = source.info.run_id
     metrics, cfg = _run_smoke(
-        make_cfg, "transfer", f"eval.transfer_from=[{source_id}]", "report.enabled=false"
+        make_cfg,
+        course_folder,
+        "transfer",
+        f"eval.transfer_from=[{source_id}]",
+        "report.enabled=false",
     )
     assert naming.CLEAN_ACC in metrics
     (target,) = client.search_runs([client.get_experiment_by_name("transfer").experiment_id])
@@ -95,7 +116,7 @@ def test_transfer_experiment_crafts_on_another_run(make_cfg) -> None:
     assert source_id in transfer_csv.read_text()  # the matrix names the source by its run id
 
 
-def test_sweep_experiment_runs_as_a_multirun(tmp_path) -> None:
+def test_sweep_experiment_runs_as_a_multirun(tmp_path, course_folder: Path) -> None:
     """`-m` runs the experiment's sweep; here shrunk to 2 jobs by fixing the other swept keys."""
     proc = subprocess.run(
         [
@@ -104,7 +125,7 @@ def test_sweep_experiment_runs_as_a_multirun(tmp_path) -> None:
             "advlab",
             "-m",
             "+experiment=gender_overfitting",
-            *_data_overrides("gender_overfitting"),
+            *_data_overrides("gender_overfitting", course_folder),
             *SMOKE,
             f"paths.runs_dir={tmp_path / 'runs'}",
             "model.dropout=0.0,0.5",  # data.limit_train is fixed by SMOKE
