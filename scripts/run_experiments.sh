@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Re-run the full-size experiments behind the README's results table, then print the table.
 #   GENDER_ROOT=/path/to/DataBases CIFAR_ROOT=/path/to/folder/with/archive scripts/run_experiments.sh [NAME ...]
-# Defaults point at ../shared/data (this workplace's copies; users pass their own folders).
-# GENDER_TAGS / CIFAR_EXTRA add overrides (e.g. the course's data.train=10k data.test=test10k, or
-# data.md5=... for a reconstructed CIFAR-10 archive).
+# Without GENDER_ROOT/CIFAR_ROOT it reads the development copies in ../shared/data, which carry
+# other tags (5k, test1k) and a reconstructed CIFAR-10 archive with its own MD5; those overrides are
+# added only for them. Your own folders get the course's tags (10k, test10k) and the official MD5.
+# GENDER_TAGS / CIFAR_EXTRA replace the added overrides (e.g. GENDER_TAGS="data.train=100k").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
-GENDER_ROOT=${GENDER_ROOT:-$(pwd)/../shared/data/gender}
-CIFAR_ROOT=${CIFAR_ROOT:-$(pwd)/../shared/data/cifar10}
-GENDER_TAGS=${GENDER_TAGS:-"data.train=5k data.test=test1k"}
-CIFAR_EXTRA=${CIFAR_EXTRA:-"data.md5=00642bf920abbcac83eeb31b7ac31122 data.download=false"}
+SHARED=$(pwd)/../shared/data
+GENDER_ROOT=${GENDER_ROOT:-$SHARED/gender}
+CIFAR_ROOT=${CIFAR_ROOT:-$SHARED/cifar10}
+same() { [ "$(realpath -m "$1")" = "$(realpath -m "$2")" ]; }
+dev_tags="" dev_cifar=""
+if same "$GENDER_ROOT" "$SHARED/gender"; then dev_tags="data.train=5k data.test=test1k"; fi
+if same "$CIFAR_ROOT" "$SHARED/cifar10"; then
+  dev_cifar="data.md5=00642bf920abbcac83eeb31b7ac31122 data.download=false"
+fi
+GENDER_TAGS=${GENDER_TAGS-$dev_tags}
+CIFAR_EXTRA=${CIFAR_EXTRA-$dev_cifar}
 PY=.venv/bin/python
 mkdir -p runs/experiment-logs
 
