@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import ConfigError, DataError
-from advlab.models import build_model, count_params, layer_table, zoo
+from advlab.models import InputSpec, build_model, count_params, layer_table, zoo
 from advlab.models.io import load_model, save_model
 from advlab.models.layers import Normalize
 from tests.conftest import compose_config
@@ -38,10 +39,8 @@ def splits(c: int = 1, h: int = 48, w: int = 48, classes: int = 2, n: int = 8) -
     )
 
 
-def factory_args(c: int, h: int, w: int, classes: int) -> dict:
-    return dict(
-        in_channels=c, image_size=(h, w), num_classes=classes, mean=[0.5] * c, std=[0.25] * c
-    )
+def input_spec(c: int, h: int, w: int, classes: int) -> InputSpec:
+    return InputSpec(c, (h, w), classes, mean=(0.5,) * c, std=(0.25,) * c)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -78,7 +77,7 @@ def compose_cfg():
 def test_course_architectures_have_the_course_parameter_counts() -> None:
     # Hand-computed from the course's definitions (weights + biases).
     # course_cnn on 48x48 greyscale, 2 classes: 3x3 convs 1->3->6->12, pools 48->24->12->6.
-    cnn = zoo.course_cnn(**factory_args(1, 48, 48, 2))
+    cnn = zoo.course_cnn(input_spec(1, 48, 48, 2))
     assert count_params(cnn) == (9 * 1 * 3 + 3) + (9 * 3 * 6 + 6) + (9 * 6 * 12 + 12) + (
         12 * 6 * 6 * 2 + 2
     )
@@ -87,28 +86,36 @@ def test_course_architectures_have_the_course_parameter_counts() -> None:
     assert all(m.kernel_size == (3, 3) and m.padding == (1, 1) for m in convs)
     assert all(m.stride == (1, 1) for m in convs)
     # perceptron: 2304 -> 50 (sigmoid) -> 2
-    perceptron = zoo.perceptron(**factory_args(1, 48, 48, 2))
+    perceptron = zoo.perceptron(input_spec(1, 48, 48, 2))
     assert count_params(perceptron) == 48 * 48 * 50 + 50 + 50 * 2 + 2
     assert any(isinstance(m, nn.Sigmoid) for m in perceptron)
     # LeNet-5 (Keras, valid padding) on 28x28: 24 -> 12 -> 8 -> 4
-    lenet = zoo.lenet5(**factory_args(1, 28, 28, 10))
+    lenet = zoo.lenet5(input_spec(1, 28, 28, 10))
     expected = (25 * 6 + 6) + (25 * 6 * 16 + 16) + (16 * 4 * 4 * 120 + 120) + (120 * 84 + 84)
     assert count_params(lenet) == expected + 84 * 10 + 10
     # The Keras MNIST CNN example has 1,199,882 parameters.
-    assert count_params(zoo.mnist_cnn(**factory_args(1, 28, 28, 10))) == 1_199_882
+    assert count_params(zoo.mnist_cnn(input_spec(1, 28, 28, 10))) == 1_199_882
     # ResNet-20 has about 0.27 M parameters.
-    resnet20 = zoo.resnet_small(**factory_args(3, 32, 32, 10), blocks_per_stage=3, width=16)
+    resnet20 = zoo.resnet_small(input_spec(3, 32, 32, 10), blocks_per_stage=3, width=16)
     assert 260_000 < count_params(resnet20) < 280_000
 
 
+@pytest.mark.parametrize(("channels", "expected"), [(1, 61_706), (3, 62_006)])
+def test_lenet5_has_the_classic_parameter_count_on_32x32(channels, expected) -> None:
+    # LeNet-5 (LeCun et al. 1998) on 32x32 input, 10 classes: conv 6@5x5 -> 28 -> pool 14 ->
+    # conv 16@5x5 -> 10 -> pool 5, then 400 -> 120 -> 84 -> 10. The published count is 61,706
+    # for greyscale; three input channels add 2 * 6 * 5 * 5 = 300 conv1 weights.
+    assert count_params(zoo.lenet5(input_spec(channels, 32, 32, 10))) == expected
+
+
 def test_vgg_small_options_change_the_architecture() -> None:
-    with_bn = zoo.vgg_small(**factory_args(3, 32, 32, 10), widths=[8, 16], convs_per_stage=1)
+    with_bn = zoo.vgg_small(input_spec(3, 32, 32, 10), widths=[8, 16], convs_per_stage=1)
     no_bn = zoo.vgg_small(
-        **factory_args(3, 32, 32, 10), widths=[8, 16], convs_per_stage=1, batch_norm=False
+        input_spec(3, 32, 32, 10), widths=[8, 16], convs_per_stage=1, batch_norm=False
     )
     assert sum(isinstance(m, nn.BatchNorm2d) for m in with_bn) == 2
     assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn)
-    deeper = zoo.vgg_small(**factory_args(3, 32, 32, 10), widths=[8, 16], convs_per_stage=3)
+    deeper = zoo.vgg_small(input_spec(3, 32, 32, 10), widths=[8, 16], convs_per_stage=3)
     assert sum(isinstance(m, nn.Conv2d) for m in deeper) == 6
 
 
@@ -116,7 +123,7 @@ def test_vgg_small_options_change_the_architecture() -> None:
 def test_dropout_is_active_in_train_mode_only(option) -> None:
     torch.manual_seed(0)
     kwargs = {"mnist_cnn": {"conv_dropout": 0.5}}.get(option, {})
-    model = getattr(zoo, option)(**factory_args(1, 28, 28, 10), dropout=0.5, **kwargs)
+    model = getattr(zoo, option)(input_spec(1, 28, 28, 10), dropout=0.5, **kwargs)
     assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in model.modules())
     x = torch.rand(4, 1, 28, 28)
     model.eval()
@@ -137,21 +144,32 @@ def test_normalize_standardises_per_channel() -> None:
         Normalize([0.5], [0.0])
 
 
-def test_bad_model_arguments_fail_with_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match=r"model\.dropout=1\.0"):
-        zoo.course_cnn(**factory_args(1, 48, 48, 2), dropout=1.0)
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["model=course_cnn", "model.dropout=1.0"], "model.dropout"),
+        (["model=course_cnn", "model.filters=[]"], "model.filters"),
+        (["model=vgg_small", "model.hidden=0"], "model.hidden"),
+    ],
+)
+def test_build_model_checks_the_config_with_validate(compose_cfg, overrides, key) -> None:
+    # build_model is a Python-API entry point: it refuses what validate refuses, in one line.
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=") as err:
+        build_model(compose_cfg(*overrides).model, splits())
+    assert "\n" not in str(err.value)
+
+
+def test_bad_model_inputs_fail_with_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="too small"):
-        zoo.lenet5(**factory_args(1, 8, 8, 2))
+        zoo.lenet5(input_spec(1, 8, 8, 2))
     with pytest.raises(ConfigError, match="too small"):
-        zoo.course_cnn(**factory_args(1, 4, 4, 2))
-    with pytest.raises(ConfigError, match=r"model\.filters"):
-        zoo.course_cnn(**factory_args(1, 48, 48, 2), filters=[])
+        zoo.course_cnn(input_spec(1, 4, 4, 2))
     with pytest.raises(ConfigError, match="mean/std"):
-        zoo.perceptron(in_channels=3, image_size=(8, 8), num_classes=2, mean=[0.5], std=[0.2])
+        zoo.perceptron(InputSpec(3, (8, 8), 2, mean=(0.5,), std=(0.2,)))
 
 
 def test_layer_table_lists_layers_shapes_and_params() -> None:
-    model = zoo.course_cnn(**factory_args(1, 48, 48, 2))
+    model = zoo.course_cnn(input_spec(1, 48, 48, 2))
     model.train()
     table = layer_table(model, (1, 48, 48))
     assert model.training, "layer_table must restore the train/eval mode"
@@ -161,7 +179,7 @@ def test_layer_table_lists_layers_shapes_and_params() -> None:
     assert "Conv2d" in conv3 and "(12, 12, 12)" in conv3 and conv3.endswith("660")
     assert any(line.startswith("fc ") and "(2,)" in line for line in lines)
     assert lines[-1].startswith("total") and "1,724 trainable" in lines[-1]
-    resnet = zoo.resnet_small(**factory_args(3, 32, 32, 10), blocks_per_stage=1, width=8)
+    resnet = zoo.resnet_small(input_spec(3, 32, 32, 10), blocks_per_stage=1, width=8)
     rtable = layer_table(resnet, (3, 32, 32))
     assert "stage3.0" in rtable and "BasicBlock" in rtable and "(32, 8, 8)" in rtable
 

@@ -15,23 +15,24 @@ from torch import nn
 
 from advlab.errors import ConfigError
 from advlab.models.layers import BasicBlock, Normalize
+from advlab.models.zoo import InputSpec
+from advlab.validate import check_model
 
 if TYPE_CHECKING:
     from advlab.data.base import DataSplits
 
-__all__ = ["Normalize", "build_model", "build_model_from_spec", "count_params", "layer_table"]
+__all__ = [
+    "InputSpec",
+    "Normalize",
+    "build_model",
+    "build_model_from_spec",
+    "count_params",
+    "layer_table",
+]
 
 
-def build_model_from_spec(
-    cfg_model: DictConfig | Mapping[str, Any],
-    *,
-    in_channels: int,
-    image_size: tuple[int, int],
-    num_classes: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-) -> nn.Module:
-    """Instantiate the ``_partial_`` model config and call it with the data's shape and stats."""
+def build_model_from_spec(cfg_model: DictConfig | Mapping[str, Any], spec: InputSpec) -> nn.Module:
+    """Instantiate the ``_partial_`` model config and call it with the data's ``spec``."""
     import hydra.utils
 
     node = cfg_model if isinstance(cfg_model, DictConfig) else OmegaConf.create(dict(cfg_model))
@@ -48,13 +49,7 @@ def build_model_from_spec(
     if not callable(factory):
         raise ConfigError(f"model._target_={target}: expected _partial_: true (a model factory)")
     try:
-        model = factory(
-            in_channels=int(in_channels),
-            image_size=(int(image_size[0]), int(image_size[1])),
-            num_classes=int(num_classes),
-            mean=tuple(float(m) for m in mean),
-            std=tuple(float(s) for s in std),
-        )
+        model = factory(spec)
     except TypeError as exc:  # e.g. a key the factory does not accept
         raise ConfigError(f"model._target_={target}: {exc}") from exc
     if not isinstance(model, nn.Module):
@@ -64,15 +59,14 @@ def build_model_from_spec(
 
 def build_model(cfg_model: DictConfig, data: DataSplits) -> nn.Module:
     """Build the model chosen by ``cfg.model`` sized from ``data`` (channels, image size, classes)
-    with the training split's per-channel mean/std in its first layer."""
-    return build_model_from_spec(
-        cfg_model,
-        in_channels=data.channels,
-        image_size=data.image_size,
-        num_classes=data.num_classes,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-    )
+    with the training split's per-channel mean/std in its first layer.
+
+    ``cfg_model`` is checked with :func:`advlab.validate.check_model` first, so a Python-API
+    caller gets the pipeline's one-line ConfigError for an out-of-range value.
+    """
+    check_model(cfg_model)
+    spec = InputSpec(data.channels, data.image_size, data.num_classes, data.mean, data.std)
+    return build_model_from_spec(cfg_model, spec)
 
 
 def count_params(model: nn.Module) -> int:

@@ -11,8 +11,6 @@ The file is a plain ``torch.save`` dict of tensors and built-in types, so it loa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,29 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab.errors import DataError
+from advlab.fileio import atomic_path
 
 FORMAT_VERSION = 1
 SPEC_KEYS = ("in_channels", "image_size", "num_classes", "mean", "std")
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
-
-    A reader (or a resumed run after SIGKILL) sees either the previous complete file or the new
-    one, never a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plain(value: Any) -> Any:
@@ -78,7 +57,8 @@ def save_model(path: Path, model: nn.Module, cfg_model: DictConfig | dict, data_
         "model_cfg": _plain(cfg_model),
         "data_spec": _plain(dict(data_spec)),
     }
-    atomic_torch_save(payload, Path(path))
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -88,7 +68,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn
     ``num_classes``, ``mean``, ``std``, ``class_names``, any extra keys) plus ``model_cfg`` (the
     model config as a dict). Loads with ``weights_only=True``.
     """
-    from advlab.models import build_model_from_spec
+    from advlab.models import InputSpec, build_model_from_spec
 
     path = Path(path)
     if not path.is_file():
@@ -101,14 +81,8 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn
         raise DataError(f"model file {path}: not an advlab model file (format {FORMAT_VERSION})")
     spec = dict(payload["data_spec"])
     spec["image_size"] = tuple(int(s) for s in spec["image_size"])
-    model = build_model_from_spec(
-        payload["model_cfg"],
-        in_channels=spec["in_channels"],
-        image_size=spec["image_size"],
-        num_classes=spec["num_classes"],
-        mean=tuple(spec["mean"]),
-        std=tuple(spec["std"]),
-    )
+    input_spec = InputSpec(**{key: spec[key] for key in SPEC_KEYS})
+    model = build_model_from_spec(payload["model_cfg"], input_spec)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

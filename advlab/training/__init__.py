@@ -4,7 +4,7 @@ checkpoints. Nothing here imports mlflow: per-epoch metrics leave through a call
 from __future__ import annotations
 
 from advlab.training.early_stopping import EarlyStopping
-from advlab.training.fit import EpochCallback, FitResult, check_fit_config, fit
+from advlab.training.fit import EpochCallback, FitResult, fit
 from advlab.training.param_groups import build_optimizer, param_groups
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "EpochCallback",
     "FitResult",
     "build_optimizer",
-    "check_fit_config",
     "fit",
     "param_groups",
 ]

@@ -2,9 +2,10 @@
 
 All budgets are L-infinity. ``eps`` and ``alpha`` arguments are in **1/255 units** (as in the
 config); they become pixel units (``/ 255``) here, where the tensor is perturbed. Inputs are float
-(N, C, H, W) pixels in [0, 1]; adversarial examples are clamped to [0, 1] and satisfy
-``||x_adv - x||_inf <= eps / 255``. Random starts draw from the ``generator`` given (on the
-inputs' device), so a seeded run is reproducible.
+(N, C, H, W) pixels in [0, 1]; adversarial examples are detached, clamped to [0, 1] and satisfy
+``||x_adv - x||_inf <= eps / 255``; eps = 0 returns the batch without computing a gradient. The
+attacks leave the model's train/eval mode as it is. Random starts draw from the ``generator`` given
+(on the inputs' device), so a seeded run is reproducible.
 
 - ``fgsm_rs``: FGSM from a uniform random start with step ``alpha`` (Wong, Rice & Kolter 2020,
   "Fast is better than free"; they use alpha = 1.25 eps).
@@ -14,36 +15,22 @@ inputs' device), so a seeded run is reproducible.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from advlab.errors import ConfigError
-
-METHODS = ("none", "fgsm_rs", "pgd")
+from advlab.config import AdversarialMethod
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> scalar
+# (model, x, y, generator=...) -> adversarial x: a training attack with its settings bound.
+Perturbation = Callable[..., torch.Tensor]
 
 
-def check_adversarial_config(cfg: DictConfig) -> None:
-    """ConfigError for an unknown method or a negative/zero budget, step or subset size."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"train.adversarial.method={cfg.method}: must be one of {METHODS}")
-    if float(cfg.eps) < 0:
-        raise ConfigError(f"train.adversarial.eps={cfg.eps}: must be >= 0 (1/255 units)")
-    if cfg.method != "none" and cfg.alpha is not None and not float(cfg.alpha) > 0:
-        raise ConfigError(f"train.adversarial.alpha={cfg.alpha}: must be > 0 (1/255 units)")
-    if cfg.method == "pgd" and int(cfg.steps) < 1:
-        raise ConfigError(f"train.adversarial.steps={cfg.steps}: must be >= 1")
-    if cfg.val_robust:
-        if int(cfg.val_robust_n) < 1:
-            raise ConfigError(f"train.adversarial.val_robust_n={cfg.val_robust_n}: must be >= 1")
-        if int(cfg.val_robust_steps) < 1:
-            raise ConfigError(
-                f"train.adversarial.val_robust_steps={cfg.val_robust_steps}: must be >= 1"
-            )
+def _in_pixels(eps: float, alpha: float) -> tuple[float, float]:
+    return eps / 255.0, alpha / 255.0
 
 
 def _uniform_delta(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -71,13 +58,11 @@ def fgsm_rs(
     loss_fn: LossFn,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """FGSM with a random start. eps, alpha in 1/255 units; x float (N, C, H, W) in [0, 1].
-
-    Returns the detached adversarial batch. The model's train/eval mode is not changed.
-    """
-    eps_px, alpha_px = eps / 255.0, alpha / 255.0
-    if eps_px == 0:
+    """One signed-gradient step of size ``alpha`` from a uniform random point of the eps-ball,
+    clipped back onto the ball (eps, alpha in 1/255 units)."""
+    if eps == 0:
         return x.detach()
+    eps_px, alpha_px = _in_pixels(eps, alpha)
     delta = _uniform_delta(x, eps_px, generator)
     grad = _input_grad(model, loss_fn, x + delta, y)
     delta = (delta + alpha_px * grad.sign()).clamp_(-eps_px, eps_px)
@@ -96,13 +81,11 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """L-inf PGD. eps, alpha in 1/255 units; x float (N, C, H, W) in [0, 1].
-
-    Returns the detached adversarial batch. The model's train/eval mode is not changed.
-    """
-    eps_px, alpha_px = eps / 255.0, alpha / 255.0
-    if eps_px == 0:
+    """L-inf PGD: ``steps`` signed-gradient steps of size ``alpha``, each projected onto the
+    eps-ball around ``x`` (eps, alpha in 1/255 units); from a uniform random start by default."""
+    if eps == 0:
         return x.detach()
+    eps_px, alpha_px = _in_pixels(eps, alpha)
     x = x.detach()
     x_adv = x + _uniform_delta(x, eps_px, generator) if random_start else x.clone()
     for _ in range(int(steps)):
@@ -113,47 +96,43 @@ def pgd(
     return x_adv.detach()
 
 
+def val_pgd_alpha(eps: float, steps: int) -> float:
+    """Step size (1/255 units) of the robust-validation PGD: 2.5 eps / steps (Madry et al.)."""
+    return 2.5 * float(eps) / max(int(steps), 1)
+
+
+# Published step-size rules (1/255 units) for a null train.adversarial.alpha, from (eps, steps).
+_DEFAULT_ALPHA: dict[AdversarialMethod, Callable[[float, int], float]] = {
+    AdversarialMethod.fgsm_rs: lambda eps, steps: 1.25 * eps,  # Wong et al. 2020
+    AdversarialMethod.pgd: val_pgd_alpha,  # Madry et al. 2018
+}
+_ATTACKS: dict[AdversarialMethod, Perturbation] = {
+    AdversarialMethod.fgsm_rs: fgsm_rs,
+    AdversarialMethod.pgd: pgd,
+}
+
+
 def train_alpha(cfg: DictConfig) -> float:
     """Step size (1/255 units): ``train.adversarial.alpha``, or when null the published default,
     1.25 eps for fgsm_rs (Wong et al. 2020) and 2.5 eps / steps for pgd (Madry et al. 2018)."""
     if cfg.alpha is not None:
         return float(cfg.alpha)
-    if cfg.method == "fgsm_rs":
-        return 1.25 * float(cfg.eps)
-    return val_pgd_alpha(cfg.eps, cfg.steps)
+    return _DEFAULT_ALPHA[AdversarialMethod(cfg.method)](float(cfg.eps), int(cfg.steps))
 
 
-def perturb(
-    cfg: DictConfig,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss_fn: LossFn,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """The training batch for ``train.adversarial.method`` (``x`` itself for ``none``)."""
-    if cfg.method == "fgsm_rs":
-        return fgsm_rs(
-            model, x, y, eps=cfg.eps, alpha=train_alpha(cfg), loss_fn=loss_fn, generator=generator
-        )
-    if cfg.method == "pgd":
-        return pgd(
-            model,
-            x,
-            y,
-            eps=cfg.eps,
-            alpha=train_alpha(cfg),
-            steps=cfg.steps,
-            loss_fn=loss_fn,
-            generator=generator,
-        )
-    return x
+def training_perturbation(cfg: DictConfig, *, loss_fn: LossFn) -> Perturbation | None:
+    """The attack of ``train.adversarial.method`` with eps, alpha, steps and ``loss_fn`` bound,
+    called as ``perturb(model, x, y, generator=g)``; None for ``none``.
 
-
-def val_pgd_alpha(eps: float, steps: int) -> float:
-    """Step size (1/255 units) of the robust-validation PGD: 2.5 eps / steps (Madry et al.)."""
-    return 2.5 * float(eps) / max(int(steps), 1)
+    The settings are read here, once per run: DictConfig access is slow inside the batch loop.
+    """
+    method = AdversarialMethod(cfg.method)
+    if method == AdversarialMethod.none:
+        return None
+    settings = {"eps": float(cfg.eps), "alpha": train_alpha(cfg), "loss_fn": loss_fn}
+    if method == AdversarialMethod.pgd:
+        settings["steps"] = int(cfg.steps)
+    return functools.partial(_ATTACKS[method], **settings)
 
 
 def robust_accuracy(

@@ -9,28 +9,102 @@ metrics. Everything is stored as tensors or built-in types so no pickled code ru
 
 from __future__ import annotations
 
+import logging
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
+from advlab.config import Scheduler
 from advlab.errors import ConfigError
-from advlab.models.io import atomic_torch_save
+from advlab.fileio import atomic_path
+from advlab.training.early_stopping import EarlyStopping
+from advlab.training.schedules import SPAN_THE_RUN
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
+# Keys of the train config that may change on resume without changing the result.
+_RESUME_FREE_KEYS = {"resume", "progress", "checkpoint", "epochs"}
+
+
+@dataclass
+class TrainingState:
+    """What changes while a run trains: everything ``last.pt`` saves and a resume restores.
+
+    ``history`` holds one metrics dict per finished epoch, so the next epoch is
+    ``len(history) + 1``. ``best_model`` is a CPU copy of the best epoch's weights so far;
+    ``prior_seconds`` the training time of the segments a resumed run continues.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler | None
+    stopper: EarlyStopping
+    generators: dict[str, torch.Generator]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_model: dict[str, torch.Tensor] | None = None
+    prior_seconds: float = 0.0
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def run_config(cfg_train: DictConfig, cfg_optimizer: DictConfig) -> dict[str, Any]:
+    """The train and optimizer config as plain types (what ``last.pt`` stores as ``config``)."""
+
+    def plain(cfg: DictConfig) -> dict[str, Any]:
+        # enum_to_str: enum members would make the file unloadable with weights_only=True.
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+    return {"train": plain(cfg_train), "optimizer": plain(cfg_optimizer)}
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus a format version) to ``path`` atomically (temp file + os.replace)."""
-    atomic_torch_save({"format": FORMAT_VERSION, **state}, Path(path))
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT_VERSION, **state}, tmp)
+
+
+def save_epoch(
+    ckpt_dir: Path,
+    state: TrainingState,
+    *,
+    improved: bool,
+    seconds: float,
+    config: dict[str, Any],
+) -> None:
+    """After an epoch: ``best.pt`` when it ``improved`` on the best so far, then ``last.pt``.
+
+    ``seconds`` is the run's training time so far (all segments); ``config`` is
+    :func:`run_config`'s, which a resume compares with its own.
+    """
+    epoch = len(state.history)
+    if improved:
+        best = {"epoch": epoch, "model": state.best_model, "metrics": state.history[-1]}
+        save_checkpoint(ckpt_dir / BEST, best)
+    last = {
+        "epoch": epoch,
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "early_stopping": state.stopper.state_dict(),
+        "best_model": state.best_model,
+        "rng": rng_state(state.generators),
+        "history": state.history,
+        "seconds": seconds,
+        "config": config,
+    }
+    save_checkpoint(ckpt_dir / LAST, last)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -60,6 +134,62 @@ def resolve_resume(resume: str | Path) -> Path:
             f"(looked for checkpoints/{LAST} and {LAST})"
         )
     raise ConfigError(f"train.resume={resume}: no such file or directory")
+
+
+def restore(state: TrainingState, path: Path, ckpt: dict[str, Any]) -> None:
+    """Put what :func:`save_epoch` wrote to ``path`` (loaded as ``ckpt``) back into ``state``:
+    weights, optimizer, scheduler, early stopping, every RNG, the history and the time so far."""
+    try:
+        state.model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"train.resume={path}: the checkpoint's weights do not fit this model ({exc})"
+        ) from exc
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if (state.scheduler is None) != (ckpt["scheduler"] is None):
+        raise ConfigError(
+            f"train.resume={path}: train.scheduler.name differs from the checkpoint's run"
+        )
+    if state.scheduler is not None:
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.stopper.load_state_dict(ckpt["early_stopping"])
+    set_rng_state(ckpt["rng"], state.generators)
+    state.history = [dict(m) for m in ckpt["history"]]
+    state.best_model = ckpt["best_model"]
+    state.prior_seconds = float(ckpt["seconds"])
+
+
+def check_resume_config(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> None:
+    """Warn when the resumed run's settings (``now``, from :func:`run_config`) differ from the
+    checkpoint's: the result would differ from an uninterrupted run's.
+
+    ``train.epochs`` may grow on resume (train longer), except with a cosine or one-cycle
+    schedule, which spans the whole run: that is a ConfigError.
+    """
+    saved = ckpt.get("config") or {}
+    epochs, scheduler = now["train"]["epochs"], now["train"]["scheduler"]["name"]
+    old_epochs = saved.get("train", {}).get("epochs", epochs)
+    if old_epochs != epochs and Scheduler(scheduler) in SPAN_THE_RUN:
+        raise ConfigError(
+            f"train.epochs={epochs} differs from the checkpoint's run ({old_epochs}); "
+            f"train.scheduler.name={scheduler} spans the whole run, so resume "
+            f"{path} with train.epochs={old_epochs}"
+        )
+    for group in ("train", "optimizer"):
+        old, new = saved.get(group, {}), now[group]
+        for key in sorted(set(old) | set(new)):
+            if group == "train" and key in _RESUME_FREE_KEYS:
+                continue
+            if old.get(key) != new.get(key):
+                log.warning(
+                    "train.resume=%s: %s.%s was %r in the checkpoint's run, now %r; the result "
+                    "will differ from an uninterrupted run",
+                    path,
+                    group,
+                    key,
+                    old.get(key),
+                    new.get(key),
+                )
 
 
 # ------------------------------------------------------------------------------------ RNG state

@@ -1,4 +1,9 @@
-"""Early stopping on a recorded per-epoch metric, with state that survives a checkpoint."""
+"""Early stopping on a recorded per-epoch metric, with state that survives a checkpoint.
+
+The config is trusted: :func:`advlab.validate.check_train` has resolved ``auto`` monitor/mode and
+checked monitor, mode, patience and min_delta (and that an enabled monitor is recorded and goes
+the stated way).
+"""
 
 from __future__ import annotations
 
@@ -7,42 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from advlab.config import Mode, Monitor
 from advlab.errors import ConfigError
-
-# Metrics fit() records every epoch that can be monitored, with the direction that is "better".
-MONITORABLE = {"val_loss": "min", "val_acc": "max", "val_robust_acc": "max"}
-
-
-def check_early_stopping_config(cfg: DictConfig, *, val_robust: bool) -> None:
-    """ConfigError unless the monitor is recorded and mode/patience/min_delta make sense.
-
-    With ``enabled=false`` nothing stops the run, so only the names and ranges are checked.
-    """
-    monitor, mode = cfg.monitor, cfg.mode
-    if monitor not in MONITORABLE:
-        raise ConfigError(
-            f"train.early_stopping.monitor={monitor}: not a recorded metric "
-            f"(one of {', '.join(MONITORABLE)})"
-        )
-    if mode not in ("min", "max"):
-        raise ConfigError(f"train.early_stopping.mode={mode}: must be min or max")
-    if int(cfg.patience) < 0:
-        raise ConfigError(f"train.early_stopping.patience={cfg.patience}: must be >= 0")
-    if float(cfg.min_delta) < 0:
-        raise ConfigError(f"train.early_stopping.min_delta={cfg.min_delta}: must be >= 0")
-    if not cfg.enabled:
-        return
-    if monitor == "val_robust_acc" and not val_robust:
-        raise ConfigError(
-            "train.early_stopping.monitor=val_robust_acc: it is only recorded with "
-            "train.adversarial.val_robust=true"
-        )
-    if mode != MONITORABLE[monitor]:
-        raise ConfigError(
-            f"train.early_stopping.mode={mode}: {monitor} improves when it goes "
-            f"{'down' if MONITORABLE[monitor] == 'min' else 'up'}; use "
-            f"train.early_stopping.mode={MONITORABLE[monitor]}"
-        )
+from advlab.validate import MONITOR_MODE
 
 
 class EarlyStopping:
@@ -62,12 +34,14 @@ class EarlyStopping:
         min_delta: float = 0.0,
         enabled: bool = True,
     ) -> None:
-        self.monitor = monitor
-        self.mode = mode
+        # Plain strings: state_dict() must load with torch.load(weights_only=True), which refuses
+        # the enum members a Hydra config holds.
+        self.monitor = str(monitor)
+        self.mode = str(mode)
         self.patience = int(patience)
         self.min_delta = float(min_delta)
         self.enabled = bool(enabled)
-        self.best = math.inf if mode == "min" else -math.inf
+        self.best = math.inf if self.mode == Mode.min else -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
         self.stopped_epoch = 0
@@ -78,15 +52,15 @@ class EarlyStopping:
         in its natural direction if recorded, else by ``val_loss``."""
         if cfg.enabled:
             return cls(cfg.monitor, cfg.mode, cfg.patience, cfg.min_delta, True)
-        monitor = cfg.monitor
-        if monitor == "val_robust_acc" and not val_robust:
-            monitor = "val_loss"
-        return cls(monitor, MONITORABLE[monitor], cfg.patience, cfg.min_delta, False)
+        monitor = Monitor(cfg.monitor)
+        if monitor == Monitor.val_robust_acc and not val_robust:
+            monitor = Monitor.val_loss
+        return cls(monitor, MONITOR_MODE[monitor], cfg.patience, cfg.min_delta, False)
 
     def _improves(self, value: float) -> bool:
         if math.isnan(value):
             return False
-        if self.mode == "min":
+        if self.mode == Mode.min:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 

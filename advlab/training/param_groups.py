@@ -34,8 +34,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     {"name": "no_decay", "params": [...], "weight_decay": 0.0}]`` without empty groups. Each
     parameter appears once even if shared between modules.
     """
-    if weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay={weight_decay}: must be >= 0")
     decay_ids: set[int] = set()
     for module in model.modules():
         if isinstance(module, DECAYED_LAYERS):
@@ -61,16 +59,12 @@ def build_optimizer(model: nn.Module, cfg_optimizer: DictConfig) -> torch.optim.
     """``hydra.utils.instantiate(cfg_optimizer)(param_groups(model, weight_decay))``.
 
     ``cfg_optimizer`` is a ``_partial_: true`` node (``optimizer=sgd|adam|adamw``); its
-    ``weight_decay`` goes to the decay group only.
+    ``weight_decay`` goes to the decay group only. The values are trusted:
+    :func:`advlab.validate.check_optimizer` has checked them.
     """
     import hydra.utils
 
-    lr = float(cfg_optimizer.get("lr", 0.0))
-    if not lr > 0:
-        raise ConfigError(f"optimizer.lr={cfg_optimizer.get('lr')}: must be > 0")
-    if float(cfg_optimizer.get("momentum", 0.0) or 0.0) < 0:
-        raise ConfigError(f"optimizer.momentum={cfg_optimizer.get('momentum')}: must be >= 0")
-    groups = param_groups(model, float(cfg_optimizer.get("weight_decay", 0.0) or 0.0))
+    groups = param_groups(model, float(cfg_optimizer.get("weight_decay", 0.0)))
     if not groups:
         raise ConfigError("optimizer: the model has no trainable parameters")
     target = cfg_optimizer.get("_target_")
