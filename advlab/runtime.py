@@ -1,4 +1,4 @@
-"""Run-time helpers: seeding, device selection and quiet-when-piped progress bars.
+"""Run-time helpers: seeding, thread count, device and precision choice, quiet-when-piped progress.
 
 Everything random in advlab derives from ``cfg.seed``; :func:`seed_everything` applies it first.
 """
@@ -22,19 +22,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def seed_everything(seed: int, *, deterministic: bool = False) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
-
-    ``deterministic=True`` additionally asks cuDNN for deterministic kernels (slower on GPU; CPU
-    kernels used by advlab are deterministic for a fixed thread count already).
-    """
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
 
 
 def set_threads(threads: int | None) -> None:
@@ -93,14 +86,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
-
-
-def describe_device(device: torch.device) -> str:
-    """Human-readable device name for tags and logs: ``cpu`` or ``cuda:0 (NVIDIA H100 ...)``."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return device.type
 
 
 def progress_enabled(enabled: bool = True) -> bool:

@@ -1,5 +1,9 @@
 """Hydra callback that groups a multirun sweep under one MLflow parent run.
 
+Each job's run is written by its :class:`advlab.tracking.Tracker`; this callback writes the
+sweep's parent run (creates it, logs its job counts, ends it) and ends job runs left RUNNING,
+through the store functions of :mod:`advlab.tracking`.
+
 ``on_multirun_start`` (on the submitting machine, before any job starts) creates a parent run named
 ``sweep-<sweep id>`` and hands its id to the jobs through ``<hydra.sweep.dir>/mlflow_sweep.json``
 (the sweep dir is shared with cluster jobs) and the environment (``ADVLAB_SWEEP_PARENT_RUN_ID``,
@@ -10,8 +14,9 @@ the sweep and its compare view shows them as one table.
 ``on_multirun_end`` ends the parent: FAILED if a job's run failed, KILLED if one was killed, else
 FINISHED. Hydra skips ``on_multirun_end`` when a job raises or the sweep is interrupted, so the
 callback also registers an ``atexit`` hook (and, for the sweep's duration, a SIGTERM handler that
-raises ``KeyboardInterrupt``) which ends the parent then. Job runs whose process died without
-closing them (SIGKILL, out of memory) are ended KILLED: no run is left RUNNING.
+raises :class:`advlab.tracking.Terminated`, a ``KeyboardInterrupt``) which ends the parent then.
+Job runs whose process died without closing them (SIGKILL, out of memory) are ended KILLED: no
+run is left RUNNING.
 
 Enabled in ``conf/hydra/default.yaml`` through ``conf/hydra/callbacks/mlflow_sweep.yaml``.
 """
@@ -23,8 +28,6 @@ import json
 import logging
 import os
 import shlex
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from advlab import __version__, tracking
+from advlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +98,12 @@ class MlflowSweepCallback(Callback):
             "experiment_id": experiment_id,
             "experiment": name,
         }
-        (sweep_dir / tracking.SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        # Atomic: a cluster job starting now reads the whole file or none of it.
+        atomic_write_text(sweep_dir / tracking.SWEEP_FILE, json.dumps(info, indent=2))
         os.environ[tracking.ENV_PARENT_RUN_ID] = self.parent_run_id
         os.environ[tracking.ENV_SWEEP_ID] = sweep_id
         atexit.register(self._end_at_exit)
-        if threading.current_thread() is threading.main_thread():
-            self._prev_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        self._prev_sigterm = tracking.sigterm_raises()
         log.info("MLflow sweep %s: parent run %s in %r", sweep_id, self.parent_run_id, name)
 
     # ---------------------------------------------------------------------------------- end
@@ -122,9 +126,8 @@ class MlflowSweepCallback(Callback):
         atexit.unregister(self._end_at_exit)
         for var in (tracking.ENV_PARENT_RUN_ID, tracking.ENV_SWEEP_ID):
             os.environ.pop(var, None)
-        if self._prev_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._prev_sigterm)
-            self._prev_sigterm = None
+        tracking.restore_sigterm(self._prev_sigterm)
+        self._prev_sigterm = None
 
         from mlflow.entities import Metric
 
@@ -166,7 +169,3 @@ class MlflowSweepCallback(Callback):
         )
         tracking.end_run(client, parent, status, extra)
         log.info("MLflow sweep run %s ended %s (%d jobs)", parent, status, len(statuses))
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise tracking.Terminated(signum)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from advlab import results
+from advlab.fileio import atomic_write_text
 from advlab.tracking import Tracker
 
 
@@ -89,7 +91,10 @@ def test_run_logs_to_a_tracking_server_over_http(make_cfg, tmp_path, mlflow_serv
         for epoch in (1, 2):
             tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch})
         tracker.log_metrics({"clean_acc": 0.875})
-        tracker.log_results({"clean_acc": 0.875})
+        results_json = atomic_write_text(
+            tmp_path / "run" / "results" / "results.json", json.dumps({"clean_acc": 0.875})
+        )
+        tracker.log_artifact(results_json, "results")
     assert tracker.tracking_uri == url
 
     client = MlflowClient(url)

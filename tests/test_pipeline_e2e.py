@@ -143,7 +143,7 @@ def test_failed_run_is_marked_failed_and_the_error_tagged(make_cfg, tmp_path) ->
     with pytest.raises(AdvlabError):
         run(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)
-    runs = mlflow.search_runs(experiment_names=["quickstart"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["gender"], output_format="list")  # data.name
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "nowhere" in runs[0].data.tags["advlab.error"]
 

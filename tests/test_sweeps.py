@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -34,6 +36,35 @@ def _store_overrides(tmp_path: Path) -> list[str]:
         f"hydra.sweep.dir={tmp_path / 'multirun' / '2024-01-02' / '03-04-05'}",
         "device=cpu",
     ]
+
+
+@pytest.fixture
+def make_callback():
+    """A factory of sweep callbacks whose side effects on this process are undone after the test.
+
+    ``on_multirun_start`` sets two environment variables, a SIGTERM handler and an atexit hook;
+    a test that fails before ``on_multirun_end`` must not leave them to the tests after it.
+    """
+    env_names = (tracking.ENV_PARENT_RUN_ID, tracking.ENV_SWEEP_ID)
+    saved_env = {name: os.environ.get(name) for name in env_names}
+    saved_sigterm = signal.getsignal(signal.SIGTERM)
+    made: list[MlflowSweepCallback] = []
+
+    def make() -> MlflowSweepCallback:
+        made.append(MlflowSweepCallback())
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for callback in made:
+            atexit.unregister(callback._end_at_exit)
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_submitit_slurm_launcher_config_composes():
@@ -76,9 +107,10 @@ def _job(cfg: DictConfig, tmp_path: Path, dropout: float, fail: bool = False) ->
     return tracker.run_id
 
 
-def test_sweep_groups_jobs_under_a_parent_run(tmp_path):
+def test_sweep_groups_jobs_under_a_parent_run(tmp_path, make_callback):
     cfg = _compose_with_hydra(_store_overrides(tmp_path) + ["tracking.experiment=sw"])
-    cb = MlflowSweepCallback()
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    cb = make_callback()
     cb.on_multirun_start(cfg)
     parent = cb.parent_run_id
     try:
@@ -89,6 +121,7 @@ def test_sweep_groups_jobs_under_a_parent_run(tmp_path):
     finally:
         cb.on_multirun_end(cfg)
     assert tracking.ENV_PARENT_RUN_ID not in os.environ
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before  # the sweep's handler is gone
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     prun = client.get_run(parent)
     assert prun.info.status == "FINISHED"
@@ -108,11 +141,11 @@ def test_sweep_groups_jobs_under_a_parent_run(tmp_path):
     assert set(df["run_id"]) == {*children, parent}
 
 
-def test_failed_or_interrupted_sweep_never_leaves_a_run_running(tmp_path):
+def test_failed_or_interrupted_sweep_never_leaves_a_run_running(tmp_path, make_callback):
     cfg = _compose_with_hydra(_store_overrides(tmp_path))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    cb = MlflowSweepCallback()
+    cb = make_callback()
     cb.on_multirun_start(cfg)
     _job(cfg, tmp_path, 0.0)
     failed = _job(cfg, tmp_path, 0.5, fail=True)
@@ -122,7 +155,7 @@ def test_failed_or_interrupted_sweep_never_leaves_a_run_running(tmp_path):
 
     # Hydra skips on_multirun_end when a job raises or on Ctrl-C; the atexit hook ends the
     # parent, and a job whose process died without closing its run is ended KILLED.
-    cb = MlflowSweepCallback()
+    cb = make_callback()
     cb.on_multirun_start(cfg)
     parent = cb.parent_run_id
     exp_id = client.get_run(parent).info.experiment_id

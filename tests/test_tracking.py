@@ -10,15 +10,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from advlab.attacks.evaluate import evaluate_robustness
 from advlab.config import PROJECT_ROOT
 from advlab.errors import ConfigError
+from advlab.fileio import atomic_write_text
 from advlab.tracking import (
     MAX_PARAM_VAL_LENGTH,
     Tracker,
@@ -28,6 +28,7 @@ from advlab.tracking import (
     open_client,
     resolve_tracking_uri,
 )
+from tests.test_evaluate import CPU, eval_config, synthetic_splits, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,8 @@ def test_finished_run_has_params_tags_metrics_artifacts(make_cfg, tmp_path):
         for epoch in (1, 2):
             tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.5 + epoch / 10})
         tracker.log_metrics({"clean_acc": 0.9, "num_params": 1234})
-        tracker.log_results({"clean_acc": 0.9})
+        results_json = atomic_write_text(run_dir / "results" / "results.json", '{"clean_acc": 0.9}')
+        tracker.log_artifact(results_json, "results")
     assert tracker.status == "FINISHED"
     run = _run(tracker)
     client = MlflowClient(tracker.tracking_uri)
@@ -124,6 +126,25 @@ def test_finished_run_has_params_tags_metrics_artifacts(make_cfg, tmp_path):
     assert arts == {"hydra/config.yaml"}
     results = client.download_artifacts(tracker.run_id, "results/results.json", str(tmp_path))
     assert json.loads(Path(results).read_text()) == {"clean_acc": 0.9}
+
+
+def test_typed_config_artifact(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = make_cfg("device=cpu", "train.early_stopping.enabled=false")
+    with Tracker(cfg, run_dir=run_dir) as tracker:
+        pass
+    client = MlflowClient(tracker.tracking_uri)
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "config")] == [
+        "config/config.json"
+    ]
+    local = client.download_artifacts(tracker.run_id, "config/config.json", str(tmp_path))
+    logged = json.loads(Path(local).read_text())
+    assert logged == json.loads((run_dir / "config.json").read_text())
+    # typed, unlike params: a bool is a bool, a list a list, an enum its name
+    assert logged["train"]["early_stopping"]["enabled"] is False
+    assert logged["eval"]["eps"] == [0, 4, 16]
+    assert logged["model"]["dropout"] == 0.25
+    assert logged["device"] == "cpu" and "hydra" not in logged
 
 
 def test_exception_ends_run_failed_with_error_tag(make_cfg, tmp_path):
@@ -192,68 +213,46 @@ def test_disabled_tracking_touches_no_store(make_cfg, tmp_path):
     assert not (tmp_path / "off.db").exists()
 
 
-@dataclass
-class _Check:  # the shape of advlab.attacks.evaluate.SanityCheck
-    name: str
-    status: str
-    evidence: str
-
-
-@dataclass
-class _Evaluation:  # the contract fields of advlab.attacks.evaluate.Evaluation
-    clean_acc: float
-    table: pd.DataFrame
-    sanity: list = field(default_factory=list)
-    per_class: pd.DataFrame | None = None
-    confusion: dict | None = None
-    artifacts: list = field(default_factory=list)
-
-
-def test_log_evaluation_metrics_steps_and_artifacts(make_cfg, tmp_path):
-    grid = tmp_path / "pgd_eps_4.png"
-    grid.write_bytes(b"\x89PNG\r\n\x1a\n")  # only its name and bytes matter to tracking
-    table = pd.DataFrame(
-        {
-            "attack": ["fgsm", "fgsm", "pgd", "pgd"],
-            "eps": [0.0, 4.0, 0.0, 4.0],
-            "robust_acc": [0.9, 0.4, 0.9, 0.2],
-            "asr": [0.0, 0.55, 0.0, 0.78],
-            "n": [64] * 4,
-        }
+def test_log_evaluation_metrics_steps_and_the_files_the_evaluation_wrote(make_cfg, tmp_path):
+    data = synthetic_splits()
+    cfg_eval, attacks = eval_config("eval.eps=[0,4,8]", "eval.grid_eps=4", "eval.n_examples=60")
+    out_dir = tmp_path / "run" / "results"
+    evaluation = evaluate_robustness(
+        train_tiny(data), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=out_dir
     )
-    evaluation = _Evaluation(
-        clean_acc=0.9,
-        table=table,
-        sanity=[_Check("pgd_le_fgsm", "pass", "0.2 <= 0.4"), _Check("chance", "warn", "x")],
-        per_class=pd.DataFrame(
-            {"attack": ["pgd"], "eps": [4.0], "class": ["0"], "robust_acc": [0]}
-        ),
-        confusion={"clean": [[1, 0], [0, 1]]},
-        artifacts=[grid],
-    )
+    written = {p.name for p in evaluation.artifacts}
+    assert {"robustness.csv", "per_class.csv", "confusion.json", "sanity.json"} <= written
+    stamps = {p: p.stat().st_mtime_ns for p in evaluation.artifacts}
     with Tracker(make_cfg("device=cpu"), run_dir=tmp_path / "run") as tracker:
-        tracker.log_evaluation(evaluation, [0, 4, 16])
+        tracker.log_evaluation(evaluation, list(cfg_eval.eps))
+    assert {p: p.stat().st_mtime_ns for p in evaluation.artifacts} == stamps  # not rewritten
+
     client = MlflowClient(tracker.tracking_uri)
+    pgd4 = evaluation.table.set_index(["attack", "eps"]).loc[("pgd", 4.0)]
     hist = client.get_metric_history(tracker.run_id, "robust_acc/pgd/eps_4")
-    assert [(h.step, h.value) for h in hist] == [(1, 0.2)]  # step = index of eps 4 in the grid
-    assert client.get_metric_history(tracker.run_id, "asr/fgsm/eps_0")[0].step == 0
+    assert [(h.step, h.value) for h in hist] == [(1, pgd4.robust_acc)]  # step = index of eps 4
+    assert client.get_metric_history(tracker.run_id, "asr/fgsm/eps_8")[0].step == 2
     run = _run(tracker)
-    assert run.data.metrics["clean_acc"] == 0.9
-    assert run.data.tags["advlab.sanity"] == "warn"
-    assert run.data.tags["advlab.sanity.pgd_le_fgsm"] == "pass"
-    files = {a.path for a in client.list_artifacts(tracker.run_id, "results")}
-    for name in ("robustness.csv", "robustness.json", "sanity.json", "per_class.csv"):
-        assert f"results/{name}" in files
-    assert {a.path for a in client.list_artifacts(tracker.run_id, "grids")} == {
-        "grids/pgd_eps_4.png"
+    assert run.data.metrics["clean_acc"] == evaluation.clean_acc
+    statuses = {c.name: c.status for c in evaluation.sanity}
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("advlab.sanity.")} == {
+        f"advlab.sanity.{name}": status for name, status in statuses.items()
     }
-    local = client.download_artifacts(tracker.run_id, "results/robustness.json", str(tmp_path))
-    assert pd.DataFrame(json.loads(Path(local).read_text())).equals(table)
-    sanity = client.download_artifacts(tracker.run_id, "results/sanity.json", str(tmp_path))
-    assert json.loads(Path(sanity).read_text())[0] == {
-        "name": "pgd_le_fgsm",
-        "status": "pass",
-        "evidence": "0.2 <= 0.4",
+    assert run.data.tags["advlab.sanity"] in statuses.values()
+
+    # every file the evaluation wrote is in the run, byte for byte: PNGs under grids/, the rest
+    # under results/, beside the MLflow table
+    for path in evaluation.artifacts:
+        folder = "grids" if path.suffix == ".png" else "results"
+        local = client.download_artifacts(
+            tracker.run_id, f"{folder}/{path.name}", str(tmp_path / "dl" / folder)
+        )
+        assert Path(local).read_bytes() == path.read_bytes()
+    uploaded = {a.path for a in client.list_artifacts(tracker.run_id, "results")}
+    assert "results/robustness_table.json" in uploaded and "results/robustness.json" in uploaded
+    assert {a.path for a in client.list_artifacts(tracker.run_id, "grids")} == {
+        "grids/fgsm_eps_4.png",
+        "grids/pgd_eps_4.png",
     }
 
 
