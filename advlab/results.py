@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from advlab.errors import ConfigError
-from advlab.naming import EPOCH_METRICS
+from advlab.naming import EPOCH_METRICS, parse_eps_metric
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,7 +39,6 @@ BASE_COLUMNS = [
     "sweep",
     "artifact_uri",
 ]
-_ROBUST = re.compile(r"^(robust_acc|asr)/(?P<attack>[^/]+)/eps_(?P<eps>[0-9.eE+-]+)$")
 
 
 def default_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -221,10 +219,10 @@ def robustness(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
         if not col.startswith("metrics."):
             continue
-        m = _ROBUST.match(col.removeprefix("metrics."))
-        if m is None:
+        parsed = parse_eps_metric(col.removeprefix("metrics."))
+        if parsed is None:
             continue
-        kind, attack, eps = m.group(1), m.group("attack"), float(m.group("eps"))
+        kind, attack, eps = parsed
         for run_id, run_name, value in zip(
             frame["run_id"], frame["run_name"], frame[col], strict=True
         ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,101 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found (real data from ../shared/data)")
     return path
+
+
+# ---------------------------------------------------------------- a store made by the real pipeline
+@dataclass
+class PipelineStore:
+    """MLflow runs written by ``advlab.pipeline.run`` (tiny quickstart configs) in one SQLite store.
+
+    Experiment ``demo``: ``good`` (a finished run with FGSM and PGD at eps 0 and 8) and ``failed``
+    (data root missing: the run fails after it started). Experiment ``sweep``: ``sweep`` (two
+    finished jobs that differ in model.dropout and optimizer.weight_decay) under
+    ``sweep_parent``, made by the sweep callback as a multirun makes it.
+    """
+
+    uri: str
+    root: Path
+    good: str
+    failed: str
+    sweep_parent: str
+    sweep: list[str]
+    sweep_settings: list[tuple[float, float]]  # (dropout, weight decay) of each sweep job
+
+
+# The report and results tests read these runs: small enough for ~30 s on two cores, big enough
+# for every artifact the pipeline writes (histories, grids, per-class, confusion, sanity) and for
+# distinct numbers (about 45% clean, 40% at eps 8).
+PIPELINE_OVERRIDES = [
+    "train.epochs=2",
+    "train.batch_size=16",
+    "data.limit_train=300",
+    "data.limit_test=200",
+    "eval.n_examples=200",
+    "eval.eps=[0,8]",
+    "eval.sanity.convergence_n=32",
+    "attacks.pgd.steps=3",
+    "eval.grid_n=2",
+    "report.enabled=false",
+    "tracking.log_model=false",
+]
+SWEEP_SETTINGS = [(0.0, 0.0), (0.5, 0.0001)]
+
+
+@pytest.fixture(scope="session")
+def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
+    """Runs of the real pipeline (see :class:`PipelineStore`), shared by the whole session."""
+    from advlab.errors import AdvlabError
+    from advlab.pipeline import run
+    from advlab.sweep_callback import MlflowSweepCallback
+    from advlab.tracking import open_client
+
+    root = tmp_path_factory.mktemp("pipeline-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    base = [
+        f"paths.runs_dir={root / 'runs'}",
+        f"paths.cache_dir={root / 'cache'}",
+        f"tracking.uri={uri}",
+        f"tracking.artifact_root={root / 'mlartifacts'}",
+        f"report.dir={root / 'reports'}",
+        *PIPELINE_OVERRIDES,
+    ]
+
+    def latest(experiment: str) -> str:
+        client = open_client(uri)
+        exp = client.get_experiment_by_name(experiment)
+        (newest,) = client.search_runs(
+            [exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+        )
+        return newest.info.run_id
+
+    run(compose_config([*base, "tracking.experiment=demo"]))
+    good = latest("demo")
+    with pytest.raises(AdvlabError):
+        run(
+            compose_config(
+                [*base, "tracking.experiment=demo", "data=gender", f"data.root={root / 'nowhere'}"]
+            )
+        )
+    failed = latest("demo")
+
+    sweep_overrides = [*base, "tracking.experiment=sweep"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        # The sweep callback reads the hydra node (sweep dir, overrides) as in a multirun.
+        hydra_cfg = compose("config", overrides=sweep_overrides, return_hydra_config=True)
+    callback = MlflowSweepCallback()
+    callback.on_multirun_start(hydra_cfg)
+    parent = callback.parent_run_id
+    children = []
+    try:
+        for dropout, wd in SWEEP_SETTINGS:
+            run(
+                compose_config(
+                    [*sweep_overrides, f"model.dropout={dropout}", f"optimizer.weight_decay={wd}"]
+                )
+            )
+            children.append(latest("sweep"))
+    finally:
+        callback.on_multirun_end(hydra_cfg)
+    assert parent is not None
+    return PipelineStore(uri, root, good, failed, parent, children, list(SWEEP_SETTINGS))

@@ -1,265 +1,45 @@
-"""PDF reports built from real MLflow runs in a temporary SQLite store.
+"""PDF reports built from runs of the real pipeline in a temporary SQLite store.
 
-The fixture logs runs that follow docs/architecture.md ("What a run leaves in MLflow") with the
-MLflow client: a realistic run (5 epochs, FGSM + PGD at eps 0/2/8, result artifacts, a grid), a
-failed run without attacks, and a 6-run sweep over model.dropout x optimizer.weight_decay under a
-parent run. Tests extract the PDF's text with pypdf and compare numbers with the tracked metrics,
-formatted the way the report formats them (``fmt_pct``).
+The runs come from the session fixture ``pipeline_store`` (tests/conftest.py): a tiny quickstart
+run and a failed run in experiment "demo", a two-job sweep (model.dropout and
+optimizer.weight_decay both differ) under its parent run in experiment "sweep". Tests extract the
+PDF's text with pypdf and compare numbers with what MLflow holds, formatted the way the report
+formats them (``fmt_pct``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pypdf")
 mlflow = pytest.importorskip("mlflow")
 
-from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
-from PIL import Image  # noqa: E402
 from pypdf import PdfReader  # noqa: E402
 
-from advlab import naming  # noqa: E402
+from advlab import naming, results  # noqa: E402
 from advlab.config import PROJECT_ROOT  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from advlab.report import build_report, report_path  # noqa: E402
-from advlab.report.data import ReportError, gather, swept_params  # noqa: E402
-from advlab.report.summary import fmt_eps, fmt_pct, fmt_pp, run_sentences  # noqa: E402
-from advlab.tracking import flatten_config  # noqa: E402
-from tests.conftest import compose_config  # noqa: E402
+from advlab.report.data import ReportError, swept_params  # noqa: E402
+from advlab.report.gather import gather  # noqa: E402
+from advlab.report.summary import (  # noqa: E402
+    attack_label,
+    fmt_eps,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    fmt_pp,
+    run_sentences,
+)
+from tests.conftest import PipelineStore  # noqa: E402
 
-EPS = [0.0, 2.0, 8.0]
-CLASSES = [str(i) for i in range(10)]
-
-
-@dataclass
-class Store:
-    uri: str
-    root: Path
-    good: str  # run id of the realistic run (experiment "demo")
-    failed: str  # run id of the failed run without attacks (experiment "demo")
-    sweep_parent: str  # parent run of the sweep (experiment "sweep")
-    sweep: list[str]  # the 6 sweep children
-
-
-def _params(*overrides: str) -> dict[str, str]:
-    """The params a real run logs: the composed config flattened as tracking flattens it."""
-    cfg = compose_config(["eval.eps=[0,2,8]", *overrides])
-    params = flatten_config(cfg)
-    params.update(
-        {
-            "facts.n_train": "3600",
-            "facts.n_val": "400",
-            "facts.n_test": "1000",
-            "facts.image_shape": "1x28x28",
-        }
-    )
-    params.update(
-        {f"facts.train_frac/{c}": f"{0.1 + (i - 4.5) * 0.002:.4f}" for i, c in enumerate(CLASSES)}
-    )
-    return params
-
-
-def _tags(params: dict[str, str], **extra: str) -> dict[str, str]:
-    tags = {
-        "advlab.dataset": "mnist",
-        "advlab.model": "course_cnn",
-        "advlab.attacks": "fgsm,pgd",
-        "advlab.controls": f"dropout={params['model.dropout']},early_stopping",
-        "advlab.adversarial_training": "none",
-        "advlab.seed": params["seed"],
-        "advlab.git_commit": "0123abc",
-        "advlab.git_dirty": "false",
-        "advlab.version": "0.1.0",
-        "advlab.torch_version": "2.13.0",
-        "advlab.torchattacks_version": "3.5.1",
-        "advlab.device": "cpu",
-        "advlab.command": "python -m advlab " + " ".join(extra.pop("overrides", "").split()),
-        "advlab.run_dir": "/tmp/runs/x",
-    }
-    tags.update(extra)
-    return tags
-
-
-def _robust_rows(clean: float, fgsm: list[float], pgd: list[float]) -> list[dict]:
-    rows = []
-    n = 500
-    for attack, accs in (("fgsm", fgsm), ("pgd", pgd), ("worst_case", pgd)):
-        for eps, acc in zip(EPS, accs, strict=True):
-            half = 1.96 * (acc * (1 - acc) / n) ** 0.5
-            rows.append(
-                {
-                    "attack": attack,
-                    "eps": eps,
-                    "robust_acc": acc,
-                    "ci_low": max(0.0, acc - half),
-                    "ci_high": min(1.0, acc + half),
-                    "asr": 1 - acc / clean,
-                    "n": n,
-                    "n_clean_correct": round(clean * n),
-                }
-            )
-    return rows
-
-
-def _log_run(
-    client: MlflowClient,
-    exp_id: str,
-    tmp: Path,
-    *,
-    name: str,
-    params: dict[str, str],
-    clean: float | None,
-    fgsm: list[float] | None = None,
-    pgd: list[float] | None = None,
-    epochs: int = 5,
-    status: str = "FINISHED",
-    tags: dict[str, str] | None = None,
-    artifacts: bool = True,
-    parent: str | None = None,
-) -> str:
-    all_tags = _tags(params, **(tags or {}))
-    if parent:
-        all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, run_name=name, tags=all_tags)
-    rid = run.info.run_id
-    ts = 1_700_000_000_000
-    metrics = []
-    for epoch in range(1, epochs + 1):
-        # Overfitting by design: training keeps improving, validation loss turns up after epoch 3.
-        values = {
-            "train_loss": 1.2 / epoch,
-            "train_acc": min(0.99, 0.7 + 0.06 * epoch),
-            "val_loss": 0.5 + 0.04 * (epoch - 3) ** 2,
-            "val_acc": 0.86 + 0.01 * min(epoch, 3),
-            "lr": 0.003,
-            "epoch_seconds": 1.5,
-            "images_per_s": 2400.0,
-        }
-        values["gen_gap"] = values["train_acc"] - values["val_acc"]
-        metrics += [Metric(k, v, ts + epoch, epoch) for k, v in values.items()]
-    if status == "FINISHED":  # a failed run never reaches the end of training
-        metrics += [
-            Metric(naming.BEST_EPOCH, 3.0, ts, 0),
-            Metric(naming.STOPPED_EPOCH, float(epochs), ts, 0),
-            Metric(naming.NUM_PARAMS, 1234.0, ts, 0),
-            Metric("train_seconds", 7.5, ts, 0),
-        ]
-    rows: list[dict] = []
-    if clean is not None:
-        metrics.append(Metric(naming.CLEAN_ACC, clean, ts, 0))
-    if clean is not None and fgsm is not None and pgd is not None:
-        rows = _robust_rows(clean, fgsm, pgd)
-        for row in rows:
-            step = EPS.index(row["eps"])
-            metrics.append(
-                Metric(
-                    naming.robust_acc_key(row["attack"], row["eps"]), row["robust_acc"], ts, step
-                )
-            )
-            metrics.append(Metric(naming.asr_key(row["attack"], row["eps"]), row["asr"], ts, step))
-    client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
-    if rows and artifacts:
-        out = tmp / rid
-        (out / "results").mkdir(parents=True)
-        (out / "grids").mkdir()
-        (out / "results" / "robustness.json").write_text(json.dumps(rows))
-        headline = {m.key: m.value for m in metrics if m.step == 0 or "/" in m.key}
-        (out / "results" / "results.json").write_text(json.dumps(headline))
-        sanity = [
-            {"name": "linf_bound", "status": "pass", "evidence": "max |x_adv - x| = 8.00/255"},
-            {"name": "eps0_is_clean", "status": "pass", "evidence": "eps 0: 91.2% = clean"},
-            {"name": "pgd_le_fgsm", "status": "pass", "evidence": "PGD <= FGSM at all eps"},
-            {"name": "pgd_converged", "status": "warn", "evidence": "20 steps moved acc 1.6 pts"},
-        ]
-        (out / "results" / "sanity.json").write_text(json.dumps(sanity))
-        lines = ["attack,eps,class,robust_acc,n"]
-        for row in rows:
-            for k, c in enumerate(CLASSES):
-                acc = min(1.0, row["robust_acc"] * (0.9 + 0.02 * k))
-                lines.append(f"{row['attack']},{row['eps']},{c},{acc:.4f},50")
-        (out / "results" / "per_class.csv").write_text("\n".join(lines) + "\n")
-        eye = (np.eye(10, dtype=int) * 45 + 1).tolist()
-        adv = (np.ones((10, 10), dtype=int) * 5).tolist()
-        (out / "results" / "confusion.json").write_text(
-            json.dumps({"clean": eye, "pgd/eps_8": adv, "fgsm/eps_8": adv})
-        )
-        img = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
-        Image.fromarray(img).save(out / "grids" / "pgd_eps_8.png")
-        client.log_artifacts(rid, str(out / "results"), "results")
-        client.log_artifacts(rid, str(out / "grids"), "grids")
-    if status == "FAILED":
-        client.set_tag(rid, "advlab.error", "TrainingError: loss became NaN at epoch 2")
-    client.set_terminated(rid, status)
-    return rid
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    root = tmp_path_factory.mktemp("report-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    art = (root / "mlartifacts").as_uri()
-    demo = client.create_experiment("demo", artifact_location=art + "/demo")
-    good = _log_run(
-        client,
-        demo,
-        root,
-        name="mnist-course_cnn-do0.25-wd5e-4",
-        params=_params("model.dropout=0.25"),
-        clean=0.9123,
-        fgsm=[0.9123, 0.702, 0.215],
-        pgd=[0.9123, 0.655, 0.034],
-        tags={"overrides": "model.dropout=0.25"},
-    )
-    failed = _log_run(
-        client,
-        demo,
-        root,
-        name="mnist-course_cnn-do0.9",
-        params=_params("model.dropout=0.9"),
-        clean=None,
-        epochs=2,
-        status="FAILED",
-        tags={"advlab.attacks": ""},
-    )
-    sweep_exp = client.create_experiment("sweep", artifact_location=art + "/sweep")
-    parent = client.create_run(
-        sweep_exp, run_name="sweep-parent", tags={"advlab.sweep": "2024-01-01_12-00-00"}
-    ).info.run_id
-    client.set_terminated(parent, "FINISHED")
-    children = []
-    for dropout in (0.0, 0.25, 0.5):
-        for wd in (0.0, 0.0001):
-            clean = 0.95 - 0.04 * dropout - 100 * wd
-            pgd8 = 0.02 + 0.06 * dropout + 50 * wd
-            children.append(
-                _log_run(
-                    client,
-                    sweep_exp,
-                    root,
-                    name=f"mnist-course_cnn-do{dropout:g}-wd{wd:g}",
-                    params=_params(f"model.dropout={dropout}", f"optimizer.weight_decay={wd}"),
-                    clean=clean,
-                    fgsm=[clean, 0.7, pgd8 + 0.1],
-                    pgd=[clean, 0.6, pgd8],
-                    parent=parent,
-                    artifacts=dropout == 0.5,
-                    tags={
-                        "advlab.sweep": "2024-01-01_12-00-00",
-                        "overrides": f"model.dropout={dropout} optimizer.weight_decay={wd}",
-                    },
-                )
-            )
-    return Store(uri=uri, root=root, good=good, failed=failed, sweep_parent=parent, sweep=children)
+EPS = [0.0, 8.0]  # eval.eps of the fixture's runs
 
 
 def _text(pdf: Path) -> str:
@@ -267,8 +47,16 @@ def _text(pdf: Path) -> str:
     return "\n".join(page.extract_text() or "" for page in reader.pages)
 
 
+def _flat(pdf: Path) -> str:
+    return " ".join(_text(pdf).split())
+
+
+def _run(uri: str, run_id: str):
+    return MlflowClient(tracking_uri=uri).get_run(run_id)
+
+
 def _metrics(uri: str, run_id: str) -> dict[str, float]:
-    return MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+    return _run(uri, run_id).data.metrics
 
 
 # --------------------------------------------------------------------------------- formatting
@@ -310,63 +98,100 @@ def test_summary_sentence_quotes_the_tracked_numbers() -> None:
 
 
 # ----------------------------------------------------------------------------------- gathering
-def test_gather_reads_metrics_history_and_artifacts(store: Store) -> None:
+def test_gather_reads_metrics_history_artifacts_and_typed_config(
+    pipeline_store: PipelineStore,
+) -> None:
+    store = pipeline_store
     report = gather(tracking_uri=store.uri, experiment=None, runs=[store.good])
     (run,) = report.runs
-    assert run.clean_acc == pytest.approx(0.9123)
-    assert list(run.history["epoch"]) == [1, 2, 3, 4, 5]
-    assert run.attacks == ["fgsm", "pgd", "worst_case"]
+    m = _metrics(store.uri, store.good)
+    assert report.experiment == "demo"
+    assert run.clean_acc == m[naming.CLEAN_ACC]
+    assert list(run.history["epoch"]) == list(range(1, int(m[naming.STOPPED_EPOCH]) + 1))
+    assert run.attacks == ["fgsm", "pgd", naming.WORST_CASE]
     assert run.eps_grid == EPS
     row = run.robust("pgd", 8.0)
-    assert row["robust_acc"] == pytest.approx(0.034) and row["ci_low"] < 0.034 < row["ci_high"]
-    assert run.sanity and run.sanity[-1]["status"] == "warn"
-    assert [p for p, _ in run.grids] == ["grids/pgd_eps_8.png"]
-    assert report.experiment == "demo"
+    assert row["robust_acc"] == m[naming.robust_acc_key("pgd", 8)]
+    assert row["ci_low"] <= row["robust_acc"] <= row["ci_high"] and row["n"] == 200
+    logged = results.read_json(store.good, "results/sanity.json", tracking_uri=store.uri)
+    assert [c["name"] for c in run.sanity] == [c["name"] for c in logged]
+    grids = results.list_artifacts(store.good, "grids", tracking_uri=store.uri)
+    assert [p for p, _ in run.grids] == grids and grids
+    # Settings come typed from config/config.json, not parsed back from param strings.
+    assert run.setting("train.early_stopping.enabled") is True
+    assert run.setting("eval.eps") == EPS and run.setting("train.epochs") == 2
+    assert run.params["train.early_stopping.enabled"] == "True"  # what the params hold
+    assert run.setting("no.such.key") is None
 
 
-def test_sweep_parent_stands_for_its_children_and_swept_params_found(store: Store) -> None:
+def test_sweep_parent_stands_for_its_children_and_swept_params_found(
+    pipeline_store: PipelineStore,
+) -> None:
+    store = pipeline_store
     report = gather(tracking_uri=store.uri, experiment=None, runs=[store.sweep_parent])
     assert sorted(r.run_id for r in report.runs) == sorted(store.sweep)
-    assert swept_params(report.runs)[:2] == ["model.dropout", "optimizer.weight_decay"]
+    assert swept_params(report.runs) == ["model.dropout", "optimizer.weight_decay"]
     # All runs of the experiment: the parent (no results of its own) is left out.
     everything = gather(tracking_uri=store.uri, experiment="sweep", runs=None)
-    assert len(everything.runs) == 6 and everything.omitted_parents == 1
+    assert len(everything.runs) == len(store.sweep) and everything.omitted_parents == 1
 
 
 # ------------------------------------------------------------------------------------ one run
-def test_single_run_report_numbers_match_mlflow(store: Store, tmp_path: Path) -> None:
+def _robustness_row(store: PipelineStore, attack: str, eps: float) -> str:
+    """The robustness-table row of the good run as the PDF must print it, from MLflow alone."""
+    m = _metrics(store.uri, store.good)
+    rows = results.read_json(store.good, "results/robustness.json", tracking_uri=store.uri)
+    (extra,) = [r for r in rows if r["attack"] == attack and r["eps"] == eps]
+    return (
+        f"{attack_label(attack)} {fmt_eps(eps)} {fmt_pct(m[naming.CLEAN_ACC])} "
+        f"{fmt_pct(m[naming.robust_acc_key(attack, eps)])} "
+        f"{fmt_pct(extra['ci_low'])} – {fmt_pct(extra['ci_high'])} "
+        f"{fmt_pct(m[naming.asr_key(attack, eps)])} {fmt_int(extra['n'])}"
+    )
+
+
+def test_single_run_report_numbers_match_mlflow(
+    pipeline_store: PipelineStore, tmp_path: Path
+) -> None:
+    store = pipeline_store
     pdf = build_report(
         tracking_uri=store.uri, experiment="demo", runs=[store.good], out_dir=tmp_path
     )
     assert pdf.parent == tmp_path and re.fullmatch(r"demo-\d{8}-\d{6}\.pdf", pdf.name)
-    text = _text(pdf)
-    m = _metrics(store.uri, store.good)
-    for key in (
-        naming.CLEAN_ACC,
-        naming.robust_acc_key("pgd", 8),
-        naming.asr_key("pgd", 8),
-        naming.robust_acc_key("fgsm", 2),
-        naming.asr_key("fgsm", 8),
-    ):
-        assert fmt_pct(m[key]) in text, key
-    assert fmt_pct(m[naming.CLEAN_ACC]) == "91.2%"  # the fixture's number, formatted
+    flat = _flat(pdf)
+    for attack in ("fgsm", "pgd", naming.WORST_CASE):
+        for eps in EPS:
+            assert _robustness_row(store, attack, eps) in flat, (attack, eps)
     # The written summary tells the headline story from the same numbers.
-    flat = " ".join(text.split())
-    assert "PGD at 8/255 lowers accuracy from 91.2% to 3.4%" in flat
-    # Setup, early stopping, data, sanity evidence and versions come from params/tags/artifacts.
+    mlflow_run = _run(store.uri, store.good)
+    m = mlflow_run.data.metrics
+    assert (
+        f"PGD at 8/255 lowers accuracy from {fmt_pct(m[naming.CLEAN_ACC])} to "
+        f"{fmt_pct(m[naming.robust_acc_key('pgd', 8)])} "
+        f"(attack success rate {fmt_pct(m[naming.asr_key('pgd', 8)])})" in flat
+    )
+    # Setup, early stopping, data, sanity evidence and versions come from config/params/tags.
+    params, tags = mlflow_run.data.params, mlflow_run.data.tags
+    best, stopped = int(m[naming.BEST_EPOCH]), int(m[naming.STOPPED_EPOCH])
+    sanity = results.read_json(store.good, "results/sanity.json", tracking_uri=store.uri)
     for expected in (
-        "best 3 / stopped 5",
-        "3,600",
-        "1,234",
-        "pgd_converged",
-        "torchattacks",
-        "3.5.1",
-        "python -m advlab model.dropout=0.25",
+        f"patience 3 on val_loss; best {best} / stopped {stopped} of 2",
+        f"dropout {fmt_num(params['model.dropout'])}",
+        " ".join(
+            [tags["advlab.dataset"]]
+            + [fmt_int(float(params[f"facts.{k}"])) for k in ("n_train", "n_val", "n_test")]
+            + [params["facts.image_shape"]]
+        ),
+        f"params {fmt_int(m[naming.NUM_PARAMS])}",
+        *(f"{c['name']} {c['status']}" for c in sanity),
+        f"torchattacks {tags['advlab.torchattacks_version']}",
+        " ".join(tags["advlab.command"].split()),
     ):
         assert expected in flat, expected
 
 
-def test_pdf_is_a4_with_embedded_fonts(store: Store, tmp_path: Path) -> None:
+def test_pdf_is_a4_with_embedded_fonts(pipeline_store: PipelineStore, tmp_path: Path) -> None:
+    store = pipeline_store
     pdf = build_report(tracking_uri=store.uri, experiment=None, runs=[store.good], out_dir=tmp_path)
     reader = PdfReader(str(pdf))
     assert len(reader.pages) >= 3
@@ -386,7 +211,10 @@ def test_pdf_is_a4_with_embedded_fonts(store: Store, tmp_path: Path) -> None:
     assert any("DejaVuSans" in f for f in fonts)
 
 
-def test_two_reports_in_the_same_second_do_not_overwrite(store: Store, tmp_path: Path) -> None:
+def test_two_reports_in_the_same_second_do_not_overwrite(
+    pipeline_store: PipelineStore, tmp_path: Path
+) -> None:
+    store = pipeline_store
     # The failed run makes the smallest report: this test is about file names.
     first = build_report(
         tracking_uri=store.uri, experiment="demo", runs=[store.failed], out_dir=tmp_path
@@ -400,24 +228,31 @@ def test_two_reports_in_the_same_second_do_not_overwrite(store: Store, tmp_path:
 
 
 # -------------------------------------------------------------------------- missing pieces
-def test_failed_run_without_attacks_is_shown_not_a_crash(store: Store, tmp_path: Path) -> None:
+def test_failed_run_without_attacks_is_shown_not_a_crash(
+    pipeline_store: PipelineStore, tmp_path: Path
+) -> None:
+    store = pipeline_store
     pdf = build_report(tracking_uri=store.uri, experiment="demo", runs=None, out_dir=tmp_path)
-    flat = " ".join(_text(pdf).split())
-    assert "FAILED" in flat and "loss became NaN at epoch 2" in flat
-    assert "No attack results: mnist-course_cnn-do0.9 (FAILED)" in flat
-    m = _metrics(store.uri, store.good)
-    assert fmt_pct(m[naming.robust_acc_key("pgd", 8)]) in flat
+    flat = _flat(pdf)
+    failed = _run(store.uri, store.failed)
+    error = " ".join(failed.data.tags["advlab.error"].split())
+    assert f"Run {failed.info.run_name} ended FAILED: {error}" in flat
+    assert f"No attack results: {failed.info.run_name} (FAILED)" in flat
+    assert _robustness_row(store, "pgd", 8.0) in flat  # the one attacked run's table
 
 
-def test_failed_run_alone(store: Store, tmp_path: Path) -> None:
+def test_failed_run_alone(pipeline_store: PipelineStore, tmp_path: Path) -> None:
+    store = pipeline_store
     pdf = build_report(
         tracking_uri=store.uri, experiment=None, runs=[store.failed], out_dir=tmp_path
     )
-    flat = " ".join(_text(pdf).split())
+    flat = _flat(pdf)
     assert "FAILED" in flat and "No attack was evaluated in this run." in flat
+    assert "No per-epoch metrics were logged (run FAILED)." in flat
 
 
-def test_filter_string_selects_runs(store: Store, tmp_path: Path) -> None:
+def test_filter_string_selects_runs(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
     report = gather(tracking_uri=store.uri, experiment="demo", runs="attributes.status = 'FAILED'")
     assert [r.run_id for r in report.runs] == [store.failed]
 
@@ -433,10 +268,15 @@ def test_filter_string_selects_runs(store: Store, tmp_path: Path) -> None:
     ],
 )
 def test_no_runs_is_a_clear_one_line_error(
-    store: Store, tmp_path: Path, experiment, runs, message: str
+    pipeline_store: PipelineStore, tmp_path: Path, experiment, runs, message: str
 ) -> None:
     with pytest.raises(ReportError) as info:
-        build_report(tracking_uri=store.uri, experiment=experiment, runs=runs, out_dir=tmp_path)
+        build_report(
+            tracking_uri=pipeline_store.uri,
+            experiment=experiment,
+            runs=runs,
+            out_dir=tmp_path,
+        )
     assert isinstance(info.value, AdvlabError)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert not list(tmp_path.glob("*.pdf")) and not list(tmp_path.glob(".report-*"))
@@ -444,29 +284,48 @@ def test_no_runs_is_a_clear_one_line_error(
 
 # ---------------------------------------------------------------------------------- many runs
 @pytest.mark.slow
-def test_sweep_report_has_every_runs_numbers(store: Store, tmp_path: Path) -> None:
+def test_sweep_report_has_every_runs_numbers(pipeline_store: PipelineStore, tmp_path: Path) -> None:
+    store = pipeline_store
     pdf = build_report(
         tracking_uri=store.uri, experiment="sweep", runs=None, out_dir=tmp_path, heatmap_eps=8
     )
-    flat = " ".join(_text(pdf).split())
+    flat = _flat(pdf)
+    pgd8 = {}
     for rid in store.sweep:
-        m = _metrics(store.uri, rid)
-        assert fmt_pct(m[naming.CLEAN_ACC]) in flat
-        assert (
-            f"{fmt_pct(m[naming.robust_acc_key('pgd', 8)])} / "
-            f"{fmt_pct(m[naming.asr_key('pgd', 8)])}" in flat
+        run = _run(store.uri, rid)
+        m = run.data.metrics
+        pgd8[rid] = m[naming.robust_acc_key("pgd", 8)]
+        # The pivot row of each run: name, attack, clean acc, robust / ASR at each eps.
+        cells = " ".join(
+            f"{fmt_pct(m[naming.robust_acc_key('pgd', e)])} / "
+            f"{fmt_pct(m[naming.asr_key('pgd', e)])}"
+            for e in EPS
         )
+        assert f"PGD {fmt_pct(m[naming.CLEAN_ACC])} {cells}" in flat, run.info.run_name
     assert "Sweep" in flat and "model.dropout" in flat and "optimizer.weight_decay" in flat
-    # The sweep summary compares the swept values with the tracked means (dropout helps here).
-    best = max(store.sweep, key=lambda r: _metrics(store.uri, r)[naming.robust_acc_key("pgd", 8)])
-    assert fmt_pct(_metrics(store.uri, best)[naming.robust_acc_key("pgd", 8)]) in flat
-    assert "model.dropout = 0.5 instead of 0 raised the PGD robust accuracy at 8/255" in flat
+    best = max(store.sweep, key=pgd8.__getitem__)
+    assert f"Highest PGD robust accuracy at 8/255: {_run(store.uri, best).info.run_name}" in flat
+    # The sweep summary compares the swept values with the tracked means.
+    dropout = {rid: d for rid, (d, _wd) in zip(store.sweep, store.sweep_settings, strict=True)}
+    low = [pgd8[r] for r in store.sweep if dropout[r] == 0.0]
+    high = [pgd8[r] for r in store.sweep if dropout[r] == 0.5]
+    low_mean, high_mean = sum(low) / len(low), sum(high) / len(high)
+    change = (
+        "left unchanged"
+        if high_mean == low_mean
+        else ("raised" if high_mean > low_mean else "lowered")
+    )
+    assert (
+        f"model.dropout = 0.5 instead of 0 {change} the PGD robust accuracy at 8/255 "
+        f"from {fmt_pct(low_mean)} to {fmt_pct(high_mean)}" in flat
+    )
 
 
 @pytest.mark.slow
 def test_hydra_app_builds_a_report_and_refuses_unknown_experiment(
-    store: Store, tmp_path: Path
+    pipeline_store: PipelineStore, tmp_path: Path
 ) -> None:
+    store = pipeline_store
     base = [
         sys.executable,
         "-m",

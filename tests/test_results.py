@@ -1,141 +1,134 @@
-"""advlab.results reads back exactly what advlab.tracking wrote (real SQLite store)."""
+"""advlab.results reads back exactly what the pipeline wrote (real runs in a SQLite store).
+
+The runs come from the session fixture ``pipeline_store`` (tests/conftest.py); every expected value
+is read from MLflow's own client or from the run's directory, never restated here.
+"""
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
-from advlab import results
+from advlab import naming, results
 from advlab.errors import ConfigError
-from advlab.tracking import Tracker, open_client
+from tests.conftest import PipelineStore
+
+EPS = [0.0, 8.0]  # eval.eps of the fixture's runs
 
 
-@pytest.fixture(scope="module")
-def _migrated_db(tmp_path_factory) -> Path:
-    # Creating MLflow's schema takes seconds; tests start from a copy of one migrated empty store.
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    open_client(f"sqlite:///{db}")
-    return db
+def _run(store: PipelineStore, run_id: str):
+    return MlflowClient(tracking_uri=store.uri).get_run(run_id)
 
 
-@dataclass
-class _Evaluation:  # the contract fields of advlab.attacks.evaluate.Evaluation
-    clean_acc: float
-    table: pd.DataFrame
-    sanity: list = field(default_factory=list)
-
-
-def _table(fgsm4: float, pgd4: float) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "attack": ["fgsm", "fgsm", "pgd", "pgd"],
-            "eps": [0.0, 4.0, 0.0, 4.0],
-            "robust_acc": [0.9, fgsm4, 0.9, pgd4],
-            "asr": [0.0, 1 - fgsm4 / 0.9, 0.0, 1 - pgd4 / 0.9],
-        }
-    )
-
-
-@pytest.fixture
-def store(make_cfg, tmp_path, _migrated_db) -> dict:
-    """Two finished runs (dropout 0 and 0.5) and one failed run in experiment 'sweepy'."""
-    shutil.copy(_migrated_db, tmp_path / "mlflow.db")
-    ids = {}
-    for dropout, pgd4 in ((0.0, 0.1), (0.5, 0.3)):
-        cfg = make_cfg(f"model.dropout={dropout}", "tracking.experiment=sweepy", "device=cpu")
-        with Tracker(cfg, run_dir=tmp_path / f"do{dropout}") as tracker:
-            for epoch in (1, 2, 3):
-                tracker.log_epoch(epoch, {"train_loss": 1 / epoch, "val_acc": 0.6 + epoch / 10})
-            tracker.log_metrics({"clean_acc": 0.9, "best_epoch": 3})
-            tracker.log_evaluation(_Evaluation(0.9, _table(0.4, pgd4)), [0, 4, 16])
-            tracker.log_results({"clean_acc": 0.9})
-        ids[dropout] = tracker.run_id
-    cfg = make_cfg("tracking.experiment=sweepy", "tracking.run_name=broken", "device=cpu")
-    with pytest.raises(ValueError), Tracker(cfg, run_dir=tmp_path / "bad") as tracker:
-        raise ValueError("bad data file")
-    ids["failed"] = tracker.run_id
-    return {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "ids": ids}
-
-
-def test_load_is_one_tidy_row_per_run(store):
-    df = results.load("sweepy", tracking_uri=store["uri"])
-    assert len(df) == 3
+def test_load_is_one_tidy_row_per_run(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
+    df = results.load("sweep", tracking_uri=store.uri)
+    assert sorted(df["run_id"]) == sorted(store.sweep)  # the sweep parent is left out
     assert list(df.columns[:5]) == ["run_id", "run_name", "experiment", "experiment_id", "status"]
-    assert set(df["status"]) == {"FINISHED", "FAILED"}
-    assert (df["experiment"] == "sweepy").all()
-    ok = df[df["status"] == "FINISHED"].set_index("run_id")
+    assert (df["experiment"] == "sweep").all() and (df["status"] == "FINISHED").all()
+    assert (df["sweep"] == _run(store, store.sweep_parent).data.tags["advlab.sweep"]).all()
+    assert (df["parent_run_id"] == store.sweep_parent).all()
     # params come back typed when the whole column parses, so sweeps can be plotted directly
     assert pd.api.types.is_float_dtype(df["params.model.dropout"])
-    assert ok.loc[store["ids"][0.5], "params.model.dropout"] == 0.5
-    assert ok.loc[store["ids"][0.5], "metrics.robust_acc/pgd/eps_4"] == 0.3
-    assert ok.loc[store["ids"][0.0], "metrics.clean_acc"] == 0.9
-    assert ok.loc[store["ids"][0.0], "tags.advlab.model"] == "course_cnn"
-    failed = df[df["status"] == "FAILED"].iloc[0]
-    assert failed["tags.advlab.error"] == "ValueError: bad data file"
-    assert failed["run_name"] == "broken"
-    assert df["start_time"].is_monotonic_decreasing  # newest first
+    by_id = df.set_index("run_id")
+    for rid, (dropout, _wd) in zip(store.sweep, store.sweep_settings, strict=True):
+        mlflow_run = _run(store, rid)
+        assert by_id.loc[rid, "params.model.dropout"] == dropout
+        for key, value in mlflow_run.data.metrics.items():
+            assert by_id.loc[rid, f"metrics.{key}"] == value, key
+        assert by_id.loc[rid, "tags.advlab.model"] == mlflow_run.data.tags["advlab.model"]
+    with_parent = results.load("sweep", tracking_uri=store.uri, include_sweep_parents=True)
+    assert store.sweep_parent in set(with_parent["run_id"])
 
 
-def test_load_filters_and_run_ids(store):
-    uri = store["uri"]
-    df = results.load("sweepy", "params.model.dropout = '0.5'", tracking_uri=uri)
-    assert list(df["run_id"]) == [store["ids"][0.5]]
-    df = results.load("sweepy", "metrics.`robust_acc/pgd/eps_4` < 0.2", tracking_uri=uri)
-    assert list(df["run_id"]) == [store["ids"][0.0]]
-    df = results.load(run_ids=[store["ids"][0.0]], tracking_uri=uri)
-    assert list(df["run_id"]) == [store["ids"][0.0]]
-    assert len(results.load(tracking_uri=uri)) == 3  # every experiment
-    assert len(results.load("sweepy", tracking_uri=uri, include_running=False)) == 3
-    assert len(results.load("sweepy", tracking_uri=uri, max_results=2)) == 2
+def test_failed_runs_and_order(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
+    df = results.load("demo", tracking_uri=store.uri)
+    assert list(df["run_id"]) == [store.failed, store.good]  # newest first
+    assert df["start_time"].is_monotonic_decreasing
+    failed = df.iloc[0]
+    assert failed["status"] == "FAILED"
+    assert failed["tags.advlab.error"] == _run(store, store.failed).data.tags["advlab.error"]
 
 
-def test_load_errors_are_one_line(store, tmp_path):
-    with pytest.raises(ConfigError, match="experiment 'nope' not found .*known: .*sweepy"):
-        results.load("nope", tracking_uri=store["uri"])
+def test_load_filters_and_run_ids(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
+    uri = store.uri
+    dropout_half = store.sweep[[d for d, _ in store.sweep_settings].index(0.5)]
+    df = results.load("sweep", "params.model.dropout = '0.5'", tracking_uri=uri)
+    assert list(df["run_id"]) == [dropout_half]
+    clean = _run(store, store.good).data.metrics[naming.CLEAN_ACC]
+    df = results.load("demo", f"metrics.clean_acc >= {clean}", tracking_uri=uri)
+    assert list(df["run_id"]) == [store.good]
+    df = results.load(run_ids=[store.good], tracking_uri=uri)
+    assert list(df["run_id"]) == [store.good]
+    assert len(results.load(tracking_uri=uri)) == 2 + len(store.sweep)  # every experiment
+    assert len(results.load("demo", tracking_uri=uri, include_running=False)) == 2
+    assert len(results.load("demo", tracking_uri=uri, max_results=1)) == 1
+
+
+def test_load_errors_are_one_line(pipeline_store: PipelineStore, tmp_path: Path) -> None:
+    uri = pipeline_store.uri
+    with pytest.raises(ConfigError, match="experiment 'nope' not found .*known: .*sweep"):
+        results.load("nope", tracking_uri=uri)
     with pytest.raises(ConfigError, match="filter='params.x ==== 1'"):
-        results.load("sweepy", "params.x ==== 1", tracking_uri=store["uri"])
+        results.load("sweep", "params.x ==== 1", tracking_uri=uri)
     with pytest.raises(ConfigError, match="no MLflow store at"):
         results.load(tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}")
     assert not (tmp_path / "absent.db").exists()  # reading never creates a store
 
 
-def test_robustness_long_table(store):
-    df = results.load("sweepy", tracking_uri=store["uri"], include_running=False)
-    long = results.robustness(df[df["status"] == "FINISHED"])
+def test_robustness_long_table(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
+    df = results.load("sweep", tracking_uri=store.uri)
+    long = results.robustness(df)
     assert list(long.columns) == ["run_id", "run_name", "attack", "eps", "robust_acc", "asr"]
-    assert len(long) == 2 * 2 * 2  # runs x attacks x eps
-    row = long[(long.run_id == store["ids"][0.5]) & (long.attack == "pgd") & (long.eps == 4.0)]
-    assert row["robust_acc"].item() == 0.3
-    assert row["asr"].item() == pytest.approx(1 - 0.3 / 0.9)
+    attacks = ["fgsm", "pgd", naming.WORST_CASE]
+    assert len(long) == len(store.sweep) * len(attacks) * len(EPS)
+    for rid in store.sweep:
+        metrics = _run(store, rid).data.metrics
+        for attack in attacks:
+            for eps in EPS:
+                row = long[(long.run_id == rid) & (long.attack == attack) & (long.eps == eps)]
+                assert row["robust_acc"].item() == metrics[naming.robust_acc_key(attack, eps)]
+                assert row["asr"].item() == metrics[naming.asr_key(attack, eps)]
 
 
-def test_histories_and_artifacts(store, tmp_path):
-    run_id = store["ids"][0.0]
-    hist = results.metric_history(run_id, tracking_uri=store["uri"])
-    assert set(hist["key"]) == {"train_loss", "val_acc"}
-    assert list(hist[hist.key == "train_loss"]["step"]) == [1, 2, 3]
-    epochs = results.epoch_table(run_id, tracking_uri=store["uri"])
-    assert list(epochs["epoch"]) == [1, 2, 3]
-    assert epochs["train_loss"].tolist() == pytest.approx([1, 0.5, 1 / 3])
-    curve = results.metric_history(run_id, "robust_acc/pgd/eps_4", tracking_uri=store["uri"])
-    assert curve[["step", "value"]].values.tolist() == [[1, 0.1]]
+def test_histories(pipeline_store: PipelineStore) -> None:
+    store = pipeline_store
+    run_id = store.good
+    metrics = _run(store, run_id).data.metrics
+    epochs = list(range(1, int(metrics[naming.STOPPED_EPOCH]) + 1))
+    hist = results.metric_history(run_id, tracking_uri=store.uri)
+    assert {"train_loss", "val_acc", "gen_gap"} <= set(hist["key"])
+    assert list(hist[hist.key == "train_loss"]["step"]) == epochs
+    table = results.epoch_table(run_id, tracking_uri=store.uri)
+    assert list(table["epoch"]) == epochs
+    assert table["val_acc"].iloc[-1] == metrics["val_acc"]
+    key = naming.robust_acc_key("pgd", 8)
+    curve = results.metric_history(run_id, key, tracking_uri=store.uri)
+    assert curve[["step", "value"]].values.tolist() == [[EPS.index(8.0), metrics[key]]]
 
-    files = results.list_artifacts(run_id, tracking_uri=store["uri"])
-    assert "results/results.json" in files and "results/robustness.csv" in files
-    assert results.read_json(run_id, "results/results.json", tracking_uri=store["uri"]) == {
-        "clean_acc": 0.9
-    }
-    table = results.read_table(run_id, "results/robustness.csv", tracking_uri=store["uri"])
-    assert table.equals(_table(0.4, 0.1))
-    mlflow_table = results.read_table(
-        run_id, "results/robustness_table.json", tracking_uri=store["uri"]
-    )
-    assert list(mlflow_table["robust_acc"]) == [0.9, 0.4, 0.9, 0.1]
-    local = results.download_artifacts(
-        run_id, "results", tmp_path / "dl", tracking_uri=store["uri"]
-    )
-    assert (local / "sanity.json").is_file()
+
+def test_artifacts_are_the_run_directory_files(
+    pipeline_store: PipelineStore, tmp_path: Path
+) -> None:
+    store = pipeline_store
+    run_id, uri = store.good, store.uri
+    run_dir = Path(_run(store, run_id).data.tags["advlab.run_dir"])
+    files = results.list_artifacts(run_id, tracking_uri=uri)
+    assert {"results/results.json", "results/robustness.csv", "config/config.json"} <= set(files)
+    written = json.loads((run_dir / "results" / "results.json").read_text())
+    assert results.read_json(run_id, "results/results.json", tracking_uri=uri) == written
+    table = results.read_table(run_id, "results/robustness.csv", tracking_uri=uri)
+    assert table.equals(pd.read_csv(run_dir / "results" / "robustness.csv"))
+    mlflow_table = results.read_table(run_id, "results/robustness_table.json", tracking_uri=uri)
+    assert list(mlflow_table["robust_acc"]) == pytest.approx(list(table["robust_acc"]))
+    local = results.download_artifacts(run_id, "results", tmp_path / "dl", tracking_uri=uri)
+    assert (local / "sanity.json").read_bytes() == (
+        run_dir / "results" / "sanity.json"
+    ).read_bytes()

@@ -1,6 +1,7 @@
 """PDF reports that tell the story of a run or of a sweep, built only from what MLflow holds.
 
-``build_report`` reads the selected runs (params, tags, metrics, result artifacts), draws seaborn
+``build_report`` reads the selected runs (params, tags, metrics, result artifacts, typed config)
+(:mod:`~advlab.report.gather` into :mod:`~advlab.report.data`), draws seaborn
 figures and lays them out with reportlab into ``<out_dir>/<experiment>-<timestamp>.pdf``. It never
 trains or attacks: every number in the PDF is a number tracked in MLflow.
 """
@@ -38,7 +39,7 @@ def build_report(
     ``heatmap_eps``: eps (1/255 units) quoted by the sweep heatmaps and summary; None = largest.
     Raises :class:`ReportError` (an ``AdvlabError``) when no runs match.
     """
-    from advlab.report.data import gather
+    from advlab.report.gather import gather
     from advlab.report.layout import render
 
     started = time.perf_counter()

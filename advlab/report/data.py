@@ -1,31 +1,25 @@
-"""Gather what MLflow holds about one run or many into plain structures the report lays out.
+"""What the report knows about runs, and every number it derives from them.
 
-Only reads: params, tags, metrics (latest values and per-epoch histories) and the artifacts listed
-in docs/architecture.md ("What a run leaves in MLflow"). Nothing is recomputed: robust accuracy and
-attack success rate come from the ``robust_acc/...`` and ``asr/...`` metrics; the confidence
-interval, n and per-class numbers come from the run's ``results/`` artifacts.
+:class:`RunData` and :class:`ReportData` are filled from MLflow by :mod:`advlab.report.gather`.
+The functions below are the report's calculations (swept parameters, the quoted attack and eps,
+the across-runs table, best and worst runs, the setup facts, data groups, sanity counts, ...);
+the section modules only lay out what they return.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import math
-import os
-import re
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from advlab import naming
 from advlab.errors import AdvlabError
-
-log = logging.getLogger(__name__)
+from advlab.report.summary import MISSING, fmt_eps, fmt_int, fmt_num, fmt_pct, setting_sort_key
 
 # Per-epoch metrics the learning curves use (step = epoch, 1-based).
 HISTORY_METRICS = (
@@ -38,8 +32,7 @@ HISTORY_METRICS = (
     "val_robust_acc",
 )
 ROBUSTNESS_COLUMNS = ("attack", "eps", "robust_acc", "ci_low", "ci_high", "asr", "n")
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_METRIC = re.compile(r"^(robust_acc|asr)/(.+)/eps_([0-9.eE+-]+)$")
+DETAIL_RUNS = 6  # up to this many runs, every run gets its detail pages; above, a few highlights
 
 
 class ReportError(AdvlabError, LookupError):
@@ -55,8 +48,9 @@ class RunData:
     experiment: str
     status: str  # FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
     start_time: datetime | None
-    params: dict[str, str]
+    params: dict[str, str]  # MLflow params: strings; they name what a sweep varied
     tags: dict[str, str]
+    config: dict[str, Any]  # the resolved config, typed (config/config.json); {} if not logged
     metrics: dict[str, float]  # latest value of every metric
     history: pd.DataFrame  # one row per epoch: epoch + HISTORY_METRICS present; may be empty
     robustness: pd.DataFrame  # ROBUSTNESS_COLUMNS, one row per attack x eps; empty: no attacks
@@ -70,6 +64,16 @@ class RunData:
         """The latest value of a metric, or None when the run did not log it."""
         value = self.metrics.get(key)
         return None if value is None or math.isnan(value) else float(value)
+
+    def setting(self, key: str) -> Any:
+        """The run's config value at a dotted key (``'train.epochs'`` -> 12), typed as the run
+        saw it; None when the key is absent or the run logged no config."""
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
 
     @property
     def clean_acc(self) -> float | None:
@@ -119,305 +123,6 @@ class ReportData:
     selection: str  # how the runs were chosen, in words
     runs: list[RunData]
     omitted_parents: int = 0  # sweep parent runs left out (they hold no results of their own)
-
-
-# ------------------------------------------------------------------------------------ gathering
-def gather(
-    *, tracking_uri: str, experiment: str | None, runs: Sequence[str] | str | None
-) -> ReportData:
-    """Read the selected runs from MLflow.
-
-    ``runs``: None (every run of ``experiment``), a list of run ids, or an MLflow filter string
-    (``"params.model.dropout = '0.5'"``) applied within ``experiment``. A sweep's parent run is
-    replaced by its children. Raises :class:`ReportError` when nothing matches.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    run_ids = _as_id_list(runs)
-    try:
-        if run_ids is not None:
-            found = [_get_run(client, run_id, tracking_uri) for run_id in run_ids]
-            selection = f"{len(run_ids)} run id(s) given"
-            exp_names = sorted({_experiment_name(client, r.info.experiment_id) for r in found})
-            exp_label = experiment or ", ".join(exp_names)
-            found = _expand_parents(client, found)
-        else:
-            if experiment is None:
-                raise ReportError(
-                    "report.experiment is not set: name the MLflow experiment to report on "
-                    "(report.experiment=NAME) or give run ids (report.runs=[ID,...])"
-                )
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                known = sorted(e.name for e in client.search_experiments())
-                raise ReportError(
-                    f"report.experiment={experiment!r}: no such MLflow experiment in "
-                    f"{tracking_uri} (known: {', '.join(known) or 'none'})"
-                )
-            filter_string = runs if isinstance(runs, str) else None
-            found = _search(client, exp.experiment_id, filter_string)
-            selection = (
-                f"runs matching {filter_string!r}"
-                if filter_string
-                else "all runs of the experiment"
-            )
-            exp_label = experiment
-            if not found:
-                what = f"match report.runs={filter_string!r}" if filter_string else "exist"
-                raise ReportError(
-                    f"no runs {what} in MLflow experiment {experiment!r} ({tracking_uri})"
-                )
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReportError(f"MLflow could not answer ({tracking_uri}): {first}") from exc
-
-    parents = {r.data.tags.get("mlflow.parentRunId") for r in found} - {None}
-    kept = [r for r in found if r.info.run_id not in parents] or found
-    omitted = len(found) - len(kept)
-    kept.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    with tempfile.TemporaryDirectory(prefix="advlab-report-") as tmp, _quiet_downloads():
-        data = [_run_data(client, r, Path(tmp)) for r in kept]
-    _make_names_unique(data)
-    return ReportData(
-        tracking_uri=tracking_uri,
-        experiment=exp_label,
-        selection=selection,
-        runs=data,
-        omitted_parents=omitted,
-    )
-
-
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No tqdm bar per downloaded artifact (hundreds for a sweep); restores the caller's setting."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
-def _as_id_list(runs: Sequence[str] | str | None) -> list[str] | None:
-    """A list of run ids, or None when ``runs`` is None or a filter string."""
-    if runs is None:
-        return None
-    if isinstance(runs, str):
-        parts = [p.strip() for p in runs.split(",") if p.strip()]
-        # A bare id (or comma-separated ids) is a selection by id, anything else a filter.
-        if parts and all(_RUN_ID.match(p) for p in parts):
-            return parts
-        return None
-    ids = [str(r).strip() for r in runs]
-    if not ids:
-        raise ReportError("report.runs is an empty list: give run ids, a filter string or null")
-    return ids
-
-
-def _get_run(client, run_id: str, tracking_uri: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException as exc:
-        raise ReportError(
-            f"report.runs: no MLflow run with id {run_id!r} in {tracking_uri}"
-        ) from exc
-
-
-def _experiment_name(client, experiment_id: str) -> str:
-    return client.get_experiment(experiment_id).name
-
-
-def _search(client, experiment_id: str, filter_string: str | None) -> list:
-    from mlflow.exceptions import MlflowException
-
-    out: list = []
-    token = None
-    while True:
-        try:
-            page = client.search_runs(
-                [experiment_id],
-                filter_string=filter_string or "",
-                max_results=1000,
-                order_by=["attributes.start_time ASC"],
-                page_token=token,
-            )
-        except MlflowException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ReportError(
-                f"report.runs={filter_string!r} is not a valid MLflow filter: {first}"
-            ) from exc
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
-def _expand_parents(client, runs: list) -> list:
-    """Replace sweep parent runs by their children (a parent holds no results of its own)."""
-    out: list = []
-    for run in runs:
-        children = _search(
-            client, run.info.experiment_id, f"tags.mlflow.parentRunId = '{run.info.run_id}'"
-        )
-        out.extend(children or [run])
-    unique = {r.info.run_id: r for r in out}
-    return list(unique.values())
-
-
-def _run_data(client, run, tmp: Path) -> RunData:
-    info, data = run.info, run.data
-    metrics = {k: float(v) for k, v in data.metrics.items()}
-    artifacts = _artifacts(client, info.run_id, tmp)
-    start = (
-        datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
-    )
-    return RunData(
-        run_id=info.run_id,
-        name=info.run_name or data.tags.get("mlflow.runName") or info.run_id[:8],
-        experiment=_experiment_name(client, info.experiment_id),
-        status=info.status,
-        start_time=start,
-        params=dict(data.params),
-        tags=dict(data.tags),
-        metrics=metrics,
-        history=_history(client, info.run_id, metrics),
-        robustness=_robustness(metrics, artifacts.get("results/robustness.json")),
-        per_class=_per_class(artifacts.get("results/per_class.csv")),
-        confusion=_json_or_none(artifacts.get("results/confusion.json")),
-        sanity=_sanity(artifacts.get("results/sanity.json")),
-        grids=[(p, b) for p, b in sorted(artifacts.items()) if p.startswith("grids/")],
-    )
-
-
-def _history(client, run_id: str, metrics: dict[str, float]) -> pd.DataFrame:
-    columns: dict[str, dict[int, float]] = {}
-    for key in HISTORY_METRICS:
-        if key not in metrics:
-            continue
-        columns[key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
-    if not columns:
-        return pd.DataFrame(columns=["epoch"])
-    frame = pd.DataFrame(columns).sort_index()
-    frame.index.name = "epoch"
-    return frame.reset_index()
-
-
-def _artifacts(client, run_id: str, tmp: Path) -> dict[str, bytes]:
-    """The report's artifacts of a run as {artifact path: bytes}; absent ones are simply missing."""
-    wanted = {
-        "results/robustness.json",
-        "results/per_class.csv",
-        "results/confusion.json",
-        "results/sanity.json",
-    }
-    out: dict[str, bytes] = {}
-    for folder in ("results", "grids"):
-        try:
-            listing = client.list_artifacts(run_id, folder)
-        except Exception as exc:  # an unreachable artifact store must not sink the whole report
-            log.warning("run %s: cannot list artifacts under %s/: %s", run_id, folder, exc)
-            continue
-        for item in listing:
-            if item.is_dir:
-                continue
-            if item.path in wanted or (folder == "grids" and item.path.endswith(".png")):
-                try:
-                    local = client.download_artifacts(run_id, item.path, str(tmp))
-                    out[item.path] = Path(local).read_bytes()
-                except Exception as exc:
-                    log.warning("run %s: cannot download %s: %s", run_id, item.path, exc)
-    return out
-
-
-def _robustness(metrics: dict[str, float], raw: bytes | None) -> pd.DataFrame:
-    """Robustness rows: values from the metrics, CI and n from robustness.json where present."""
-    values: dict[tuple[str, str], dict[str, float]] = {}
-    for key, value in metrics.items():
-        match = _METRIC.match(key)
-        if match:
-            kind, attack, eps = match.groups()
-            values.setdefault((attack, eps), {})[kind] = value
-    extra: dict[tuple[str, str], dict] = {}
-    if raw is not None:
-        try:
-            for row in json.loads(raw):
-                extra[(str(row["attack"]), naming.format_eps(float(row["eps"])))] = row
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("results/robustness.json is unreadable (%s); using the metrics only", exc)
-    rows = []
-    for (attack, eps), vals in values.items():
-        more = extra.get((attack, eps), {})
-        rows.append(
-            {
-                "attack": attack,
-                "eps": float(eps),
-                "robust_acc": vals.get("robust_acc", more.get("robust_acc", math.nan)),
-                "ci_low": more.get("ci_low", math.nan),
-                "ci_high": more.get("ci_high", math.nan),
-                "asr": vals.get("asr", more.get("asr", math.nan)),
-                "n": more.get("n", math.nan),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(ROBUSTNESS_COLUMNS))
-    for column in ROBUSTNESS_COLUMNS[1:]:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame.sort_values(["attack", "eps"], ignore_index=True)
-
-
-def _per_class(raw: bytes | None) -> pd.DataFrame | None:
-    if raw is None:
-        return None
-    import io
-
-    try:
-        frame = pd.read_csv(io.BytesIO(raw))
-    except ValueError as exc:
-        log.warning("results/per_class.csv is unreadable: %s", exc)
-        return None
-    needed = {"attack", "eps", "class", "robust_acc"}
-    if not needed <= set(frame.columns):
-        log.warning("results/per_class.csv lacks columns %s", sorted(needed - set(frame.columns)))
-        return None
-    frame["class"] = frame["class"].astype(str)
-    return frame
-
-
-def _json_or_none(raw: bytes | None):
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        log.warning("an artifact is not valid JSON: %s", exc)
-        return None
-
-
-def _sanity(raw: bytes | None) -> list[dict[str, str]] | None:
-    rows = _json_or_none(raw)
-    if not isinstance(rows, list):
-        return None
-    return [
-        {k: str(row.get(k, "")) for k in ("name", "status", "evidence")}
-        for row in rows
-        if isinstance(row, dict)
-    ]
-
-
-def _make_names_unique(runs: list[RunData]) -> None:
-    seen: dict[str, int] = {}
-    for run in runs:
-        seen[run.name] = seen.get(run.name, 0) + 1
-    for run in runs:
-        if seen[run.name] > 1:
-            run.name = f"{run.name} ({run.run_id[:6]})"
 
 
 # ------------------------------------------------------------------------------- across runs
@@ -471,3 +176,292 @@ def headline(runs: Sequence[RunData], eps: float | None) -> tuple[str | None, fl
     if eps is not None and float(eps) in grid:
         return attack, float(eps)
     return attack, grid[-1]
+
+
+@dataclass(frozen=True)
+class Focus:
+    """What every section of one report quotes: the headline attack and eps, the swept params."""
+
+    attack: str | None
+    eps: float | None
+    swept: list[str]
+
+    @property
+    def knobs(self) -> list[str]:
+        """Swept params that are settings (a seed is noise, not a knob); the seed if alone."""
+        return [p for p in self.swept if p != "seed"] or self.swept
+
+
+def focus(runs: Sequence[RunData], heatmap_eps: float | None) -> Focus:
+    """The :class:`Focus` of a report on ``runs``; ``heatmap_eps`` as in :func:`headline`."""
+    attack, eps = headline(runs, heatmap_eps)
+    return Focus(attack=attack, eps=eps, swept=swept_params(runs))
+
+
+def best_epoch_gap(run: RunData) -> float | None:
+    """Train minus validation accuracy at the best (restored) epoch, or None."""
+    return run.history_at("gen_gap", run.metric(naming.BEST_EPOCH))
+
+
+def overview_table(runs: Sequence[RunData], focus: Focus) -> pd.DataFrame:
+    """One row per run: name, run_id, clean_acc, robust (the focus attack at the focus eps),
+    gen_gap (:func:`best_epoch_gap`) and one column per swept param (its MLflow param string)."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {
+            "name": run.name,
+            "run_id": run.run_id,
+            "clean_acc": run.clean_acc,
+            "robust": None,
+            "gen_gap": best_epoch_gap(run),
+        }
+        if focus.attack is not None and focus.eps is not None:
+            hit = run.robust(focus.attack, focus.eps)
+            row["robust"] = None if hit is None else float(hit["robust_acc"])
+        for key in focus.swept:
+            row[key] = run.params.get(key, MISSING)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in ("clean_acc", "robust", "gen_gap"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def swept_values(column: pd.Series) -> list[str]:
+    """The distinct values of a swept param's column, numbers by value, then the rest."""
+    return sorted(column.dropna().unique(), key=setting_sort_key)
+
+
+def highlights(runs: Sequence[RunData], focus: Focus) -> list[RunData]:
+    """Runs that get detail pages: all when few, else best clean / most and least robust."""
+    if len(runs) <= DETAIL_RUNS:
+        return list(runs)
+    table = overview_table(runs, focus).set_index("run_id")
+    picks: list[str] = []
+    for column, ascending in (("clean_acc", False), ("robust", False), ("robust", True)):
+        values = table[column].dropna()
+        if not values.empty:
+            ordered = values.sort_values(ascending=ascending)
+            picks.append(str(ordered.index[0]))
+    by_id = {r.run_id: r for r in runs}
+    return [by_id[i] for i in dict.fromkeys(picks)]
+
+
+# ------------------------------------------------------------------------------- one run's setup
+SETUP_KEYS = (
+    "status",
+    "model",
+    "params",
+    "optimizer",
+    "lr",
+    "weight decay",
+    "dropout",
+    "early stopping",
+    "augmentation",
+    "adv. training",
+    "seed",
+)
+
+
+def setup_facts(run: RunData) -> dict[str, str]:
+    """The run's setup in words, one entry per :data:`SETUP_KEYS`, from its typed config."""
+    model_target = run.setting("model._target_")
+    model = run.tags.get("advlab.model") or (
+        naming.option_name(model_target) if model_target else MISSING
+    )
+    optimizer_target = run.setting("optimizer._target_")
+    seed = run.setting("seed")
+    return {
+        "status": run.status + (f": {run.error}" if run.error else ""),
+        "model": model,
+        "params": fmt_int(run.metric(naming.NUM_PARAMS)),
+        "optimizer": naming.option_name(optimizer_target) if optimizer_target else MISSING,
+        "lr": fmt_num(run.setting("optimizer.lr")),
+        "weight decay": fmt_num(run.setting("optimizer.weight_decay")),
+        "dropout": fmt_num(run.setting("model.dropout")),
+        "early stopping": _early_stopping(run),
+        "augmentation": _augmentation(run),
+        "adv. training": _adversarial_training(run),
+        "seed": str(seed) if seed is not None else run.tags.get("advlab.seed") or MISSING,
+    }
+
+
+def _early_stopping(run: RunData) -> str:
+    enabled = run.setting("train.early_stopping.enabled")
+    if enabled is None:
+        return MISSING
+    best, stopped = run.metric(naming.BEST_EPOCH), run.metric(naming.STOPPED_EPOCH)
+    epochs = run.setting("train.epochs")
+    where = (
+        f"best {int(best)} / stopped {int(stopped)} of {'?' if epochs is None else epochs}"
+        if best is not None and stopped is not None
+        else f"not reached ({run.status})"
+    )
+    if not enabled:
+        return f"off; {where}"
+    patience = run.setting("train.early_stopping.patience")
+    monitor = run.setting("train.early_stopping.monitor")
+    return (
+        f"patience {'?' if patience is None else patience} on "
+        f"{'?' if monitor is None else monitor}; {where}"
+    )
+
+
+def _augmentation(run: RunData) -> str:
+    hflip = run.setting("data.augment.hflip")
+    aug = ["hflip"] if hflip else []
+    shift, rotation = run.setting("data.augment.shift"), run.setting("data.augment.rotation")
+    if shift:
+        aug.append(f"shift {fmt_num(shift)}px")
+    if rotation:
+        aug.append(f"rotation {fmt_num(rotation)}°")
+    return ", ".join(aug) or ("none" if hflip is not None else MISSING)
+
+
+def _adversarial_training(run: RunData) -> str:
+    method = run.setting("train.adversarial.method")
+    if not method:
+        return MISSING
+    if method == "none":
+        return "none"
+    eps = run.setting("train.adversarial.eps")
+    return f"{method} eps {fmt_eps(math.nan if eps is None else float(eps))}"
+
+
+def shared_and_differing(facts: Sequence[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """Setup keys with one value across all runs, and the keys whose values differ."""
+    shared = [k for k in SETUP_KEYS if len({f[k] for f in facts}) == 1]
+    return shared, [k for k in SETUP_KEYS if k not in shared]
+
+
+# -------------------------------------------------------------------------------- the cover's facts
+def status_text(runs: Sequence[RunData]) -> str:
+    """Run statuses counted: '3 finished, 1 failed'."""
+    statuses = pd.Series([run.status for run in runs]).value_counts()
+    return ", ".join(f"{n} {s.lower()}" for s, n in statuses.items())
+
+
+def distinct(values: Iterable[str | None]) -> str:
+    """The distinct non-empty values, at most four named: 'a, b (+3 more)'."""
+    unique = list(dict.fromkeys(v for v in values if v))
+    if not unique:
+        return MISSING
+    return ", ".join(unique[:4]) + (f" (+{len(unique) - 4} more)" if len(unique) > 4 else "")
+
+
+def command_groups(runs: Sequence[RunData]) -> dict[str, list[str]]:
+    """Command line (tag advlab.command) -> names of the runs started with it, in run order."""
+    commands: dict[str, list[str]] = {}
+    for run in runs:
+        commands.setdefault(run.tags.get("advlab.command") or MISSING, []).append(run.name)
+    return commands
+
+
+def data_table(runs: Sequence[RunData]) -> list[list[object]]:
+    """The data the runs saw, one row per distinct dataset and split (header row first)."""
+    groups: dict[tuple, int] = {}
+    for run in runs:
+        p = run.params  # dataset facts exist only as params (facts.*), not in the config
+        key = (
+            run.tags.get("advlab.dataset") or run.setting("data.name") or MISSING,
+            p.get("facts.n_train"),
+            p.get("facts.n_val"),
+            p.get("facts.n_test"),
+            p.get("facts.image_shape"),
+            _balance(p),
+        )
+        groups[key] = groups.get(key, 0) + 1
+    rows: list[list[object]] = [
+        ["data", "train", "val", "test", "image", "class balance (train)", "runs"]
+    ]
+    for (name, n_train, n_val, n_test, shape, balance), count in groups.items():
+        rows.append(
+            [
+                name,
+                *(fmt_int(_float(n)) for n in (n_train, n_val, n_test)),
+                shape or MISSING,
+                balance or MISSING,
+                count,
+            ]
+        )
+    return rows
+
+
+def _balance(params: dict[str, str]) -> str:
+    shares = {k.split("/", 1)[1]: v for k, v in params.items() if k.startswith("facts.train_frac/")}
+    return ", ".join(f"{name} {fmt_pct(_float(v))}" for name, v in shares.items())
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------ sanity checks
+def sanity_counts(runs: Sequence[RunData]) -> list[tuple[str, dict[str, int]]]:
+    """Each sanity check (in first-seen order) with how many runs it passed, warned or failed."""
+    checks = [c for r in runs for c in r.sanity or []]
+    out = []
+    for name in dict.fromkeys(c["name"] for c in checks):
+        counts = {"pass": 0, "warn": 0, "fail": 0}
+        for check in checks:
+            if check["name"] == name:
+                counts[check["status"]] = counts.get(check["status"], 0) + 1
+        out.append((name, counts))
+    return out
+
+
+def failed_checks(runs: Sequence[RunData]) -> list[tuple[RunData, dict[str, str]]]:
+    """(run, check) for every sanity check that did not pass."""
+    return [(r, c) for r in runs for c in r.sanity or [] if c["status"] != "pass"]
+
+
+def runs_with_warnings(runs: Sequence[RunData]) -> list[RunData]:
+    """Runs with at least one sanity check that did not pass."""
+    return [r for r in runs if any(c["status"] != "pass" for c in r.sanity or [])]
+
+
+# ------------------------------------------------------------------------------- one run's details
+def eps_union(runs: Sequence[RunData]) -> list[float]:
+    """Every eps (1/255) any of ``runs`` was evaluated at, ascending."""
+    return sorted({e for r in runs for e in r.eps_grid})
+
+
+def headline_grids(run: RunData, attack: str | None) -> list[tuple[str, bytes]]:
+    """The run's grids of ``attack`` (all of them when it logged none for that attack)."""
+    return [g for g in run.grids if Path(g[0]).stem.startswith(f"{attack}_")] or run.grids
+
+
+def confusion_key(run: RunData, focus: Focus) -> tuple[str, str, float] | None:
+    """The adversarial confusion matrix to show, as (key, attack, eps): the focus attack at the
+    focus eps, else the largest eps of any attack logged."""
+    options = []
+    for key in run.confusion or {}:
+        if key == "clean" or "/eps_" not in key:
+            continue
+        attack, eps = key.rsplit("/eps_", 1)
+        try:
+            options.append((key, attack, float(eps)))
+        except ValueError:
+            continue
+    if not options:
+        return None
+    for key, attack, eps in options:
+        if attack == focus.attack and eps == focus.eps:
+            return key, attack, eps
+    return sorted(options, key=lambda o: (o[1] != focus.attack, -o[2]))[0]
+
+
+def class_names(run: RunData, n: int) -> list[str]:
+    """Class names in label order: from the data config, else from per_class.csv (written in
+    label order), else label indices."""
+    names = run.setting("data.class_names")
+    if names and len(names) == n:
+        return [str(name) for name in names]
+    if run.per_class is not None and not run.per_class.empty:
+        names = list(dict.fromkeys(run.per_class["class"].astype(str)))
+        if len(names) == n:
+            return names
+    return [str(i) for i in range(n)]

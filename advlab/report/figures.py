@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from advlab import naming
 from advlab.report.data import RunData
-from advlab.report.summary import attack_label, fmt_eps, fmt_num, fmt_pct
+from advlab.report.summary import attack_label, fmt_eps, fmt_num, fmt_pct, setting_sort_key
 
 WIDTH = 7.0  # inches: the A4 text column at 100% zoom
 _TRAIN, _VAL = "#1f77b4", "#d62728"
@@ -229,7 +229,7 @@ def _eps_labels(grid: Sequence[float]) -> list[str]:
 def _linestyles(runs: Sequence[RunData], style_param: str | None) -> dict[str, str]:
     if style_param is None:
         return {r.run_id: "-" for r in runs}
-    values = sorted({r.params.get(style_param, "?") for r in runs}, key=_sort_key)
+    values = sorted({r.params.get(style_param, "?") for r in runs}, key=setting_sort_key)
     cycle = ["-", "--", ":", "-."]
     by_value = {v: cycle[i % len(cycle)] for i, v in enumerate(values)}
     return {r.run_id: by_value[r.params.get(style_param, "?")] for r in runs}
@@ -248,16 +248,9 @@ def _palette(runs: Sequence[RunData], hue_param: str | None) -> dict[str, tuple]
     if hue_param is None:
         colors = sns.color_palette("tab10" if len(runs) <= 10 else "husl", len(runs))
         return {r.run_id: c for r, c in zip(runs, colors, strict=True)}
-    values = sorted({r.params.get(hue_param, "?") for r in runs}, key=_sort_key)
+    values = sorted({r.params.get(hue_param, "?") for r in runs}, key=setting_sort_key)
     colors = dict(zip(values, sns.color_palette("viridis", len(values)), strict=True))
     return {r.run_id: colors[r.params.get(hue_param, "?")] for r in runs}
-
-
-def _sort_key(value: object) -> tuple[int, float | str]:
-    try:
-        return (0, float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return (1, str(value))
 
 
 # --------------------------------------------------------------------------------------- sweeps
@@ -273,7 +266,8 @@ def sweep_heatmaps(
             grid = table.pivot_table(index=y, columns=x, values=column, aggfunc="mean")
             count = table.pivot_table(index=y, columns=x, values=column, aggfunc="count")
             grid = grid.reindex(
-                index=sorted(grid.index, key=_sort_key), columns=sorted(grid.columns, key=_sort_key)
+                index=sorted(grid.index, key=setting_sort_key),
+                columns=sorted(grid.columns, key=setting_sort_key),
             )
             count = count.reindex(index=grid.index, columns=grid.columns)
             annot = np.empty(grid.shape, dtype=object)
@@ -317,7 +311,7 @@ def sweep_bars(table: pd.DataFrame, *, x: str, panels: Sequence[tuple[str, str]]
     long = table.melt(id_vars=[x], value_vars=[c for c, _ in panels], var_name="metric")
     names = dict(panels)
     long["metric"] = long["metric"].map(names)
-    order = sorted(long[x].dropna().unique(), key=_sort_key)
+    order = sorted(long[x].dropna().unique(), key=setting_sort_key)
     with _style():
         fig = _figure(WIDTH, 2.6)
         ax = fig.subplots()
@@ -349,8 +343,8 @@ def clean_vs_robust(
     with _style():
         fig = _figure(WIDTH * 0.75, 3.0)
         ax = fig.subplots()
-        hue_order = sorted(data[hue].unique(), key=_sort_key) if hue else None
-        style_order = sorted(data[style].unique(), key=_sort_key) if style else None
+        hue_order = sorted(data[hue].unique(), key=setting_sort_key) if hue else None
+        style_order = sorted(data[style].unique(), key=setting_sort_key) if style else None
         sns.scatterplot(
             data=data,
             x="clean_acc",

@@ -63,6 +63,15 @@ def attack_label(attack: str) -> str:
     return attack.upper().replace("_", "-")
 
 
+def setting_sort_key(value: object) -> tuple[int, float | str]:
+    """Order of a swept param's values (MLflow strings): numbers by value ('0.0001' < '0.001'),
+    then the others alphabetically."""
+    try:
+        return (0, float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, str(value))
+
+
 # ------------------------------------------------------------------------------ written summary
 def run_sentences(
     *,
@@ -92,62 +101,97 @@ def run_sentences(
     if clean_acc is None:
         out.append(f"Run {name} has no clean test accuracy in MLflow.")
         return out
+    out += _robustness_sentences(name, clean_acc, robustness, eps)
+    out += _epoch_sentences(best_epoch, stopped_epoch, max_epochs)
+    out += _gap_sentences(gen_gap, last_gap)
+    out += _sanity_sentences(sanity)
+    return out
+
+
+def _robustness_sentences(
+    name: str, clean_acc: float, robustness: pd.DataFrame, eps: float | None
+) -> list[str]:
     if robustness.empty:
-        out.append(
+        return [
             f"{name}: clean test accuracy {fmt_pct(clean_acc)}; no attack was evaluated, "
             "so there is no robustness number."
+        ]
+    out = []
+    quoted = _quoted_eps(robustness, eps)
+    for attack in _attack_order(robustness["attack"].unique()):
+        if attack == naming.WORST_CASE:
+            continue
+        row = _row(robustness, attack, quoted)
+        if row is None:
+            continue
+        out.append(
+            f"{attack_label(attack)} at {fmt_eps(quoted)} lowers accuracy from "
+            f"{fmt_pct(clean_acc)} to {fmt_pct(row['robust_acc'])} "
+            f"(attack success rate {fmt_pct(row['asr'])})."
         )
-    else:
-        quoted = _quoted_eps(robustness, eps)
-        for attack in _attack_order(robustness["attack"].unique()):
-            if attack == naming.WORST_CASE:
-                continue
-            row = _row(robustness, attack, quoted)
-            if row is None:
-                continue
-            out.append(
-                f"{attack_label(attack)} at {fmt_eps(quoted)} lowers accuracy from "
-                f"{fmt_pct(clean_acc)} to {fmt_pct(row['robust_acc'])} "
-                f"(attack success rate {fmt_pct(row['asr'])})."
-            )
-        halving = _halving_eps(robustness, clean_acc)
-        if halving is not None:
-            attack, at = halving
-            out.append(
-                f"Accuracy falls below half of the clean accuracy already at {fmt_eps(at)} "
-                f"under {attack_label(attack)}."
-            )
-    if best_epoch is not None and stopped_epoch is not None:
-        if max_epochs is not None and stopped_epoch < max_epochs:
-            out.append(
-                f"Early stopping ended training at epoch {int(stopped_epoch)} of {max_epochs}; "
-                f"the weights are those of epoch {int(best_epoch)}."
-            )
-        else:
-            out.append(
-                f"Training ran all {int(stopped_epoch)} epochs; "
-                f"the weights are those of epoch {int(best_epoch)}."
-            )
-    if gen_gap is not None and not math.isnan(gen_gap):
-        # 5 points: a gap a student would call overfitting on these small tasks.
-        if gen_gap >= 0:
-            verdict = "a sign of overfitting" if gen_gap > 0.05 else "little overfitting"
-            text = f"training accuracy exceeds validation accuracy by {fmt_pp(gen_gap)}"
-        else:
-            verdict = "no sign of overfitting"
-            text = f"validation accuracy exceeds training accuracy by {fmt_pp(-gen_gap)}"
-        sentence = f"At that epoch {text} ({verdict})"
-        if last_gap is not None and not math.isnan(last_gap) and last_gap - gen_gap > 0.02:
-            sentence += f"; by the last epoch run the gap had grown to {fmt_pp(last_gap)}"
-        out.append(sentence + ".")
-    if sanity:
-        warns = [c for c in sanity if str(c.get("status")) != "pass"]
-        if not warns:
-            out.append(f"All {len(sanity)} sanity checks passed.")
-        else:
-            names = ", ".join(f"{c.get('name')} ({c.get('status')})" for c in warns)
-            out.append(f"{len(warns)} of {len(sanity)} sanity checks did not pass: {names}.")
+    halving = _halving_eps(robustness, clean_acc)
+    if halving is not None:
+        attack, at = halving
+        out.append(
+            f"Accuracy falls below half of the clean accuracy already at {fmt_eps(at)} "
+            f"under {attack_label(attack)}."
+        )
     return out
+
+
+def _epoch_sentences(
+    best_epoch: float | None, stopped_epoch: float | None, max_epochs: int | None
+) -> list[str]:
+    if best_epoch is None or stopped_epoch is None:
+        return []
+    if max_epochs is not None and stopped_epoch < max_epochs:
+        return [
+            f"Early stopping ended training at epoch {int(stopped_epoch)} of {max_epochs}; "
+            f"the weights are those of epoch {int(best_epoch)}."
+        ]
+    return [
+        f"Training ran all {int(stopped_epoch)} epochs; "
+        f"the weights are those of epoch {int(best_epoch)}."
+    ]
+
+
+def _gap_sentences(gen_gap: float | None, last_gap: float | None) -> list[str]:
+    if gen_gap is None or math.isnan(gen_gap):
+        return []
+    # 5 points: a gap a student would call overfitting on these small tasks.
+    if gen_gap >= 0:
+        verdict = "a sign of overfitting" if gen_gap > 0.05 else "little overfitting"
+        text = f"training accuracy exceeds validation accuracy by {fmt_pp(gen_gap)}"
+    else:
+        verdict = "no sign of overfitting"
+        text = f"validation accuracy exceeds training accuracy by {fmt_pp(-gen_gap)}"
+    sentence = f"At that epoch {text} ({verdict})"
+    if last_gap is not None and not math.isnan(last_gap) and last_gap - gen_gap > 0.02:
+        sentence += f"; by the last epoch run the gap had grown to {fmt_pp(last_gap)}"
+    return [sentence + "."]
+
+
+def _sanity_sentences(sanity: Sequence[dict] | None) -> list[str]:
+    if not sanity:
+        return []
+    warns = [c for c in sanity if str(c.get("status")) != "pass"]
+    if not warns:
+        return [f"All {len(sanity)} sanity checks passed."]
+    names = ", ".join(f"{c.get('name')} ({c.get('status')})" for c in warns)
+    return [f"{len(warns)} of {len(sanity)} sanity checks did not pass: {names}."]
+
+
+def sweep_sanity_sentences(with_sanity: int, with_warnings: int) -> list[str]:
+    """What the sanity checks of many runs say: ``with_sanity`` runs report them, of which
+    ``with_warnings`` have a check that did not pass."""
+    if not with_sanity:
+        return []
+    if not with_warnings:
+        return [f"All sanity checks passed on all {with_sanity} runs that report them."]
+    return [
+        f"Sanity checks raised warnings on {with_warnings} of {with_sanity} runs "
+        "(see the sanity section)."
+    ]
 
 
 def sweep_sentences(
@@ -183,7 +227,7 @@ def sweep_sentences(
         means = robust.groupby(param, sort=False)["robust"].agg(["mean", "count"])
         if len(means) < 2:
             continue
-        means = means.loc[sorted(means.index, key=_sort_key)]
+        means = means.loc[sorted(means.index, key=setting_sort_key)]
         low, high = means.index[0], means.index[-1]
         change = "raised" if means.loc[high, "mean"] > means.loc[low, "mean"] else "lowered"
         if means.loc[high, "mean"] == means.loc[low, "mean"]:
@@ -196,14 +240,6 @@ def sweep_sentences(
             f"({per})."
         )
     return out
-
-
-def _sort_key(value: object) -> tuple[int, float | str]:
-    # Numeric params sort by value ('0.0001' < '0.001'), others alphabetically after them.
-    try:
-        return (0, float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return (1, str(value))
 
 
 def _attack_order(attacks: Sequence[str]) -> list[str]:
