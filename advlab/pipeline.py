@@ -31,13 +31,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # Heavy imports only once the config is known to be good.
     import torch
 
-    from advlab.attacks.evaluate import evaluate_robustness, headline_metrics
-    from advlab.attacks.transfer import load_sources, resolve_sources
+    from advlab.attacks.evaluate import headline_metrics
+    from advlab.attacks.transfer import load_sources
     from advlab.data import load_data
     from advlab.models import build_model, count_params, layer_table
     from advlab.models.io import save_model
     from advlab.runtime import seed_everything, select_device, set_threads
-    from advlab.tracking import Tracker, resolve_tracking_uri
+    from advlab.tracking import Tracker, resolve_sources, resolve_tracking_uri
     from advlab.training.fit import fit
 
     set_threads(cfg.threads)
@@ -93,16 +93,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
             tracker.log_artifact(model_path, "model")
 
-        evaluation = evaluate_robustness(
-            model,
-            data,
-            cfg.eval,
-            _selected_attacks(cfg),
-            seed=cfg.seed,
-            device=device,
-            out_dir=results_dir,
-            transfer_checkpoints=transfer_checkpoints,
-        )
+        evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
         metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
         results_json = results_dir / "results.json"
         _write_json(results_json, metrics)
@@ -118,6 +109,32 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf)
     return metrics
+
+
+def _evaluate(cfg: DictConfig, model, data, device, results_dir: Path, transfer_checkpoints):
+    """Robustness evaluation, then (``eval.transfer_from``) the transfer matrix on the same
+    points; the transfer files join the evaluation's artifacts, so they are logged with it."""
+    from advlab.attacks.evaluate import evaluate_robustness
+    from advlab.attacks.transfer import evaluate_transfer
+
+    attacks = _selected_attacks(cfg)
+    evaluation = evaluate_robustness(
+        model, data, cfg.eval, attacks, seed=cfg.seed, device=device, out_dir=results_dir
+    )
+    if list(cfg.eval.transfer_from):
+        _, written = evaluate_transfer(
+            model,
+            data,
+            cfg.eval,
+            attacks,
+            indices=evaluation.indices,
+            seed=cfg.seed,
+            device=device,
+            out_dir=results_dir,
+            checkpoints=transfer_checkpoints,
+        )
+        evaluation.artifacts.extend(written)
+    return evaluation
 
 
 def _run_dir(cfg: DictConfig) -> Path:

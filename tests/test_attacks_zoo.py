@@ -8,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
 from advlab.attacks import zoo
-from advlab.errors import AttackError, MissingDependencyError
+from advlab.config import PgdConf
+from advlab.errors import AttackError, ConfigError, MissingDependencyError
+from advlab.validate import check_eval
 from tests.conftest import compose_config
 
 ATTACK_OPTIONS = ["fgsm", "pgd", "pgd_l2", "apgd_ce", "square", "cw", "deepfool", "autoattack"]
@@ -64,16 +67,33 @@ def test_fgsm_equals_hand_written_formula_exactly(batch):
     assert x_adv[0].min() == 0 and x_adv[1].max() == 1  # clamped, not just shifted
 
 
+def _losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return F.cross_entropy(model(x), y, reduction="none")
+
+
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "square"])
 @pytest.mark.parametrize("eps", [0.0, 2.0, 8.0])
-def test_linf_attacks_stay_in_the_eps_ball_and_the_box(name, eps, batch):
-    x, y = batch
+def test_linf_attacks_raise_the_loss_inside_the_eps_ball_and_the_box(name, eps, batch):
+    x, _ = batch
+    model = tiny_model()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every point correct: an attack that does nothing fools none
     cfg = compose_config([f"attacks.square.queries={20}"])
-    atk = instantiate(cfg.attacks[name])(tiny_model(), eps=eps, seed=0, num_classes=3)
+    atk = instantiate(cfg.attacks[name])(model, eps=eps, seed=0, num_classes=3)
     x_adv = atk(x, y)
     assert (x_adv - x).abs().max() <= eps / 255 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert atk.advlab_norm == "linf" and atk.advlab_budget == pytest.approx(eps / 255)
+    clean_loss, adv_loss = _losses(model, x, y), _losses(model, x_adv, y)
+    if eps == 0:
+        assert torch.equal(x_adv, x)  # a zero ball holds x only
+        return
+    assert (adv_loss >= clean_loss - 1e-6).all()  # no example made easier for the model
+    assert adv_loss.mean() > clean_loss.mean()  # the identity attack would fail here
+    if eps == 8:
+        with torch.no_grad():
+            assert (model(x_adv).argmax(1) != y).any()  # and some predictions flip
 
 
 def test_pgd_l2_maps_the_grid_to_an_l2_radius(batch):
@@ -91,12 +111,19 @@ def test_pgd_l2_maps_the_grid_to_an_l2_radius(batch):
 def test_pgd_is_at_least_as_strong_as_fgsm(batch):
     x, _ = batch
     model = tiny_model()
-    y = model(x).argmax(1)  # attack correctly classified points
+    with torch.no_grad():
+        y = model(x).argmax(1)  # attack correctly classified points: accuracy 1 before
     eps = 4.0
-    fgsm_acc = (model(zoo.fgsm(model, eps=eps)(x, y)).argmax(1) == y).float().mean()
-    pgd = zoo.pgd(model, eps=eps, steps=20, alpha=1.0, random_start=False, seed=0)
-    pgd_acc = (model(pgd(x, y)).argmax(1) == y).float().mean()
+    x_fgsm = zoo.fgsm(model, eps=eps)(x, y)
+    x_pgd = zoo.pgd(model, eps=eps, steps=20, alpha=1.0, random_start=False, seed=0)(x, y)
+    with torch.no_grad():
+        fgsm_acc = (model(x_fgsm).argmax(1) == y).float().mean()
+        pgd_acc = (model(x_pgd).argmax(1) == y).float().mean()
+    assert fgsm_acc < 1  # FGSM fools some points
     assert pgd_acc <= fgsm_acc
+    # 20 steps climb the loss at least as high as one step (in the same ball)
+    assert _losses(model, x_pgd, y).mean() >= _losses(model, x_fgsm, y).mean()
+    assert (x_pgd - x).abs().max() <= eps / 255 + 1e-6
 
 
 @pytest.mark.parametrize("name", ATTACK_OPTIONS)
@@ -111,13 +138,20 @@ def test_every_option_instantiates_from_its_yaml_as_a_partial(name):
         assert atk.advlab_budget is None  # minimum-norm attacks take no budget
 
 
-def test_minimum_norm_attacks_return_valid_images(batch):
+def test_minimum_norm_attacks_fool_with_valid_images(batch):
     x, _ = batch
     model = tiny_model()
-    y = model(x).argmax(1)
-    for atk in (zoo.cw(model, steps=10, seed=0), zoo.deepfool(model, steps=5, seed=0)):
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every point correct before the attack
+    cw = zoo.cw(model, steps=10, seed=0)
+    for atk in (cw, zoo.deepfool(model, steps=5, seed=0)):
         x_adv = atk(x, y)
         assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != y
+        assert fooled.float().mean() >= 0.25  # an attack that moves nothing fools none
+        if atk is cw:  # CW keeps its best adversarial example, else the image itself
+            assert torch.equal(x_adv[~fooled], x[~fooled])
 
 
 @pytest.mark.parametrize("version", ["standard", "plus", "rand"])
@@ -166,18 +200,23 @@ def test_targeted_modes(mode, batch):
         assert (pred == target).float().mean() >= 0.8
 
 
-def test_targeted_mode_refused_where_unsupported():
-    with pytest.raises(AttackError, match="not one of"):
-        zoo.fgsm(tiny_model(), eps=8, targeted="nearest", seed=0)
+def test_unknown_targeted_mode_refused_by_the_config_check():
+    # The factories trust a checked config: a Python-API caller's untyped attack node meets the
+    # same check (check_eval) that the typed schema's enum applies at compose time.
+    cfg = compose_config(["eval.attacks=[fgsm]"])
+    node = {**OmegaConf.to_container(cfg.attacks.fgsm), "targeted": "nearest"}
+    with pytest.raises(ConfigError, match=r"attacks.fgsm.targeted='nearest': must be one of"):
+        check_eval(cfg.eval, OmegaConf.create({"fgsm": node}))
 
 
-def test_metadata_must_describe_the_attack():
+def test_options_come_from_the_schema_and_must_describe_the_attack():
+    atk = zoo.pgd(tiny_model(), eps=8, seed=0)
+    assert atk.steps == PgdConf.steps  # the schema's default, not a second copy of it
+    assert zoo.square(tiny_model(), eps=8, seed=0).advlab_white_box is False
     with pytest.raises(AttackError, match="norm='l2'"):
         zoo.pgd(tiny_model(), eps=8, norm="l2", seed=0)
     with pytest.raises(AttackError, match="unexpected argument"):
         zoo.fgsm(tiny_model(), eps=8, steps=3, seed=0)
-    with pytest.raises(AttackError, match="eps=-1"):
-        zoo.fgsm(tiny_model(), eps=-1, seed=0)
 
 
 def test_seeded_attacks_are_reproducible_and_leave_the_global_rng_alone(batch):

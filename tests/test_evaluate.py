@@ -14,17 +14,15 @@ from PIL import Image
 from torch import nn
 
 from advlab import naming
-from advlab.attacks.evaluate import (
-    TABLE_COLUMNS,
-    eval_mode,
-    evaluate_robustness,
-    headline_metrics,
-    run_attack,
-    select_subset,
-)
-from advlab.attacks.transfer import as_matrix, resolve_checkpoint, transfer_matrix
+from advlab.attacks import zoo
+from advlab.attacks.evaluate import evaluate_robustness, headline_metrics, select_subset
+from advlab.attacks.grids import grid_rows
+from advlab.attacks.runner import AttackRunner, clean_pass, eval_mode, run_attack
+from advlab.attacks.tables import TABLE_COLUMNS
+from advlab.attacks.transfer import as_matrix, evaluate_transfer, transfer_matrix
 from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import AttackError, ConfigError
+from advlab.tracking import resolve_checkpoint
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
@@ -196,12 +194,16 @@ def test_files_and_sanity_checks(evaluation):
     records = json.loads((out / "robustness.json").read_text())
     assert records[0].keys() == set(TABLE_COLUMNS)
     sanity = json.loads((out / "sanity.json").read_text())
+    assert sanity == [c.to_dict() for c in ev.sanity]
     assert [c["name"] for c in sanity] == SANITY_NAMES
-    assert all(c["status"] in ("pass", "warn") and c["evidence"] for c in sanity)
+    # a learnt model, a 20-step PGD and eps up to 16/255: every check passes (the cases that warn
+    # or fail are the tests below and test_sanity.py)
+    assert {c["name"]: c["status"] for c in sanity} == dict.fromkeys(SANITY_NAMES, "pass")
+    assert all(c["evidence"] for c in sanity)
     by_name = {c["name"]: c for c in sanity}
-    assert by_name["bounds"]["status"] == "pass"
-    assert by_name["eps0_clean"]["status"] == "pass"
     assert "40 examples" in by_name["pgd_converged"]["evidence"]
+    # every file the evaluation wrote is listed once (the tracker uploads exactly these)
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(ev.artifacts)
     for attack in ("fgsm", "pgd"):
         png = out / "grids" / f"{attack}_eps_8.png"
         assert png in ev.artifacts
@@ -235,6 +237,37 @@ def test_headline_metrics_use_the_shared_names(evaluation):
     assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
 
 
+def leaky_fgsm(model: nn.Module, *, eps: float, seed: int = 0, **options) -> object:
+    """An attack option that steps twice the budget it reports: check 1 must refuse its rows."""
+    atk = zoo.fgsm(model, eps=2 * eps, seed=seed, **options)
+    atk.advlab_budget = eps / 255
+    return atk
+
+
+def test_an_attack_leaving_its_eps_ball_fails_the_evaluation(data, model, tmp_path):
+    cfg_eval, _ = eval_config("eval.eps=[0,4]", attacks=("fgsm",))
+    cfg_eval.attacks = ["leaky"]
+    attacks = OmegaConf.create({"leaky": {"_target_": f"{__name__}.leaky_fgsm", "_partial_": True}})
+    with pytest.raises(
+        AttackError, match=r"'leaky' at eps 4/255: perturbation linf norm .* exceeds"
+    ):
+        evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert not (tmp_path / "robustness.csv").exists() and not (tmp_path / "sanity.json").exists()
+
+
+def test_a_weak_pgd_is_flagged_in_sanity_json(data, model, tmp_path):
+    # one step of 0.1/255 cannot do what one FGSM step of 16/255 does: check 3 must say so
+    cfg_eval, attacks = eval_config(
+        "eval.eps=[0,16]", "eval.grid_eps=null", "attacks.pgd.steps=1", "attacks.pgd.alpha=0.1"
+    )
+    evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    sanity = json.loads((tmp_path / "sanity.json").read_text())
+    warned = {c["name"]: c["evidence"] for c in sanity if c["status"] != "pass"}
+    assert list(warned) == ["pgd_le_fgsm"]
+    assert all(c["status"] == "warn" for c in sanity if c["name"] in warned)
+    assert "PGD is too weak" in warned["pgd_le_fgsm"]
+
+
 def test_same_seed_same_numbers(data, model, tmp_path):
     cfg_eval, attacks = eval_config("eval.grid_eps=null", "eval.eps=[0,8]")
     a = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
@@ -242,6 +275,16 @@ def test_same_seed_same_numbers(data, model, tmp_path):
     cols = ["attack", "eps", "robust_acc", "asr", "linf_mean", "l2_mean"]
     pd.testing.assert_frame_equal(a.table[cols], b.table[cols])
     assert not (tmp_path / "grids").exists()  # grid_eps null: no grids
+
+
+def test_eps_typed_in_any_order_is_checked_sorted_and_deduplicated(data, model, tmp_path):
+    cfg_eval, attacks = eval_config("eval.eps=[8,0,4,8]", "eval.grid_eps=null", attacks=("fgsm",))
+    ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert list(cfg_eval.eps) == [0.0, 4.0, 8.0]  # normalised in place, for every later consumer
+    assert list(ev.table.eps) == [0.0, 4.0, 8.0]
+    bad, attacks = eval_config("eval.eps=[0,-1]", attacks=("fgsm",))
+    with pytest.raises(ConfigError, match="eval.eps.*negative"):
+        evaluate_robustness(model, data, bad, attacks, seed=0, device=CPU, out_dir=tmp_path)
 
 
 def test_model_mode_and_parameters_restored(data, tmp_path):
@@ -365,12 +408,17 @@ def test_transfer_from_saved_checkpoint(data, model, tmp_path):
         f"eval.transfer_from=[{run_dir}]", "eval.eps=[0,8]", "eval.grid_eps=null"
     )
     ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
-    assert ev.transfer is not None
-    assert set(ev.transfer.source) == {"this_run", str(run_dir)}
-    assert set(ev.transfer.attack) == {"fgsm", "pgd"} and len(ev.transfer) == 2 * 4
-    assert (tmp_path / "transfer.csv") in ev.artifacts
+    assert not (tmp_path / "transfer.csv").exists()  # the pipeline runs transfer, not evaluate
+    frame, written = evaluate_transfer(
+        model, data, cfg_eval, attacks, indices=ev.indices, seed=0, device=CPU, out_dir=tmp_path
+    )
+    assert written == [tmp_path / "transfer.csv", tmp_path / "transfer.json"]
+    pd.testing.assert_frame_equal(pd.read_csv(written[0]), frame, check_dtype=False)
+    assert set(frame.source) == {"this_run", str(run_dir)}
+    assert set(frame.attack) == {"fgsm", "pgd"} and len(frame) == 2 * 4
+    assert (frame.n == ev.n).all()  # the evaluation's points
     # the diagonal for this model is white-box PGD on all points: not above its robust accuracy
-    diag = as_matrix(ev.transfer, "pgd", 8.0).loc["this_run", "this_run"]
+    diag = as_matrix(frame, "pgd", 8.0).loc["this_run", "this_run"]
     assert diag <= _rows(ev.table, "pgd")[8.0] + 0.05
 
 
@@ -417,17 +465,15 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
 
 
 def test_grid_rows_show_every_class_even_when_the_test_set_is_sorted_by_class() -> None:
-    from advlab.attacks.evaluate import _grid_rows
-
     labels = np.repeat(np.arange(4), 25)  # stored class by class, like many test sets
     correct = np.ones(100, dtype=bool)
     correct[25:50] = False  # class 1 entirely misclassified: shown only after correct points
-    rows = _grid_rows(correct, labels, 6)
+    rows = grid_rows(correct, labels, 6)
     assert len(set(rows.tolist())) == 6
     assert correct[rows].all()  # points an attack can flip come first
     assert labels[rows].tolist() == [0, 2, 3, 0, 2, 3]  # round-robin over the classes
     # once the correct points run out, the misclassified ones fill the grid
-    assert labels[_grid_rows(correct, labels, 78)[75:]].tolist() == [1, 1, 1]
+    assert labels[grid_rows(correct, labels, 78)[75:]].tolist() == [1, 1, 1]
 
 
 def test_eps_cascade_is_never_weaker_than_independent_runs(model, data, tmp_path) -> None:
@@ -454,8 +500,6 @@ def test_eps_cascade_is_never_weaker_than_independent_runs(model, data, tmp_path
 
 
 def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:
-    from advlab.attacks.evaluate import _Session, clean_pass
-
     x = torch.from_numpy(data.test.images[:60]).float() / 255
     y = torch.from_numpy(data.test.labels[:60])
     seen: list[int] = []
@@ -471,11 +515,11 @@ def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:
 
     with eval_mode(model):
         clean = clean_pass(model, x, y, 64)
-        session = _Session(model, x, y, clean, batch_size=64, seed=0, num_classes=3)
+        runner = AttackRunner(model, x, y, clean, batch_size=64, seed=0, num_classes=3)
         factory = lambda *args, **kwargs: CountingFgsm()  # noqa: E731
-        first = session.attack("fgsm", factory, 8)
+        first = runner.attack("fgsm", factory, 8)
         attacked_first = seen.pop()
-        second = session.attack("fgsm", factory, 8, carry=first)
+        second = runner.attack("fgsm", factory, 8, carry=first)
     assert attacked_first == int(clean.correct.sum())
     # only the points the first run left robust are attacked again; the fooled ones keep theirs
     assert seen == [int(first[1].correct.sum())] or (seen == [] and not first[1].correct.any())

@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from advlab.attacks import metrics, sanity
-from advlab.attacks.evaluate import clean_pass, eval_mode
 from advlab.attacks.grids import perturbation_scale, save_grid
+from advlab.attacks.runner import clean_pass, eval_mode
 from advlab.errors import AttackError
 
 

@@ -23,14 +23,14 @@ import torch
 from advlab.errors import AttackError
 from advlab.naming import WORST_CASE, format_eps
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
+PASS, WARN = "pass", "warn"
 BOUND_TOL = 1e-6  # float32 slack on ||x_adv - x||_inf <= eps (pixel units)
 
 
 @dataclass(frozen=True)
 class SanityCheck:
     name: str
-    status: str  # 'pass' | 'warn' | 'fail'
+    status: str  # 'pass' | 'warn' (a failed check 1 raises instead)
     evidence: str
 
     def to_dict(self) -> dict[str, str]:

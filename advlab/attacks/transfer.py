@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,93 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from advlab.config import PROJECT_ROOT
+from advlab.attacks.runner import eval_mode, load_points
+from advlab.attacks.zoo import build_factories
 from advlab.errors import ConfigError
+from advlab.fileio import atomic_write_text
+from advlab.tracking.sources import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 THIS_MODEL = "this_run"  # name of the evaluated model in the matrix
 TRANSFER_COLUMNS = ["attack", "eps", "source", "target", "accuracy", "n"]
-
-
-RUN_ID = re.compile(r"[0-9a-f]{32}")  # how MLflow spells a run id
-MODEL_ARTIFACT = "model/model.pt"  # where advlab logs the trained model of a run
-
-
-def resolve_checkpoint(
-    ref: str, *, tracking_uri: str | None = None, download_dir: Path | None = None
-) -> Path:
-    """Path of the saved model named by an ``eval.transfer_from`` entry.
-
-    A file is taken as is; a directory must hold ``model/model.pt`` (a run directory) or
-    ``model.pt``. Relative paths resolve against the project root, not Hydra's run directory.
-    Anything else that looks like an MLflow run id is looked up in ``tracking_uri`` (see
-    :func:`_checkpoint_of_run`; downloads go under ``download_dir``).
-    """
-    path = Path(str(ref)).expanduser()
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for candidate in (path / MODEL_ARTIFACT, path / "model.pt"):
-            if candidate.is_file():
-                return candidate
-        raise ConfigError(
-            f"eval.transfer_from: {ref!r} is a directory without model/model.pt or model.pt "
-            "(give a run directory or a model file written by advlab)"
-        )
-    if tracking_uri is not None and RUN_ID.fullmatch(str(ref)):
-        return _checkpoint_of_run(str(ref), tracking_uri, download_dir)
-    raise ConfigError(
-        f"eval.transfer_from: {ref!r} not found (resolved to {path}); give a run directory, a "
-        "model.pt checkpoint or an MLflow run id"
-    )
-
-
-def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None) -> Path:
-    """The model of MLflow run ``run_id``: ``<advlab.run_dir>/model/model.pt`` when that run
-    directory is on this machine, else its ``model/model.pt`` artifact, downloaded."""
-    from mlflow.exceptions import MlflowException
-
-    from advlab.tracking import RUN_DIR_TAG, open_client
-
-    client = open_client(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(
-            f"eval.transfer_from: no MLflow run {run_id} in {tracking_uri} (tracking.uri)"
-        ) from None
-    run_dir = run.data.tags.get(RUN_DIR_TAG)
-    if run_dir and (Path(run_dir) / MODEL_ARTIFACT).is_file():
-        return Path(run_dir) / MODEL_ARTIFACT
-    if download_dir is None:
-        download_dir = Path(tempfile.mkdtemp(prefix="advlab-transfer-"))
-    target = Path(download_dir) / run_id
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(client.download_artifacts(run_id, MODEL_ARTIFACT, dst_path=str(target)))
-    except (MlflowException, OSError):
-        raise ConfigError(
-            f"eval.transfer_from: run {run_id} has no {MODEL_ARTIFACT} artifact and its run "
-            f"directory {run_dir} is not on this machine (was tracking.log_model false?)"
-        ) from None
-
-
-def resolve_sources(
-    refs: list[str], *, tracking_uri: str | None = None, download_dir: Path | None = None
-) -> dict[str, Path]:
-    """``{ref: checkpoint}`` for every ``eval.transfer_from`` entry; a bad one is a
-    :class:`ConfigError`. The pipeline calls this before training, so a typo costs no run."""
-    return {
-        ref: resolve_checkpoint(ref, tracking_uri=tracking_uri, download_dir=download_dir)
-        for ref in refs
-    }
 
 
 def load_sources(
@@ -121,8 +44,8 @@ def load_sources(
 ) -> dict[str, nn.Module]:
     """Load every ``eval.transfer_from`` model and check it fits the evaluated data's shape.
 
-    ``checkpoints`` maps each ref to its file (:func:`resolve_sources`); without it refs must be
-    paths.
+    ``checkpoints`` maps each ref to its file (:func:`advlab.tracking.resolve_sources`); without
+    it refs must be paths.
     """
     from advlab.models.io import load_model
 
@@ -166,8 +89,6 @@ def transfer_matrix(
     attack partials (``instantiate(cfg.attacks[name])``); eps in 1/255 units. Returns a tidy
     frame with TRANSFER_COLUMNS (``eps`` 0 and minimum-norm attacks are skipped).
     """
-    from advlab.attacks.evaluate import eval_mode
-
     rows = []
     for name, factory in factories.items():
         for eps in eps_list:
@@ -218,38 +139,38 @@ def evaluate_transfer(
     cfg_eval: DictConfig,
     attacks: DictConfig,
     *,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    indices: np.ndarray,
     seed: int,
     device: torch.device,
     out_dir: Path,
     checkpoints: Mapping[str, Path] | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Run :func:`transfer_matrix` for ``eval.transfer_from`` + the evaluated model; write
-    transfer.csv and transfer.json under ``out_dir``. ``checkpoints``: see :func:`load_sources`."""
+    """Run :func:`transfer_matrix` for ``eval.transfer_from`` + the evaluated model on the test
+    points ``indices`` (those of the robustness evaluation, ``Evaluation.indices``); write
+    transfer.csv and transfer.json under ``out_dir`` and return the frame and those two paths.
+
+    ``cfg_eval`` and ``attacks`` are as :func:`advlab.validate.check_eval` left them (eps
+    sorted); ``checkpoints``: see :func:`load_sources`.
+    """
     sources = load_sources([str(r) for r in cfg_eval.transfer_from], data, device, checkpoints)
-    models = {THIS_MODEL: model, **sources}
-    factories = {name: instantiate(attacks[name]) for name in attacks}
+    x, y = load_points(data, indices, device)
     frame = transfer_matrix(
-        models,
+        {THIS_MODEL: model, **sources},
         x,
         y,
-        factories,
-        sorted({float(e) for e in cfg_eval.eps}),
+        build_factories(attacks, int(data.num_classes)),
+        list(cfg_eval.eps),
         seed=seed,
         batch_size=int(cfg_eval.batch_size),
         num_classes=int(data.num_classes),
     )
-    written = []
-    for name, text in (
-        ("transfer.csv", frame.to_csv(index=False)),
-        ("transfer.json", json.dumps(frame.to_dict(orient="records"), indent=2)),
-    ):
-        path = Path(out_dir) / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        written.append(path)
+    out_dir = Path(out_dir)
+    written = [
+        atomic_write_text(out_dir / "transfer.csv", frame.to_csv(index=False)),
+        atomic_write_text(
+            out_dir / "transfer.json", json.dumps(frame.to_dict(orient="records"), indent=2)
+        ),
+    ]
     for (attack, eps), _ in frame.groupby(["attack", "eps"]):
         log.info(
             "transfer %s eps %g/255 (rows: source, columns: target)\n%s",

@@ -13,8 +13,13 @@ Conventions shared by every factory:
   tensor is perturbed. ``pgd_l2`` maps the grid to an L2 radius ``eps * l2_per_unit`` (pixel units).
 - The model takes [0, 1] images and normalises inside (``Normalize`` is its first layer), so
   torchattacks' ``set_normalization_used`` is never called.
+- An option's hyperparameters and their defaults are the fields of its schema in
+  :mod:`advlab.config` (``PgdConf`` for ``pgd``, ...); a factory reads them from there, so a
+  Python caller gets the same defaults as the YAML.
 - ``norm`` and ``white_box`` are metadata for the evaluator; factories accept them and check that
   ``norm`` matches what the attack really bounds (a wrong value would make the bound check lie).
+- Ranges and option lists (eps >= 0, steps >= 1, ``targeted``) are checked once, by
+  :func:`advlab.validate.check_eval`; the factories trust the values they are given.
 - ``seed`` makes the attack's randomness (random starts, random targets, restarts) reproducible and
   independent of the global RNG: every call runs under a forked RNG seeded from ``seed`` and the
   call index, so the global generator is left exactly as it was.
@@ -29,26 +34,47 @@ and so that a missing install gives one clear line instead of an ImportError tra
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from advlab.config import (
+    ApgdCeConf,
+    AttackConf,
+    AutoattackConf,
+    CwConf,
+    DeepfoolConf,
+    FabConf,
+    FgsmConf,
+    Norm,
+    PgdConf,
+    PgdL2Conf,
+    SquareConf,
+    Targeted,
+)
 from advlab.errors import AttackError, MissingDependencyError
 from advlab.naming import option_name
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torchattacks
+    from torchattacks import Attack
 
 TORCHATTACKS_PIN = "torchattacks==3.5.1"
-TARGETED_MODES = (None, "random", "least_likely")
-# Metadata keys of an attack node that describe the attack to the evaluator (see AttackConf).
-_METADATA_KEYS = frozenset({"norm", "white_box", "num_classes"})
 # Attacks whose DLR-loss parts are undefined below this many classes (the DLR loss reads the
 # 3rd (untargeted) / 4th (targeted) largest logit), by option name and AutoAttack version.
 _AUTOATTACK_MIN_CLASSES = {"standard": 4, "plus": 4, "rand": 3}
 _ALTERNATIVES = "apgd_ce, fab or square"
+# torchattacks classes of the AutoAttack family: they take their norm by name and a seed of
+# their own.
+_CROCE_HEIN = frozenset({"APGD", "FAB", "Square", "AutoAttack"})
+# torchattacks' switch to each targeted mode.
+_TARGETED_MODES = {
+    Targeted.random: "set_mode_targeted_random",
+    Targeted.least_likely: "set_mode_targeted_least_likely",
+}
 
 
 def import_torchattacks() -> Any:
@@ -71,16 +97,10 @@ def check_attack_support(name: str, cfg_attack: Mapping[str, Any], num_classes: 
     Called before training (by the pipeline) and again by the factories, so that an undefined
     attack is refused with a message naming the alternatives rather than crashing inside it.
     """
-    target = cfg_attack.get("_target_", name) if hasattr(cfg_attack, "get") else name
-    option = option_name(str(target))
+    option = option_name(str(cfg_attack.get("_target_", name)))
     if option == "autoattack":
-        version = str(cfg_attack.get("version", "standard"))
+        version = str(cfg_attack.get("version", AutoattackConf.version))
         _check_autoattack(name, version, num_classes)
-    targeted = cfg_attack.get("targeted") if hasattr(cfg_attack, "get") else None
-    if targeted not in TARGETED_MODES:
-        raise AttackError(
-            f"attacks.{name}.targeted={targeted!r} is not one of null, random, least_likely"
-        )
 
 
 def _check_autoattack(name: str, version: str, num_classes: int) -> None:
@@ -97,48 +117,39 @@ def _check_autoattack(name: str, version: str, num_classes: int) -> None:
         )
 
 
+def build_factories(attacks: Mapping[str, Any], num_classes: int) -> dict[str, Callable[..., Any]]:
+    """``{name: instantiate(node)}`` for each attack node, in order, after refusing any that
+    cannot run on ``num_classes`` classes (:func:`check_attack_support`)."""
+    for name in attacks:
+        check_attack_support(name, attacks[name], num_classes)
+    return {name: instantiate(attacks[name]) for name in attacks}
+
+
 # ---------------------------------------------------------------------------------------- helpers
-def _check_metadata(name: str, common: dict[str, Any], expected_norm: str) -> bool:
-    """Validate the metadata keys of attack ``name``; return its ``white_box`` flag."""
-    unknown = set(common) - _METADATA_KEYS
+def _options(name: str, schema: type[AttackConf], given: dict[str, Any]) -> AttackConf:
+    """The options of attack ``name``: its schema's defaults (:mod:`advlab.config`, the one
+    source of them) updated with ``given``.
+
+    Refuses a key the schema does not have and a ``norm`` that does not describe the attack (a
+    wrong value would make the bound check lie). ``num_classes``, which the evaluator passes to
+    every factory, is a run-time argument, not an option: it is left out here (``fab`` and
+    ``autoattack`` read it from their own keyword arguments).
+    """
+    given = {key: value for key, value in given.items() if key != "num_classes"}
+    known = sorted({f.name for f in fields(schema)} - {"_target_", "_partial_"})
+    unknown = sorted(set(given) - set(known))
     if unknown:
+        raise AttackError(f"attacks.{name}: unexpected argument(s) {unknown}; its options: {known}")
+    options = schema(**given)
+    if options.norm != schema.norm:
         raise AttackError(
-            f"attacks.{name}: unexpected argument(s) {sorted(unknown)}; "
-            f"only {sorted(_METADATA_KEYS)} are accepted besides the attack's own keys"
+            f"attacks.{name}.norm={str(options.norm)!r} does not describe this attack: it is "
+            f"{str(schema.norm)!r}"
         )
-    norm = common.get("norm", expected_norm)
-    if norm != expected_norm:
-        raise AttackError(
-            f"attacks.{name}.norm={norm!r} does not describe this attack: it is {expected_norm!r}"
-        )
-    return bool(common.get("white_box", True))
+    return options
 
 
-def _check_eps(name: str, eps: float) -> float:
-    if eps is None or float(eps) < 0:
-        raise AttackError(f"attacks.{name}: eps={eps!r} must be >= 0 (1/255 units)")
-    return float(eps)
-
-
-def _set_targeted(atk: Any, name: str, targeted: str | None) -> None:
-    """Switch a torchattacks attack to targeted mode ('random' or 'least_likely')."""
-    if targeted is None:
-        return
-    if targeted not in TARGETED_MODES:
-        raise AttackError(
-            f"attacks.{name}.targeted={targeted!r} is not one of null, random, least_likely"
-        )
-    if "targeted" not in atk.supported_mode:
-        raise AttackError(f"attacks.{name}: torchattacks {type(atk).__name__} has no targeted mode")
-    if targeted == "random":
-        atk.set_mode_targeted_random(quiet=True)
-    else:
-        atk.set_mode_targeted_least_likely(quiet=True)
-
-
-def _finish(
-    atk: Any, *, seed: int, norm: str, budget: float | None, white_box: bool
-) -> torchattacks.Attack:
+def _adapt(atk: Any, *, seed: int, norm: Norm, budget: float | None, white_box: bool) -> Attack:
     """Attach the evaluator's metadata and make every call reproducible from ``seed``."""
     forward = atk.forward
     calls = itertools.count()
@@ -161,228 +172,130 @@ def _finish(
     return atk
 
 
-# -------------------------------------------------------------------------------------- factories
-def fgsm(
+def _linf(
     model: nn.Module,
-    *,
     eps: float,
-    targeted: str | None = None,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+    seed: int,
+    options: AttackConf,
+    attack_class: str,
+    **kwargs: Any,
+) -> Attack:
+    """``torchattacks.<attack_class>(model, eps=eps/255, **kwargs)``: an L-inf attack of budget
+    ``eps`` (1/255 units), switched to ``options.targeted`` where the options have it, adapted."""
+    if attack_class in _CROCE_HEIN:
+        kwargs.update(norm="Linf", seed=int(seed))
+    atk = getattr(import_torchattacks(), attack_class)(model, eps=eps / 255, **kwargs)
+    targeted = getattr(options, "targeted", None)
+    if targeted is not None:
+        getattr(atk, _TARGETED_MODES[Targeted(targeted)])(quiet=True)
+    return _adapt(atk, seed=seed, norm=Norm.linf, budget=eps / 255, white_box=options.white_box)
+
+
+def _unbounded(atk: Any, seed: int, options: AttackConf) -> Attack:
+    """A minimum-norm attack (no budget) adapted."""
+    return _adapt(atk, seed=seed, norm=options.norm, budget=None, white_box=options.white_box)
+
+
+# -------------------------------------------------------------------------------------- factories
+# Each factory takes the model and the run-time ``eps`` (1/255 units) and ``seed``; its options
+# and their defaults are the fields of the schema named in its docstring.
+def fgsm(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """FGSM, L-inf: ``x_adv = clamp(x + eps/255 * sign(grad_x loss), 0, 1)`` (one step).
 
-    ``eps`` in 1/255 units; ``targeted`` null | 'random' | 'least_likely' (steps towards the
-    target, i.e. ``x - eps * sign(grad loss(target))``).
+    Options :class:`~advlab.config.FgsmConf`; ``targeted`` random | least_likely steps towards
+    the target, i.e. ``x - eps * sign(grad loss(target))``.
     """
-    white_box = _check_metadata("fgsm", common, "linf")
-    eps = _check_eps("fgsm", eps)
-    atk = import_torchattacks().FGSM(model, eps=eps / 255)
-    _set_targeted(atk, "fgsm", targeted)
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+    return _linf(model, eps, seed, _options("fgsm", FgsmConf, options), "FGSM")
 
 
-def pgd(
-    model: nn.Module,
-    *,
-    eps: float,
-    steps: int = 10,
-    alpha: float | None = None,
-    random_start: bool = True,
-    targeted: str | None = None,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def pgd(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """PGD, L-inf (Madry et al.): ``steps`` signed-gradient steps of ``alpha``, projected on the
-    eps ball and [0, 1]. ``eps`` and ``alpha`` in 1/255 units; ``alpha=None`` is Madry et al.'s
-    2.5 * eps / steps, which reaches the ball's boundary from any start at every eps of a grid.
-    ``random_start`` draws a uniform start in the ball (from ``seed``)."""
-    white_box = _check_metadata("pgd", common, "linf")
-    eps = _check_eps("pgd", eps)
+    eps ball and [0, 1]. Options :class:`~advlab.config.PgdConf`: ``alpha`` in 1/255 units;
+    ``alpha=None`` is Madry et al.'s 2.5 * eps / steps, which reaches the ball's boundary from
+    any start at every eps of a grid. ``random_start`` draws a uniform start in the ball (from
+    ``seed``)."""
+    o = _options("pgd", PgdConf, options)
+    alpha = o.alpha
     if alpha is None:
-        alpha = 2.5 * eps / max(int(steps), 1) if eps > 0 else 1.0  # eps 0: no step can move x
-    if int(steps) < 1 or float(alpha) <= 0:
-        raise AttackError(f"attacks.pgd: steps={steps} must be >= 1 and alpha={alpha} > 0")
-    atk = import_torchattacks().PGD(
-        model, eps=eps / 255, alpha=float(alpha) / 255, steps=int(steps), random_start=random_start
-    )
-    _set_targeted(atk, "pgd", targeted)
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+        alpha = 2.5 * eps / o.steps if eps > 0 else 1.0  # eps 0: no step can move x
+    steps, start = int(o.steps), bool(o.random_start)
+    return _linf(model, eps, seed, o, "PGD", alpha=alpha / 255, steps=steps, random_start=start)
 
 
-def pgd_l2(
-    model: nn.Module,
-    *,
-    eps: float,
-    steps: int = 10,
-    l2_per_unit: float = 0.1,
-    alpha_fraction: float = 0.2,
-    random_start: bool = True,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def pgd_l2(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """PGD under the L2 norm. The grid value ``eps`` (1/255 L-inf units) maps to the L2 radius
     ``eps * l2_per_unit`` in pixel units (eps 8 -> 0.8 with the default 0.1); the step size is
-    ``alpha_fraction`` times that radius."""
-    white_box = _check_metadata("pgd_l2", common, "l2")
-    eps = _check_eps("pgd_l2", eps)
-    if float(l2_per_unit) <= 0 or float(alpha_fraction) <= 0 or int(steps) < 1:
-        raise AttackError(
-            f"attacks.pgd_l2: l2_per_unit={l2_per_unit} and alpha_fraction={alpha_fraction} must "
-            f"be > 0 and steps={steps} >= 1"
-        )
-    radius = eps * float(l2_per_unit)
+    ``alpha_fraction`` times that radius. Options :class:`~advlab.config.PgdL2Conf`."""
+    o = _options("pgd_l2", PgdL2Conf, options)
+    radius = float(eps) * float(o.l2_per_unit)
     if radius == 0:
         # torchattacks' PGDL2 divides by the radius (NaN at 0); a zero ball admits only x itself.
         atk = import_torchattacks().VANILA(model)
-        return _finish(atk, seed=seed, norm="l2", budget=0.0, white_box=white_box)
-    atk = import_torchattacks().PGDL2(
-        model,
-        eps=radius,
-        alpha=float(alpha_fraction) * radius,
-        steps=int(steps),
-        random_start=random_start,
-    )
-    return _finish(atk, seed=seed, norm="l2", budget=radius, white_box=white_box)
+    else:
+        atk = import_torchattacks().PGDL2(
+            model,
+            eps=radius,
+            alpha=float(o.alpha_fraction) * radius,
+            steps=int(o.steps),
+            random_start=bool(o.random_start),
+        )
+    return _adapt(atk, seed=seed, norm=Norm.l2, budget=radius, white_box=o.white_box)
 
 
-def apgd_ce(
-    model: nn.Module,
-    *,
-    eps: float,
-    steps: int = 10,
-    restarts: int = 1,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def apgd_ce(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """APGD with cross-entropy loss (Croce & Hein 2020), L-inf, step size adapted; any number of
-    classes. ``eps`` in 1/255 units."""
-    white_box = _check_metadata("apgd_ce", common, "linf")
-    eps = _check_eps("apgd_ce", eps)
-    atk = import_torchattacks().APGD(
-        model,
-        norm="Linf",
-        eps=eps / 255,
-        steps=int(steps),
-        n_restarts=int(restarts),
-        seed=int(seed),
-        loss="ce",
-    )
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+    classes. Options :class:`~advlab.config.ApgdCeConf`."""
+    o = _options("apgd_ce", ApgdCeConf, options)
+    kwargs = dict(steps=int(o.steps), n_restarts=int(o.restarts), loss="ce")
+    return _linf(model, eps, seed, o, "APGD", **kwargs)
 
 
-def square(
-    model: nn.Module,
-    *,
-    eps: float,
-    queries: int = 1000,
-    restarts: int = 1,
-    p_init: float = 0.8,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def square(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """Square attack (Andriushchenko et al. 2020), L-inf, black-box: it only queries the model's
-    outputs (``queries`` per example). ``eps`` in 1/255 units."""
-    white_box = _check_metadata("square", common, "linf")
-    eps = _check_eps("square", eps)
-    atk = import_torchattacks().Square(
-        model,
-        norm="Linf",
-        eps=eps / 255,
-        n_queries=int(queries),
-        n_restarts=int(restarts),
-        p_init=float(p_init),
-        seed=int(seed),
-    )
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+    outputs (``queries`` per example). Options :class:`~advlab.config.SquareConf`."""
+    o = _options("square", SquareConf, options)
+    kwargs = dict(n_queries=int(o.queries), n_restarts=int(o.restarts), p_init=float(o.p_init))
+    return _linf(model, eps, seed, o, "Square", **kwargs)
 
 
-def fab(
-    model: nn.Module,
-    *,
-    eps: float,
-    steps: int = 10,
-    restarts: int = 1,
-    num_classes: int,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def fab(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """FAB (Croce & Hein 2020), untargeted, L-inf: a minimal-perturbation attack that works on two
-    classes (the alternative to AutoAttack's FAB-T there). ``eps`` in 1/255 units."""
-    white_box = _check_metadata("fab", common, "linf")
-    eps = _check_eps("fab", eps)
-    atk = import_torchattacks().FAB(
-        model,
-        norm="Linf",
-        eps=eps / 255,
-        steps=int(steps),
-        n_restarts=int(restarts),
-        seed=int(seed),
-        multi_targeted=False,
-        n_classes=int(num_classes),
-    )
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+    classes (the alternative to AutoAttack's FAB-T there). Options :class:`~advlab.config.FabConf`
+    plus the run-time ``num_classes``."""
+    o = _options("fab", FabConf, options)
+    classes = int(options["num_classes"])
+    kwargs = dict(steps=int(o.steps), n_restarts=int(o.restarts), n_classes=classes)
+    return _linf(model, eps, seed, o, "FAB", multi_targeted=False, **kwargs)
 
 
-def cw(
-    model: nn.Module,
-    *,
-    eps: float | None = None,
-    c: float = 1.0,
-    kappa: float = 0.0,
-    steps: int = 50,
-    lr: float = 0.01,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def cw(model: nn.Module, *, eps: float | None = None, seed: int = 0, **options: Any) -> Attack:
     """Carlini-Wagner L2: minimises the perturbation, so it takes no budget (``eps`` is ignored;
-    the evaluator counts an example at a grid eps only if its perturbation lies in that ball)."""
-    white_box = _check_metadata("cw", common, "l2")
-    atk = import_torchattacks().CW(
-        model, c=float(c), kappa=float(kappa), steps=int(steps), lr=float(lr)
-    )
-    return _finish(atk, seed=seed, norm="l2", budget=None, white_box=white_box)
+    the evaluator counts an example at a grid eps only if its perturbation lies in that ball).
+    Options :class:`~advlab.config.CwConf`."""
+    o = _options("cw", CwConf, options)
+    kwargs = {"c": float(o.c), "kappa": float(o.kappa), "steps": int(o.steps), "lr": float(o.lr)}
+    return _unbounded(import_torchattacks().CW(model, **kwargs), seed, o)
 
 
 def deepfool(
-    model: nn.Module,
-    *,
-    eps: float | None = None,
-    steps: int = 50,
-    overshoot: float = 0.02,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+    model: nn.Module, *, eps: float | None = None, seed: int = 0, **options: Any
+) -> Attack:
     """DeepFool: the minimal step to the nearest (linearised) decision boundary, unbounded, so
-    ``eps`` is ignored (see :func:`cw`). Slow: torchattacks loops over examples and classes."""
-    white_box = _check_metadata("deepfool", common, "none")
-    atk = import_torchattacks().DeepFool(model, steps=int(steps), overshoot=float(overshoot))
-    return _finish(atk, seed=seed, norm="none", budget=None, white_box=white_box)
+    ``eps`` is ignored (see :func:`cw`). Slow: torchattacks loops over examples and classes.
+    Options :class:`~advlab.config.DeepfoolConf`."""
+    o = _options("deepfool", DeepfoolConf, options)
+    atk = import_torchattacks().DeepFool(model, steps=int(o.steps), overshoot=float(o.overshoot))
+    return _unbounded(atk, seed, o)
 
 
-def autoattack(
-    model: nn.Module,
-    *,
-    eps: float,
-    version: str = "standard",
-    num_classes: int,
-    seed: int = 0,
-    **common: Any,
-) -> torchattacks.Attack:
+def autoattack(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
     """AutoAttack (Croce & Hein 2020), L-inf: APGD-CE, APGD-T, FAB-T, Square (``standard``).
 
-    Refused with :class:`AttackError` below 4 classes (3 for ``rand``), before anything runs: its
-    DLR-loss parts are undefined there. ``eps`` in 1/255 units.
+    Options :class:`~advlab.config.AutoattackConf` plus the run-time ``num_classes``. Refused
+    with :class:`AttackError` below 4 classes (3 for ``rand``), before anything runs: its
+    DLR-loss parts are undefined there.
     """
-    white_box = _check_metadata("autoattack", common, "linf")
-    _check_autoattack("autoattack", str(version), int(num_classes))
-    eps = _check_eps("autoattack", eps)
-    atk = import_torchattacks().AutoAttack(
-        model,
-        norm="Linf",
-        eps=eps / 255,
-        version=str(version),
-        n_classes=int(num_classes),
-        seed=int(seed),
-    )
-    return _finish(atk, seed=seed, norm="linf", budget=eps / 255, white_box=white_box)
+    o = _options("autoattack", AutoattackConf, options)
+    classes, version = int(options["num_classes"]), str(o.version)
+    _check_autoattack("autoattack", version, classes)
+    return _linf(model, eps, seed, o, "AutoAttack", version=version, n_classes=classes)
