@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from advlab import naming
+from advlab.fileio import atomic_write_text
 from advlab.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from advlab.attacks.evaluate import headline_metrics
     from advlab.attacks.transfer import load_sources
     from advlab.data import load_data
-    from advlab.models import build_model, count_params, layer_table
-    from advlab.models.io import save_model
     from advlab.runtime import seed_everything, select_device, set_threads
     from advlab.tracking import Tracker, resolve_sources, resolve_tracking_uri
-    from advlab.training.fit import fit
 
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -61,37 +59,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         load_sources(transfer_refs, data, torch.device("cpu"), transfer_checkpoints)
         tracker.log_data_facts(data.facts())
 
-        model = build_model(cfg.model, data)
-        num_params = count_params(model)
-        log.info(
-            "model %s, %d trainable parameters\n%s",
-            naming.option_name(cfg.model._target_),
-            num_params,
-            layer_table(model, (1, data.channels, *data.image_size)),
-        )
-        tracker.log_metrics({naming.NUM_PARAMS: num_params})
-
-        fitted = fit(
-            model,
-            data,
-            cfg.train,
-            cfg.optimizer,
-            seed=cfg.seed,
-            device=device,
-            run_dir=run_dir,
-            on_epoch=tracker.log_epoch,
-        )
-        tracker.log_metrics(
-            {
-                naming.BEST_EPOCH: fitted.best_epoch,
-                naming.STOPPED_EPOCH: fitted.stopped_epoch,
-                "train_seconds": fitted.seconds,
-            }
-        )
-        if cfg.tracking.log_model:
-            model_path = run_dir / "model" / "model.pt"
-            save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
-            tracker.log_artifact(model_path, "model")
+        model, num_params = _build_model(cfg, data, tracker)
+        _train(cfg, model, data, device, run_dir, tracker)
 
         evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
         metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
@@ -107,8 +76,52 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.report.enabled and run_id is not None:
         pdf = _single_run_report(cfg, tracking_uri, experiment, run_id)
 
-    _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf)
+    _print_summary(cfg, metrics, run_dir, tracker, device, pdf)
     return metrics
+
+
+def _build_model(cfg: DictConfig, data, tracker):
+    """The model chosen by ``cfg.model``, sized from the data; its size is logged and tracked."""
+    from advlab.models import build_model, count_params, layer_table
+
+    model = build_model(cfg.model, data)
+    num_params = count_params(model)
+    log.info(
+        "model %s, %d trainable parameters\n%s",
+        naming.option_name(cfg.model._target_),
+        num_params,
+        layer_table(model, (1, data.channels, *data.image_size)),
+    )
+    tracker.log_metrics({naming.NUM_PARAMS: num_params})
+    return model, num_params
+
+
+def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker) -> None:
+    """Fit (each epoch tracked), record where it stopped, save and log the trained model."""
+    from advlab.models.io import save_model
+    from advlab.training.fit import fit
+
+    fitted = fit(
+        model,
+        data,
+        cfg.train,
+        cfg.optimizer,
+        seed=cfg.seed,
+        device=device,
+        run_dir=run_dir,
+        on_epoch=tracker.log_epoch,
+    )
+    tracker.log_metrics(
+        {
+            naming.BEST_EPOCH: fitted.best_epoch,
+            naming.STOPPED_EPOCH: fitted.stopped_epoch,
+            "train_seconds": fitted.seconds,
+        }
+    )
+    if cfg.tracking.log_model:
+        model_path = run_dir / "model" / "model.pt"
+        save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
+        tracker.log_artifact(model_path, "model")
 
 
 def _evaluate(cfg: DictConfig, model, data, device, results_dir: Path, transfer_checkpoints):
@@ -175,9 +188,7 @@ def _data_spec(data) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)  # never a half-written results.json
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True))  # never half-written
 
 
 def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_id: str):
@@ -196,7 +207,9 @@ def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_
     return pdf
 
 
-def _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf) -> None:
+def _print_summary(cfg, metrics, run_dir, tracker, device, pdf) -> None:
+    from advlab.tracking import serve_command, ui_link
+
     lines = ["", "advlab run finished"]
     lines.append(f"  clean accuracy      {metrics[naming.CLEAN_ACC]:.1%}")
     largest = max(cfg.eval.eps)
@@ -204,11 +217,26 @@ def _print_summary(cfg, metrics, run_dir, run_id, tracking_uri, pdf) -> None:
         key = naming.robust_acc_key(attack, largest)
         if key in metrics:
             lines.append(f"  {attack:<8} eps {naming.format_eps(largest)}/255  {metrics[key]:.1%}")
+    lines.append(f"  device              {_device_line(device)}")
     lines.append(f"  run directory       {run_dir}")
-    if run_id is not None:
-        lines.append(f"  MLflow run          {run_id} ({tracking_uri})")
-        lines.append("  compare runs        make ui  ->  http://127.0.0.1:5000")
+    if tracker.run_id is not None:
+        uri, experiment_id = tracker.tracking_uri, tracker.experiment_id
+        lines.append(f"  MLflow run          {tracker.run_id} ({uri})")
+        lines.append(f"  open in MLflow UI   {ui_link(uri, experiment_id, tracker.run_id)}")
+        if tracker.in_sweep:
+            lines.append(f"  the sweep's runs    {ui_link(uri, experiment_id)}")
+        serve = serve_command(uri)
+        if serve is not None:
+            lines.append(f"  serve the UI with   {serve}")
     if pdf is not None:
         lines.append(f"  PDF report          {pdf}")
     # The summary is the product's answer to the user, so it goes to the log (Hydra's console).
     log.info("\n".join(lines))
+
+
+def _device_line(device) -> str:
+    """``cpu (torch 2.13.0+cpu)``; a GPU with its name: ``cuda:0 (NVIDIA H200, torch ...)``."""
+    import torch
+
+    name = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
+    return f"{device} ({name}torch {torch.__version__})"
