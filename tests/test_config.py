@@ -288,3 +288,16 @@ def test_cli_composition_errors_are_one_line(tmp_path, override: str, expected: 
     assert proc.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("advlab: error: "), lines
     assert expected in lines[0]
+
+
+@pytest.mark.slow
+def test_the_report_app_has_its_own_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "advlab.report", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("advlab.report: a PDF report of MLflow runs")
+    assert "report.experiment" in proc.stdout and "python -m advlab +experiment" not in proc.stdout

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 import advlab.config  # noqa: F401  (registers the structured-config schemas)
+from advlab.cli import run_hydra_app
 from advlab.config import PROJECT_ROOT
 from advlab.errors import AdvlabError
 
@@ -48,7 +49,7 @@ def make_report(cfg: DictConfig) -> Path:
     )
 
 
-@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="report_app", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         path = make_report(cfg)
@@ -60,4 +61,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main)
