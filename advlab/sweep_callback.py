@@ -15,8 +15,10 @@ the sweep and its compare view shows them as one table.
 FINISHED. Hydra skips ``on_multirun_end`` when a job raises or the sweep is interrupted, so the
 callback also registers an ``atexit`` hook (and, for the sweep's duration, a SIGTERM handler that
 raises :class:`advlab.tracking.Terminated`, a ``KeyboardInterrupt``) which ends the parent then.
-Job runs whose process died without closing them (SIGKILL, out of memory) are ended KILLED: no
-run is left RUNNING.
+Job runs whose process died without closing them (SIGKILL, out of memory) are ended KILLED with
+the tag ``advlab.killed_reason``: no run is left RUNNING. The parent run carries the sweep process's
+host, pid and heartbeat tags, and ``on_multirun_start`` first ends the store's runs whose process
+is gone (:func:`advlab.tracking.reap_dead_runs`), as every run's start does.
 
 Enabled in ``conf/hydra/default.yaml`` through ``conf/hydra/callbacks/mlflow_sweep.yaml``.
 """
@@ -59,6 +61,7 @@ class MlflowSweepCallback(Callback):
             return
         uri = tracking.resolve_tracking_uri(config.tracking, config.get("paths"))
         client = tracking.open_client(uri)
+        tracking.reap_dead_runs(client, config.tracking.get("stale_after_s"))
         artifact_root = tracking.resolve_artifact_root(config.tracking, config.get("paths"), uri)
         name = str(config.tracking.experiment)
         experiment_id = tracking.ensure_experiment(client, name, artifact_root)
@@ -77,6 +80,8 @@ class MlflowSweepCallback(Callback):
             "advlab.git_commit": commit,
             "advlab.git_dirty": dirty,
             "advlab.version": __version__,
+            # The sweep process: the parent run is alive while it is (see tracking.liveness).
+            **tracking.process_tags(),
         }
         sweeper_params = config.hydra.sweeper.get("params")
         if sweeper_params:
@@ -144,9 +149,8 @@ class MlflowSweepCallback(Callback):
         for child in children:
             status = child.info.status
             if status not in ("FINISHED", "FAILED", "KILLED"):
-                tracking.end_run(
-                    client, child.info.run_id, "KILLED", {"advlab.error": ORPHAN_MESSAGE}
-                )
+                reason = {tracking.KILLED_REASON_TAG: ORPHAN_MESSAGE}
+                tracking.end_run(client, child.info.run_id, "KILLED", reason)
                 status = "KILLED"
             statuses.append(status)
         if "FAILED" in statuses:
@@ -165,7 +169,13 @@ class MlflowSweepCallback(Callback):
         extra = (
             {}
             if completed
-            else {"advlab.stop_reason": "the sweep stopped before all jobs returned"}
+            else {tracking.STOP_REASON_TAG: "the sweep stopped before all jobs returned"}
         )
         tracking.end_run(client, parent, status, extra)
-        log.info("MLflow sweep run %s ended %s (%d jobs)", parent, status, len(statuses))
+        log.info(
+            "MLflow sweep run %s ended %s (%d jobs); its runs in the MLflow UI: %s",
+            parent,
+            status,
+            len(statuses),
+            tracking.ui_link(uri, self.experiment_id),
+        )

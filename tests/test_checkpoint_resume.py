@@ -279,3 +279,76 @@ def test_resume_can_train_longer_unless_the_schedule_spans_the_run(tmp_path: Pat
     cosine.train.epochs = 4
     with pytest.raises(ConfigError, match=r"train\.epochs=4 differs"):
         run(cosine, data, tmp_path / "d")
+
+
+# ------------------------------------------------------------- SIGKILL, then resume, in MLflow
+@pytest.mark.slow
+def test_pipeline_killed_then_resumed_is_one_finished_run_with_every_epoch_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from mlflow import MlflowClient
+
+    from advlab.pipeline import run as run_pipeline
+    from advlab.tracking import KILLED_REASON_TAG
+
+    epochs, uri = 8, f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"tracking.uri={uri}",
+        f"tracking.artifact_root={tmp_path / 'mlartifacts'}",
+        "report.enabled=false",
+        "tracking.log_model=false",
+        "device=cpu",
+        "threads=1",
+        f"train.epochs={epochs}",
+        "train.batch_size=32",
+        "train.early_stopping.enabled=false",
+        "data.limit_train=2000",  # about a second per epoch: long enough to be killed inside
+        "data.limit_test=200",
+        "eval.n_examples=64",
+        "eval.eps=[0,8]",
+        "attacks.pgd.steps=3",
+        "eval.sanity.convergence_n=32",
+        "eval.grid_n=2",
+    ]
+    killed_dir = tmp_path / "killed"
+    cli = [sys.executable, "-m", "advlab", *overrides, f"hydra.run.dir={killed_dir}"]
+    proc = subprocess.Popen(cli, env=_env(), cwd=PROJECT_ROOT)
+    last = killed_dir / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    try:
+        while _checkpoint_epoch(last) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared in time"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert _checkpoint_epoch(last) < epochs, "the kill must land mid-training"
+    client = MlflowClient(uri)
+    (killed,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert killed.info.status == "RUNNING"  # SIGKILL: nobody closed it
+
+    caplog.set_level(logging.INFO, logger="advlab.pipeline")
+    run_pipeline(compose_config([*overrides, f"train.resume={killed_dir}"]))
+
+    (resumed,) = client.search_runs([killed.info.experiment_id])
+    link = (
+        f"http://127.0.0.1:5000/#/experiments/{killed.info.experiment_id}/runs/"
+        f"{killed.info.run_id}?workflowType=machine_learning"
+    )
+    assert f"open in MLflow UI   {link}\n" in caplog.text  # the summary links the same run
+    assert f"device              cpu (torch {torch.__version__})\n" in caplog.text
+    assert resumed.info.run_id == killed.info.run_id
+    assert resumed.info.status == "FINISHED"
+    assert KILLED_REASON_TAG not in resumed.data.tags  # reaped, then continued
+    for key in ("train_loss", "val_acc", "lr"):
+        steps = [m.step for m in client.get_metric_history(resumed.info.run_id, key)]
+        assert sorted(steps) == list(range(1, epochs + 1)), key
+    assert resumed.data.metrics["stopped_epoch"] == epochs
+
+    with pytest.raises(ConfigError, match="has FINISHED"):
+        run_pipeline(compose_config([*overrides, f"train.resume={killed_dir}"]))

@@ -283,3 +283,16 @@ def test_tracker_env_uri_and_existing_experiment(make_cfg, tmp_path, monkeypatch
     )
     assert {r.info.run_id for r in runs} == set(ids)
     assert os.environ["MLFLOW_TRACKING_URI"] == uri  # the tracker never rewrites the environment
+
+
+def test_a_sigterm_while_a_run_is_being_ended_is_held_then_delivered() -> None:
+    import os
+    import signal
+
+    from advlab.tracking.signals import sigterm_deferred
+
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_deferred() as held:
+        os.kill(os.getpid(), signal.SIGTERM)  # would abort end_run mid-write without the hold
+        assert held == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is before

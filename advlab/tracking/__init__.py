@@ -7,6 +7,9 @@
 - :mod:`~advlab.tracking.tracker`: :class:`Tracker`, one run from start to its terminal status.
 - :mod:`~advlab.tracking.signals`: SIGTERM raised as :class:`Terminated`, so runs end KILLED.
 - :mod:`~advlab.tracking.sources`: ``eval.transfer_from`` entries (paths or run ids) -> model files.
+- :mod:`~advlab.tracking.liveness`: host, pid and heartbeat tags; ending runs whose process is gone.
+- :mod:`~advlab.tracking.resume`: ``train.resume`` continues the same MLflow run.
+- :mod:`~advlab.tracking.ui`: links that open the MLflow UI on a run or an experiment's runs.
 
 Every MLflow write goes through this package: a run's by :class:`Tracker` (and
 :func:`attach_artifact` once it has ended, for the PDF report), a sweep's parent run by
@@ -14,10 +17,13 @@ Every MLflow write goes through this package: a run's by :class:`Tracker` (and
 so importing this package stays cheap.
 """
 
+from advlab.tracking.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
 from advlab.tracking.metadata import (
     ENV_PARENT_RUN_ID,
     ENV_SWEEP_ID,
+    ERROR_TAG,
     RUN_DIR_TAG,
+    STOP_REASON_TAG,
     SWEEP_FILE,
     command_line,
     derive_run_name,
@@ -40,13 +46,17 @@ from advlab.tracking.store import (
     retry,
 )
 from advlab.tracking.tracker import Tracker
+from advlab.tracking.ui import serve_command, ui_link
 
 __all__ = [
     "ENV_PARENT_RUN_ID",
     "ENV_SWEEP_ID",
+    "ERROR_TAG",
+    "KILLED_REASON_TAG",
     "MAX_PARAM_VAL_LENGTH",
     "MAX_TAG_VAL_LENGTH",
     "RUN_DIR_TAG",
+    "STOP_REASON_TAG",
     "SWEEP_FILE",
     "Terminated",
     "Tracker",
@@ -58,6 +68,8 @@ __all__ = [
     "flatten_config",
     "git_state",
     "open_client",
+    "process_tags",
+    "reap_dead_runs",
     "resolve_artifact_root",
     "resolve_checkpoint",
     "resolve_sources",
@@ -65,6 +77,8 @@ __all__ = [
     "restore_sigterm",
     "retry",
     "run_tags",
+    "serve_command",
     "sigterm_raises",
     "sweep_id_from_dir",
+    "ui_link",
 ]

@@ -35,6 +35,8 @@ ENV_SWEEP_ID = "ADVLAB_SWEEP_ID"
 SWEEP_FILE = "mlflow_sweep.json"
 
 RUN_DIR_TAG = "advlab.run_dir"  # where a run's files (model/model.pt, results/) live
+ERROR_TAG = "advlab.error"  # a FAILED run: the exception
+STOP_REASON_TAG = "advlab.stop_reason"  # a KILLED run: the signal or Ctrl-C that stopped it
 
 
 # ------------------------------------------------------------------------------------ params
@@ -68,11 +70,13 @@ def _resolved(cfg: DictConfig | Mapping[str, Any], *, enum_to_str: bool = False)
 def flatten_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
     """The resolved config as MLflow params: dotted keys -> string values.
 
-    ``attacks.*`` keeps only the attacks listed in ``eval.attacks``; the ``hydra`` node is left out.
+    ``attacks.*`` keeps only the attacks listed in ``eval.attacks``; the ``hydra`` node and the
+    ``audit`` node (settings of ``python -m advlab.audit``, not of the run) are left out.
     Lists are one param (``eval.eps`` -> ``'[0.0, 1.0, 2.0]'``); values longer than MLflow's limit
     (6000 characters) are truncated with ``...``.
     """
     data = _resolved(cfg)
+    data.pop("audit", None)
     chosen = set((data.get("eval") or {}).get("attacks") or [])
     if isinstance(data.get("attacks"), dict):
         data["attacks"] = {k: v for k, v in data["attacks"].items() if k in chosen}
@@ -214,10 +218,18 @@ def _device_and_precision(cfg: DictConfig) -> tuple[str, str]:
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command that started this process, ``python -m advlab ...`` for the CLI."""
+    """The command that started this process, ``python -m advlab ...`` for the CLI.
+
+    A sweep job started by a launcher in its own process (submitit on SLURM runs
+    ``submitit/_submit.py <folder>``) gets the command of its own point instead:
+    ``python -m advlab <its overrides>``, which reruns that job alone.
+    """
     argv = list(sys.argv if argv is None else argv)
     if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "advlab":
-        argv = ["python", "-m", "advlab", *argv[1:]]
+        return shlex.join(["python", "-m", "advlab", *argv[1:]])
+    overrides = _hydra_task_overrides()
+    if argv and "submitit" in Path(argv[0]).parts and overrides is not None:
+        return shlex.join(["python", "-m", "advlab", *overrides])
     return shlex.join(argv)
 
 

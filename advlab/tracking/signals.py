@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -41,4 +43,24 @@ def sigterm_raises() -> Any:
 def restore_sigterm(previous: Any) -> None:
     """Put back the handler :func:`sigterm_raises` returned (None: nothing was replaced)."""
     if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[list[int]]:
+    """Hold SIGTERM while the block runs; yield the list of signals that arrived meanwhile.
+
+    For the moment a run is being ended: a SIGTERM (scancel, a time limit) landing inside
+    ``end_run`` would abort it and leave the run RUNNING. The caller delivers the held signal
+    once the run has its terminal status. Off the main thread nothing is held (and the list
+    stays empty), as Python cannot set handlers there.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,15 +1,19 @@
 """The :class:`Tracker`: one MLflow run, from start to its terminal status.
 
-It starts the run (nested under the sweep's parent run when the job is part of a Hydra multirun),
-logs the resolved config as params and as ``config/config.json``, the tags, metrics and artifacts
-listed in ``docs/architecture.md`` ("What a run leaves in MLflow"), and always ends the run:
-FINISHED, FAILED (error as tag ``advlab.error``) or KILLED (Ctrl-C, SIGTERM).
+It first ends the store's runs whose process is gone (:mod:`~advlab.tracking.liveness`), then
+starts the run (nested under the sweep's parent run when the job is part of a Hydra multirun), or
+reopens the run ``train.resume`` continues (:mod:`~advlab.tracking.resume`), tags it with this
+process and a heartbeat, logs the resolved config as params and as ``config/config.json``, the
+tags, metrics and artifacts listed in ``docs/architecture.md`` ("What a run leaves in MLflow"),
+and always ends the run: FINISHED, FAILED (error as tag ``advlab.error``) or KILLED (Ctrl-C,
+SIGTERM).
 
 mlflow is imported inside functions so that ``import advlab.tracking`` stays cheap.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -21,9 +25,19 @@ from omegaconf import DictConfig
 
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
-from advlab.naming import CLEAN_ACC, asr_key, format_eps, robust_acc_key
+from advlab.naming import (
+    CLEAN_ACC,
+    asr_key,
+    escalation_flips_key,
+    escalation_points_key,
+    format_eps,
+    robust_acc_key,
+)
 from advlab.tracking import store
+from advlab.tracking.liveness import heartbeat, process_tags, reap_dead_runs
 from advlab.tracking.metadata import (
+    ERROR_TAG,
+    STOP_REASON_TAG,
     derive_run_name,
     flatten_config,
     mlflow_context_tags,
@@ -32,10 +46,19 @@ from advlab.tracking.metadata import (
     sweep_tags,
     typed_config_json,
 )
-from advlab.tracking.signals import restore_sigterm, sigterm_raises
+from advlab.tracking.resume import (
+    RESUME_CHANGES_TAG,
+    Resumed,
+    changed_params,
+    reopen,
+    run_to_resume,
+    write_run_file,
+)
+from advlab.tracking.signals import Terminated, restore_sigterm, sigterm_deferred, sigterm_raises
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +71,9 @@ class Tracker:
     ``with Tracker(cfg, run_dir=run_dir) as tracker: ...`` starts the run on enter and on exit sets
     FINISHED, FAILED (tag ``advlab.error`` = the error) or KILLED (Ctrl-C, or SIGTERM, which the
     tracker turns into :class:`~advlab.tracking.Terminated` while the run is open). With
-    ``tracking.enabled=false`` every method is a no-op and MLflow is never imported; ``run_id`` is
-    then None.
+    ``train.resume`` it continues the run recorded beside that checkpoint instead of starting one
+    (:mod:`~advlab.tracking.resume`). With ``tracking.enabled=false`` every method is a no-op and
+    MLflow is never imported; ``run_id`` is then None.
     """
 
     def __init__(self, cfg: DictConfig, *, run_dir: Path) -> None:
@@ -61,6 +85,9 @@ class Tracker:
         self.run_name: str | None = None
         self.status: str | None = None  # terminal status once the run has ended
         self.tracking_uri: str | None = None
+        self.experiment_id: str | None = None
+        self.in_sweep = False  # a job of a Hydra multirun (tag advlab.sweep)
+        self._resumed: Resumed | None = None  # the run train.resume continues, if any
         self._client: MlflowClient | None = None
         self._prev_sigterm: Any = None
         # Per-epoch metrics are queued (MLflow's async logging) so a database write never stalls
@@ -76,19 +103,14 @@ class Tracker:
         assert self.tracking_uri is not None
         client = store.open_client(self.tracking_uri)
         self._client = client
+        reap_dead_runs(client, self.cfg.tracking.get("stale_after_s"))
+        # Before the experiment is created: a refused resume leaves nothing behind.
+        to_resume = run_to_resume(client, self.cfg.train.get("resume"), self.experiment_name)
         artifact_root = store.resolve_artifact_root(
             self.cfg.tracking, self.cfg.get("paths"), self.tracking_uri
         )
-        experiment_id = store.ensure_experiment(client, self.experiment_name, artifact_root)
-        self.run_name = derive_run_name(self.cfg)
-        tags = run_tags(self.cfg, run_dir=self.run_dir)
-        tags.update(mlflow_context_tags())
-        tags.update(sweep_tags(experiment_id))
-        run = store.retry(
-            lambda: client.create_run(experiment_id, run_name=self.run_name, tags=tags),
-            what="create run",
-        )
-        self.run_id = run.info.run_id
+        self.experiment_id = store.ensure_experiment(client, self.experiment_name, artifact_root)
+        self._start_run(client, self.experiment_id, to_resume)
         log.info(
             "MLflow run %s (%s) in experiment %r at %s",
             self.run_name,
@@ -98,6 +120,7 @@ class Tracker:
         )
         self._prev_sigterm = sigterm_raises()
         try:
+            self._record_in_run_dir()
             self._log_config()
         except BaseException as err:
             self._restore_sigterm()
@@ -105,12 +128,47 @@ class Tracker:
             raise
         return self
 
+    def _start_run(
+        self, client: MlflowClient, experiment_id: str, to_resume: tuple[Run, Path] | None
+    ) -> None:
+        """Create the run, or reopen ``to_resume``; tag it with this process."""
+        tags = run_tags(self.cfg, run_dir=self.run_dir)
+        tags.update(mlflow_context_tags())
+        tags.update(sweep_tags(experiment_id))
+        tags.update(process_tags())
+        if to_resume is None:
+            self.run_name = derive_run_name(self.cfg)
+            run = store.retry(
+                lambda: client.create_run(experiment_id, run_name=self.run_name, tags=tags),
+                what="create run",
+            )
+            self.run_id = run.info.run_id
+        else:
+            self._resumed = reopen(client, *to_resume, tags)
+            self.run_id, self.run_name = self._resumed.run_id, self._resumed.run_name
+        self.in_sweep = "advlab.sweep" in tags
+
+    def _record_in_run_dir(self) -> None:
+        """``<run dir>/mlflow_run.json``: the run a later ``train.resume`` of this directory
+        continues."""
+        info = {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "experiment": self.experiment_name,
+            "tracking_uri": self.tracking_uri,
+        }
+        write_run_file(self.run_dir, info)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> bool:
+        held: list[int] = []
         if self.enabled and self.run_id is not None and self.status is None:
-            self._close_run(exc_type, exc)
+            with sigterm_deferred() as held:  # a SIGTERM now must not leave the run RUNNING
+                self._close_run(exc_type, exc)
         self._restore_sigterm()
+        if held and exc_type is None:
+            raise Terminated(held[0])  # arrived while the run was being ended: deliver it now
         return False  # never swallow the exception
 
     def _close_run(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
@@ -121,17 +179,17 @@ class Tracker:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):
             status = "KILLED"
-            tags["advlab.stop_reason"] = str(exc) or "KeyboardInterrupt"
+            tags[STOP_REASON_TAG] = str(exc) or "KeyboardInterrupt"
         else:
             status = "FAILED"
-            tags["advlab.error"] = f"{exc_type.__name__}: {exc}".strip()
+            tags[ERROR_TAG] = f"{exc_type.__name__}: {exc}".strip()
         try:
             self._flush()
         except Exception as error:  # a lost epoch metric must not leave the run RUNNING
             log.error("queued MLflow writes failed: %s", error)
             if status == "FINISHED":
                 status = "FAILED"
-                tags["advlab.error"] = f"queued MLflow writes failed: {error}"
+                tags[ERROR_TAG] = f"queued MLflow writes failed: {error}"
         try:
             store.end_run(self._client, self.run_id, status, tags)
             self.status = status
@@ -170,7 +228,24 @@ class Tracker:
         values = {
             store.clean_key(k): store.truncate(param_value(v), limit) for k, v in params.items()
         }
+        if self._resumed is not None:
+            values = self._resumed_params(values)
         self._log_batch("log params", params=[Param(k, v) for k, v in values.items()])
+
+    def _resumed_params(self, values: dict[str, str]) -> dict[str, str]:
+        """The params of ``values`` a resumed run does not hold yet. MLflow params cannot change,
+        so the values the resumed config changed (``train.resume`` itself, ``train.epochs``, ...)
+        go to the tag ``advlab.resumed_changes`` as ``{key: [logged, now]}``."""
+        resumed = self._resumed
+        assert resumed is not None
+        changed = changed_params(values, resumed.params)
+        if changed:
+            resumed.changed.update(changed)
+            log.info("resumed run %s: params changed since it started: %s", self.run_id, changed)
+            self.set_tags({RESUME_CHANGES_TAG: json.dumps(resumed.changed, sort_keys=True)})
+        new = {k: v for k, v in values.items() if k not in resumed.params}
+        resumed.params.update(new)
+        return new
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (or overwrite) run tags, e.g. ``{'advlab.device': 'cuda'}``."""
@@ -192,22 +267,36 @@ class Tracker:
             return
         self._log_batch("log metrics", metrics=_metric_list(metrics, 0 if step is None else step))
 
-    def _log_batch(self, what: str, **batch: list) -> None:
-        """One ``log_batch`` call of ``params=``, ``tags=`` or ``metrics=`` (none if all empty)."""
+    def _log_batch(self, what: str, *, params=(), tags=(), metrics=()) -> None:
+        """One ``log_batch`` call (none if ``params``, ``tags`` and ``metrics`` are all empty)
+        that also refreshes the heartbeat; see :meth:`_new_steps` for the metrics."""
         client = self._active()
-        if client is not None and any(batch.values()):
+        metrics = self._new_steps(metrics)
+        if client is not None and (params or tags or metrics):
+            batch = {"params": list(params), "tags": [*tags, *_heartbeat()], "metrics": metrics}
             store.retry(lambda: client.log_batch(self.run_id, **batch), what=what)
+
+    def _new_steps(self, metrics: Sequence[Any]) -> list:
+        """``metrics`` less the (key, step) pairs a resumed run already holds: the epochs the fit
+        loop replays after a resume, and what the killed segment logged, appear once."""
+        if self._resumed is None:
+            return list(metrics)
+        return [m for m in metrics if (m.key, m.step) not in self._resumed.steps]
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Per-epoch metrics with step = epoch (1-based); usable as the fit loop's EpochCallback.
 
-        Queued, not written on the spot: the fit loop goes on while MLflow writes."""
+        Queued, not written on the spot: the fit loop goes on while MLflow writes. Each epoch
+        refreshes the run's heartbeat in the same write."""
         client = self._active()
         if client is None:
             return
-        items = _metric_list(metrics, int(epoch))
+        items = self._new_steps(_metric_list(metrics, int(epoch)))
         if items:
-            self._pending.append(client.log_batch(self.run_id, metrics=items, synchronous=False))
+            operation = client.log_batch(
+                self.run_id, metrics=items, tags=_heartbeat(), synchronous=False
+            )
+            self._pending.append(operation)
 
     def _flush(self) -> None:
         """Wait for every queued write (raises the first error, e.g. a store that went away)."""
@@ -228,8 +317,10 @@ class Tracker:
         """Robustness metrics, sanity tags and the files of an ``Evaluation``.
 
         Metrics: ``clean_acc`` (step 0) and, for each row of ``evaluation.table``,
-        ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` with step = index of eps in
-        ``eps_grid`` (1/255 units, ``eval.eps``), so MLflow's chart draws the eps curve.
+        ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>``, and for each row of
+        ``evaluation.escalation``, ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>``,
+        with step = index of eps in ``eps_grid`` (1/255 units, ``eval.eps``), so MLflow's chart
+        draws the eps curve.
         Tags ``advlab.sanity`` (worst status) and ``advlab.sanity.<check>``. Artifacts: an MLflow
         table ``results/robustness_table.json`` and the files the evaluation wrote
         (``evaluation.artifacts``: robustness.csv/.json, per_class.csv, confusion.json,
@@ -245,6 +336,12 @@ class Tracker:
                 {robust_acc_key(attack, eps): row.robust_acc, asr_key(attack, eps): row.asr},
                 _eps_step(eps, eps_grid),
             )
+        for row in evaluation.escalation.itertuples(index=False):
+            counts = {
+                escalation_points_key(row.eps): row.points,
+                escalation_flips_key(row.eps): row.flips,
+            }
+            metrics += _metric_list(counts, _eps_step(float(row.eps), eps_grid))
         self._log_batch("log robustness", metrics=metrics)
         self.set_tags(_sanity_tags(evaluation.sanity))
         table, table_path = evaluation.table, "results/robustness_table.json"
@@ -252,6 +349,12 @@ class Tracker:
         for path in evaluation.artifacts:
             path = Path(path)
             self.log_artifact(path, "grids" if path.suffix.lower() == ".png" else "results")
+
+
+def _heartbeat() -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, v) for k, v in heartbeat().items()]
 
 
 def _metric_list(metrics: Mapping[str, Any], step: int) -> list:

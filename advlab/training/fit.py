@@ -308,7 +308,8 @@ def _resume(
     restore(state, path, ckpt)
     log.info("resuming from %s after epoch %d of %d", path, len(state.history), cfg_train.epochs)
     if on_epoch is not None:
-        # A resumed run is a new tracking run: replay the finished epochs so it is complete.
+        # Replay the finished epochs so the tracked run is complete: the tracker logs only the
+        # ones it lacks (a killed run may not have written its last epochs; a new run has none).
         for i, metrics in enumerate(state.history, start=1):
             on_epoch(i, metrics)
 
