@@ -2,15 +2,20 @@
 
     .venv/bin/python scripts/results_table.py [EXPERIMENT ...]
 
-One row per finished run of each experiment (sweep parents left out): the settings that differ
-between the experiment's runs, data sizes, clean accuracy, FGSM/PGD robust accuracy at 8/255,
-best/stopped epoch and the run's wall time.
+One row per setting of each experiment (finished runs; sweep parents left out): the settings that
+differ between the experiment's runs, data sizes, clean accuracy, FGSM/PGD robust accuracy at
+8/255, best/stopped epoch and the wall time of a run. Runs that differ only in their seed are one
+setting (``advlab.results.seed_groups``); when some setting ran with several seeds the table gains
+an "n seeds" column and quotes mean ± std over the seeds, epochs as their range and the mean wall
+time per run.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+
+import pandas as pd
 
 from advlab import naming, results
 from advlab.errors import ConfigError
@@ -48,47 +53,76 @@ def _settings(row, varied: list[str]) -> str:
     return ", ".join(f"{SETTINGS[key]}={value(key)}" for key in varied) or "-"
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.1%}"
+def _stat(row, key: str, stat: str) -> float | None:
+    value = row.get(f"metrics.{key}.{stat}")
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _pct(row, key: str) -> str:
+    """'72.2%', or '72.2% ± 1.1%' for a setting with several seeds."""
+    mean, std = _stat(row, key, "mean"), _stat(row, key, "std")
+    if mean is None:
+        return "-"
+    return f"{mean:.1%}" if std is None else f"{mean:.1%} ± {std:.1%}"
+
+
+def _epoch(row, key: str) -> str:
+    """The epoch, or its range over the seeds ('21-23') when they differ."""
+    low, high = _stat(row, key, "min"), _stat(row, key, "max")
+    if low is None or high is None:
+        return "-"
+    return f"{low:.0f}" if low == high else f"{low:.0f}-{high:.0f}"
+
+
+def _size(by_id: pd.DataFrame, run_ids: list[str], split: str) -> str:
+    """A split's size in a setting's runs; its range ('270-271') when the seeds split it apart."""
+    column = f"params.facts.{split}"
+    values = by_id.loc[run_ids, column] if column in by_id else pd.Series([math.nan])
+    low, high = float(values.min()), float(values.max())
+    return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
+
+
+def _load(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(finished runs, their seed groups) of an experiment; None (said on stderr) if not run."""
+    try:
+        frame = results.load(experiment=experiment)
+    except ConfigError as error:  # an experiment not run yet: say so, keep going
+        print(f"| {experiment} | not run ({error}) | | | | | | |", file=sys.stderr)
+        return None
+    frame = frame[frame["status"] == "FINISHED"]
+    return frame, results.seed_groups(frame)
 
 
 def main(experiments: list[str]) -> None:
+    loaded = {name: tables for name in experiments if (tables := _load(name)) is not None}
+    seeded = any((groups["n_seeds"] > 1).any() for _, groups in loaded.values())
+    seeds_head = " n seeds |" if seeded else ""
     print(
-        "| experiment | settings | train / val / test | clean acc | FGSM 8/255 | PGD 8/255 "
-        "| best / stopped epoch | wall time |"
+        f"| experiment | settings |{seeds_head} train / val / test | clean acc | FGSM 8/255 "
+        "| PGD 8/255 | best / stopped epoch | wall time |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for experiment in experiments:
-        try:
-            frame = results.load(experiment=experiment)
-        except ConfigError as error:  # an experiment not run yet: say so, keep going
-            print(f"| {experiment} | not run ({error}) | | | | | | |", file=sys.stderr)
-            continue
-        frame = frame[frame["status"] == "FINISHED"]
+    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|")
+    for experiment, (frame, groups) in loaded.items():
         varied = [
             key
             for key in SETTINGS
             if f"params.{key}" in frame and frame[f"params.{key}"].astype(str).nunique() > 1
         ]
-        for _, row in frame.sort_values("start_time").iterrows():
-
-            def metric(key: str, row=row) -> float | None:
-                value = row.get(f"metrics.{key}")
-                return None if value is None or value != value else float(value)
-
+        by_id = frame.set_index("run_id")
+        for _, row in groups.sort_values("start_time").iterrows():
             sizes = " / ".join(
-                f"{float(row.get(f'params.facts.{k}', 'nan')):.0f}"
-                for k in ("n_train", "n_val", "n_test")
+                _size(by_id, row["run_ids"], k) for k in ("n_train", "n_val", "n_test")
             )
-            best, stopped = metric(naming.BEST_EPOCH), metric(naming.STOPPED_EPOCH)
-            epochs = f"{best:.0f} / {stopped:.0f}" if best is not None else "-"
-            minutes = row["duration_s"] / 60 if row["duration_s"] == row["duration_s"] else None
+            epochs = f"{_epoch(row, naming.BEST_EPOCH)} / {_epoch(row, naming.STOPPED_EPOCH)}"
+            seconds = row["duration_s"]
+            minutes = "-" if seconds != seconds else f"{seconds / 60:.1f} min"
             print(
-                f"| {experiment} | {_settings(row, varied)} | {sizes} "
-                f"| {_pct(metric(naming.CLEAN_ACC))} "
-                f"| {_pct(metric(naming.robust_acc_key('fgsm', 8)))} "
-                f"| {_pct(metric(naming.robust_acc_key('pgd', 8)))} "
-                f"| {epochs} | {'-' if minutes is None else f'{minutes:.1f} min'} |"
+                f"| {experiment} | {_settings(row, varied)} |"
+                + (f" {row['n_seeds']} |" if seeded else "")
+                + f" {sizes} | {_pct(row, naming.CLEAN_ACC)} "
+                f"| {_pct(row, naming.robust_acc_key('fgsm', 8))} "
+                f"| {_pct(row, naming.robust_acc_key('pgd', 8))} "
+                f"| {epochs if epochs != '- / -' else '-'} | {minutes} |"
             )
 
 

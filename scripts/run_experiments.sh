@@ -60,7 +60,7 @@ print(frame.iloc[-1]["tags.advlab.run_dir"])
 PY
 )
   # shellcheck disable=SC2086
-  run transfer +experiment=transfer data.root="$GENDER_ROOT" $GENDER_TAGS "eval.transfer_from=[$source_dir]"
+  run transfer -m +experiment=transfer data.root="$GENDER_ROOT" $GENDER_TAGS "eval.transfer_from=[$source_dir]"
 fi
 
 $PY scripts/results_table.py

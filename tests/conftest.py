@@ -77,8 +77,9 @@ class PipelineStore:
 
     Experiment ``demo``: ``good`` (a finished run with FGSM and PGD at eps 0 and 8) and ``failed``
     (data root missing: the run fails after it started). Experiment ``sweep``: ``sweep`` (two
-    finished jobs that differ in model.dropout and optimizer.weight_decay) under
-    ``sweep_parent``, made by the sweep callback as a multirun makes it.
+    finished jobs that differ in model.dropout and optimizer.weight_decay, seed 0) under
+    ``sweep_parent``, made by the sweep callback as a multirun makes it, and in the same sweep
+    ``extra_seeds``: seeds 1 and 2 of the second setting, so that setting ran with 3 seeds.
     """
 
     uri: str
@@ -88,6 +89,7 @@ class PipelineStore:
     sweep_parent: str
     sweep: list[str]
     sweep_settings: list[tuple[float, float]]  # (dropout, weight decay) of each sweep job
+    extra_seeds: list[str]  # seeds EXTRA_SEEDS of sweep_settings[-1], same sweep and experiment
 
 
 # The report and results tests read these runs: small enough for ~30 s on two cores, big enough
@@ -107,6 +109,7 @@ PIPELINE_OVERRIDES = [
     "tracking.log_model=false",
 ]
 SWEEP_SETTINGS = [(0.0, 0.0), (0.5, 0.0001)]
+EXTRA_SEEDS = [1, 2]  # the seed groups' tests: one setting over 3 seeds, one over 1
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +165,21 @@ def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
                 )
             )
             children.append(latest("sweep"))
+        dropout, wd = SWEEP_SETTINGS[-1]
+        extra = []
+        for seed in EXTRA_SEEDS:
+            run(
+                compose_config(
+                    [
+                        *sweep_overrides,
+                        f"model.dropout={dropout}",
+                        f"optimizer.weight_decay={wd}",
+                        f"seed={seed}",
+                    ]
+                )
+            )
+            extra.append(latest("sweep"))
     finally:
         callback.on_multirun_end(hydra_cfg)
     assert parent is not None
-    return PipelineStore(uri, root, good, failed, parent, children, list(SWEEP_SETTINGS))
+    return PipelineStore(uri, root, good, failed, parent, children, list(SWEEP_SETTINGS), extra)

@@ -131,6 +131,7 @@ def test_sweep_experiment_runs_as_a_multirun(tmp_path, course_folder: Path) -> N
             "model.dropout=0.0,0.5",  # data.limit_train is fixed by SMOKE
             "optimizer.weight_decay=0.0",
             "train.early_stopping.enabled=true",
+            "seed=0",  # one of the experiment's seeds
         ],
         capture_output=True,
         text=True,

@@ -108,7 +108,11 @@ def test_gather_reads_metrics_history_artifacts_and_typed_config(
     assert report.experiment == "demo"
     assert run.clean_acc == m[naming.CLEAN_ACC]
     assert list(run.history["epoch"]) == list(range(1, int(m[naming.STOPPED_EPOCH]) + 1))
-    assert run.attacks == ["fgsm", "pgd", naming.WORST_CASE]
+    # Attacks in tag order, then the rows evaluation adds (escalation), worst case last.
+    tagged = _run(store.uri, store.good).data.tags["advlab.attacks"].split(",")
+    rows = {naming.parse_eps_metric(k)[1] for k in m if naming.parse_eps_metric(k)}
+    added = sorted(rows - {*tagged, naming.WORST_CASE})
+    assert tagged == ["fgsm", "pgd"] and run.attacks == [*tagged, *added, naming.WORST_CASE]
     assert run.eps_grid == EPS
     row = run.robust("pgd", 8.0)
     assert row["robust_acc"] == m[naming.robust_acc_key("pgd", 8)]
@@ -129,11 +133,12 @@ def test_sweep_parent_stands_for_its_children_and_swept_params_found(
 ) -> None:
     store = pipeline_store
     report = gather(tracking_uri=store.uri, experiment=None, runs=[store.sweep_parent])
-    assert sorted(r.run_id for r in report.runs) == sorted(store.sweep)
-    assert swept_params(report.runs) == ["model.dropout", "optimizer.weight_decay"]
+    children = [*store.sweep, *store.extra_seeds]
+    assert sorted(r.run_id for r in report.runs) == sorted(children)
+    assert swept_params(report.runs) == ["model.dropout", "optimizer.weight_decay", "seed"]
     # All runs of the experiment: the parent (no results of its own) is left out.
     everything = gather(tracking_uri=store.uri, experiment="sweep", runs=None)
-    assert len(everything.runs) == len(store.sweep) and everything.omitted_parents == 1
+    assert len(everything.runs) == len(children) and everything.omitted_parents == 1
 
 
 # ------------------------------------------------------------------------------------ one run
@@ -286,8 +291,13 @@ def test_no_runs_is_a_clear_one_line_error(
 @pytest.mark.slow
 def test_sweep_report_has_every_runs_numbers(pipeline_store: PipelineStore, tmp_path: Path) -> None:
     store = pipeline_store
+    # The seed-0 jobs: a single-seed sweep, which the report shows run by run.
     pdf = build_report(
-        tracking_uri=store.uri, experiment="sweep", runs=None, out_dir=tmp_path, heatmap_eps=8
+        tracking_uri=store.uri,
+        experiment="sweep",
+        runs="params.seed = '0'",
+        out_dir=tmp_path,
+        heatmap_eps=8,
     )
     flat = _flat(pdf)
     pgd8 = {}

@@ -27,7 +27,8 @@ def _run(store: PipelineStore, run_id: str):
 def test_load_is_one_tidy_row_per_run(pipeline_store: PipelineStore) -> None:
     store = pipeline_store
     df = results.load("sweep", tracking_uri=store.uri)
-    assert sorted(df["run_id"]) == sorted(store.sweep)  # the sweep parent is left out
+    children = [*store.sweep, *store.extra_seeds]
+    assert sorted(df["run_id"]) == sorted(children)  # the sweep parent is left out
     assert list(df.columns[:5]) == ["run_id", "run_name", "experiment", "experiment_id", "status"]
     assert (df["experiment"] == "sweep").all() and (df["status"] == "FINISHED").all()
     assert (df["sweep"] == _run(store, store.sweep_parent).data.tags["advlab.sweep"]).all()
@@ -60,13 +61,18 @@ def test_load_filters_and_run_ids(pipeline_store: PipelineStore) -> None:
     uri = store.uri
     dropout_half = store.sweep[[d for d, _ in store.sweep_settings].index(0.5)]
     df = results.load("sweep", "params.model.dropout = '0.5'", tracking_uri=uri)
+    assert sorted(df["run_id"]) == sorted([dropout_half, *store.extra_seeds])
+    df = results.load(
+        "sweep", "params.model.dropout = '0.5' and params.seed = '0'", tracking_uri=uri
+    )
     assert list(df["run_id"]) == [dropout_half]
     clean = _run(store, store.good).data.metrics[naming.CLEAN_ACC]
     df = results.load("demo", f"metrics.clean_acc >= {clean}", tracking_uri=uri)
     assert list(df["run_id"]) == [store.good]
     df = results.load(run_ids=[store.good], tracking_uri=uri)
     assert list(df["run_id"]) == [store.good]
-    assert len(results.load(tracking_uri=uri)) == 2 + len(store.sweep)  # every experiment
+    every = 2 + len(store.sweep) + len(store.extra_seeds)
+    assert len(results.load(tracking_uri=uri)) == every  # every experiment
     assert len(results.load("demo", tracking_uri=uri, include_running=False)) == 2
     assert len(results.load("demo", tracking_uri=uri, max_results=1)) == 1
 
@@ -87,9 +93,13 @@ def test_robustness_long_table(pipeline_store: PipelineStore) -> None:
     df = results.load("sweep", tracking_uri=store.uri)
     long = results.robustness(df)
     assert list(long.columns) == ["run_id", "run_name", "attack", "eps", "robust_acc", "asr"]
-    attacks = ["fgsm", "pgd", naming.WORST_CASE]
-    assert len(long) == len(store.sweep) * len(attacks) * len(EPS)
-    for rid in store.sweep:
+    children = [*store.sweep, *store.extra_seeds]
+    # Every attack row the runs logged (fgsm, pgd, worst case and any the evaluation adds).
+    logged = _run(store, children[0]).data.metrics
+    attacks = sorted({parsed[1] for k in logged if (parsed := naming.parse_eps_metric(k))})
+    assert {"fgsm", "pgd", naming.WORST_CASE} <= set(attacks)
+    assert len(long) == len(children) * len(attacks) * len(EPS)
+    for rid in children:
         metrics = _run(store, rid).data.metrics
         for attack in attacks:
             for eps in EPS:

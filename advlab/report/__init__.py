@@ -30,6 +30,7 @@ def build_report(
     runs: list[str] | str | None,
     out_dir: Path,
     heatmap_eps: float | None = None,
+    per_run: str = "best_worst",
 ) -> Path:
     """Build the PDF report of some MLflow runs and return its path.
 
@@ -37,11 +38,20 @@ def build_report(
     ``runs``: None (every run of the experiment), a list of run ids, or an MLflow filter string
     such as ``"params.model.dropout = '0.5'"``. A sweep's parent run stands for its children.
     ``heatmap_eps``: eps (1/255 units) quoted by the sweep heatmaps and summary; None = largest.
-    Raises :class:`ReportError` (an ``AdvlabError``) when no runs match.
+    ``per_run``: which runs of a many-run report get per-run pages (grids, per-class, confusion):
+    ``best_worst`` (one run of the best and of the worst setting), ``all`` or ``none``.
+    Raises :class:`ReportError` (an ``AdvlabError``) when no runs match or ``per_run`` is not
+    one of those.
     """
+    from advlab.config import PerRun
     from advlab.report.gather import gather
     from advlab.report.layout import render
 
+    try:
+        pick = PerRun(per_run)  # the Python API takes plain strings; Hydra gives the enum
+    except ValueError:
+        options = ", ".join(PerRun)
+        raise ReportError(f"report.per_run={per_run!r}: not one of {options}") from None
     started = time.perf_counter()
     report = gather(tracking_uri=tracking_uri, experiment=experiment, runs=runs)
     out_dir = Path(out_dir)
@@ -52,7 +62,7 @@ def build_report(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        render(report, tmp, heatmap_eps=heatmap_eps)
+        render(report, tmp, heatmap_eps=heatmap_eps, per_run=pick)
         path = _claim(tmp, report_path(out_dir, report.experiment))
     finally:
         tmp.unlink(missing_ok=True)

@@ -6,7 +6,8 @@
 
 Keys: ``report.experiment`` (default: ``tracking.experiment``), ``report.runs`` (null = every run of
 the experiment, a list of run ids, or an MLflow filter string), ``report.dir`` (absolute or relative
-to the project root), ``report.heatmap_eps``; the store is ``tracking.uri`` resolved as for a run.
+to the project root), ``report.heatmap_eps``, ``report.per_run``; the store is ``tracking.uri``
+resolved as for a run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def make_report(cfg: DictConfig) -> Path:
         runs=runs,
         out_dir=out_dir,
         heatmap_eps=None if heatmap_eps is None else float(heatmap_eps),
+        per_run=str(cfg.report.get("per_run", "best_worst")),
     )
 
 

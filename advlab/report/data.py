@@ -1,9 +1,10 @@
-"""What the report knows about runs, and every number it derives from them.
+"""What the report knows about runs, and the numbers it derives from them run by run.
 
 :class:`RunData` and :class:`ReportData` are filled from MLflow by :mod:`advlab.report.gather`.
 The functions below are the report's calculations (swept parameters, the quoted attack and eps,
-the across-runs table, best and worst runs, the setup facts, data groups, sanity counts, ...);
-the section modules only lay out what they return.
+the setup facts, data groups, sanity counts, ...); the tables across runs and settings and their
+statistics over seeds are in :mod:`~advlab.report.seeds`. The section modules only lay out what
+these return.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ HISTORY_METRICS = (
     "val_robust_acc",
 )
 ROBUSTNESS_COLUMNS = ("attack", "eps", "robust_acc", "ci_low", "ci_high", "asr", "n")
-DETAIL_RUNS = 6  # up to this many runs, every run gets its detail pages; above, a few highlights
 
 
 class ReportError(AdvlabError, LookupError):
@@ -57,6 +57,7 @@ class RunData:
     per_class: pd.DataFrame | None = None  # attack, eps, class, robust_acc, n
     confusion: dict[str, list[list[int]]] | None = None  # "clean", "<attack>/eps_<e>"
     sanity: list[dict[str, str]] | None = None  # name, status, evidence
+    audit: dict[str, Any] | None = None  # results/audit.json (python -m advlab.audit)
     grids: list[tuple[str, bytes]] = field(default_factory=list)  # (artifact path, PNG bytes)
 
     # -------------------------------------------------------------------- convenience views
@@ -81,7 +82,8 @@ class RunData:
 
     @property
     def error(self) -> str | None:
-        return self.tags.get("advlab.error")
+        # a run ended KILLED by the reaper or a sweep's end says why in advlab.killed_reason
+        return self.tags.get("advlab.error") or self.tags.get("advlab.killed_reason")
 
     @property
     def attacks(self) -> list[str]:
@@ -203,48 +205,9 @@ def best_epoch_gap(run: RunData) -> float | None:
     return run.history_at("gen_gap", run.metric(naming.BEST_EPOCH))
 
 
-def overview_table(runs: Sequence[RunData], focus: Focus) -> pd.DataFrame:
-    """One row per run: name, run_id, clean_acc, robust (the focus attack at the focus eps),
-    gen_gap (:func:`best_epoch_gap`) and one column per swept param (its MLflow param string)."""
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {
-            "name": run.name,
-            "run_id": run.run_id,
-            "clean_acc": run.clean_acc,
-            "robust": None,
-            "gen_gap": best_epoch_gap(run),
-        }
-        if focus.attack is not None and focus.eps is not None:
-            hit = run.robust(focus.attack, focus.eps)
-            row["robust"] = None if hit is None else float(hit["robust_acc"])
-        for key in focus.swept:
-            row[key] = run.params.get(key, MISSING)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    for column in ("clean_acc", "robust", "gen_gap"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame
-
-
 def swept_values(column: pd.Series) -> list[str]:
     """The distinct values of a swept param's column, numbers by value, then the rest."""
     return sorted(column.dropna().unique(), key=setting_sort_key)
-
-
-def highlights(runs: Sequence[RunData], focus: Focus) -> list[RunData]:
-    """Runs that get detail pages: all when few, else best clean / most and least robust."""
-    if len(runs) <= DETAIL_RUNS:
-        return list(runs)
-    table = overview_table(runs, focus).set_index("run_id")
-    picks: list[str] = []
-    for column, ascending in (("clean_acc", False), ("robust", False), ("robust", True)):
-        values = table[column].dropna()
-        if not values.empty:
-            ordered = values.sort_values(ascending=ascending)
-            picks.append(str(ordered.index[0]))
-    by_id = {r.run_id: r for r in runs}
-    return [by_id[i] for i in dict.fromkeys(picks)]
 
 
 # ------------------------------------------------------------------------------- one run's setup

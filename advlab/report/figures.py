@@ -19,7 +19,15 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from advlab import naming
 from advlab.report.data import RunData
-from advlab.report.summary import attack_label, fmt_eps, fmt_num, fmt_pct, setting_sort_key
+from advlab.report.seeds import SeedGroup
+from advlab.report.summary import (
+    attack_label,
+    fmt_eps,
+    fmt_num,
+    fmt_pct,
+    setting_sort_key,
+    within_spread,
+)
 
 WIDTH = 7.0  # inches: the A4 text column at 100% zoom
 _TRAIN, _VAL = "#1f77b4", "#d62728"
@@ -104,25 +112,32 @@ def learning_curves(run: RunData) -> Figure:
     return fig
 
 
-def learning_curves_grid(runs: Sequence[RunData], per_row: int = 2) -> Figure:
-    """Small multiples for many runs: each run a titled (loss, accuracy) pair, ``per_row`` a row."""
-    rows = math.ceil(len(runs) / per_row)
+def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figure:
+    """Small multiples for many settings: each a titled (loss, accuracy) pair, ``per_row`` a row.
+
+    A setting run once is drawn as :func:`learning_curves` draws a run; one run with several seeds
+    as the mean per epoch with a band of ± one std over the seeds (seaborn ``errorbar="sd"``) and
+    a dotted line at each seed's best epoch."""
+    rows = math.ceil(len(groups) / per_row)
     with _style():
         fig = _figure(WIDTH, 1.75 * rows + 0.35)
         subs = np.atleast_2d(fig.subfigures(rows, per_row, squeeze=False))
         legend_ax = None
         for i, sub in enumerate(subs.ravel()):
-            if i >= len(runs):
+            if i >= len(groups):
                 continue
-            run = runs[i]
-            sub.suptitle(_short(run.name, 48), fontsize=7)
+            group = groups[i]
+            seeds = f" ({group.n_seeds} seeds)" if group.n_seeds > 1 else ""
+            sub.suptitle(_short(group.name, 48 - len(seeds)) + seeds, fontsize=7)
             ax_loss, ax_acc = sub.subplots(1, 2)
-            if run.history.empty:
+            drawn = [r for r in group.runs if not r.history.empty]
+            if not drawn:
+                status = ", ".join(dict.fromkeys(r.status for r in group.runs))
                 for ax in (ax_loss, ax_acc):
                     ax.text(
                         0.5,
                         0.5,
-                        f"no epochs logged\n({run.status})",
+                        f"no epochs logged\n({status})",
                         ha="center",
                         va="center",
                         fontsize=6.5,
@@ -131,7 +146,10 @@ def learning_curves_grid(runs: Sequence[RunData], per_row: int = 2) -> Figure:
                     ax.set_xticks([])
                     ax.set_yticks([])
                 continue
-            _curve_panels(run, ax_loss, ax_acc, compact=True)
+            if len(drawn) == 1:
+                _curve_panels(drawn[0], ax_loss, ax_acc, compact=True)
+            else:
+                _seed_curve_panels(drawn, ax_loss, ax_acc)
             for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
                 ax.tick_params(labelsize=6)
                 ax.set_title(title, fontsize=6.5)
@@ -142,37 +160,79 @@ def learning_curves_grid(runs: Sequence[RunData], per_row: int = 2) -> Figure:
     return fig
 
 
+def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
+    """Mean ± std over ``runs`` (seeds) per epoch; a dotted line at each run's best epoch."""
+    long = pd.concat([r.history.assign(run=r.run_id) for r in runs], ignore_index=True)
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+        series = [
+            (f"train_{metric}", _TRAIN, "-", "train"),
+            (f"val_{metric}", _VAL, "--", "validation"),
+        ]
+        if metric == "acc":
+            series.append(("val_robust_acc", "#2ca02c", ":", "validation (PGD)"))
+        for column, color, style, label in series:
+            if column in long and long[column].notna().any():
+                sns.lineplot(
+                    data=long,
+                    x="epoch",
+                    y=column,
+                    ax=ax,
+                    color=color,
+                    linestyle=style,
+                    errorbar="sd",
+                    marker="o",
+                    markersize=3,
+                    label=f"{label} (mean ± std over seeds)",
+                    legend=False,
+                )
+        for run in runs:
+            best = run.metric(naming.BEST_EPOCH)
+            if best is not None:
+                ax.axvline(best, color="0.25", lw=0.7, ls=":")
+        if metric == "acc":
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+
+
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------- robustness
 def robustness_curves(
-    runs: Sequence[RunData],
+    groups: Sequence[SeedGroup],
     *,
     hue_param: str | None = None,
     style_param: str | None = None,
     bands: bool = True,
 ) -> Figure:
-    """Accuracy vs eps (1/255), one panel per attack, one line per run. Colour by ``hue_param``
-    and line style by ``style_param`` (swept params) when given, else one colour per run; 95%
-    confidence bands from the run's robustness table when ``bands``."""
-    attacks = list(dict.fromkeys(a for r in runs for a in r.attacks))
+    """Accuracy vs eps (1/255), one panel per attack, one line per setting (its mean over seeds).
+
+    Colour by ``hue_param`` and line style by ``style_param`` (swept params) when given, else one
+    colour per setting. With ``bands``: when no setting has several seeds, each line's 95%
+    confidence band (its run's robustness table); otherwise a band of ± one std over the seeds
+    (training-seed spread) and error bars of one run's 95% Wilson interval (test-sampling error,
+    averaged over the seeds), so both uncertainties show side by side."""
+    attacks = list(dict.fromkeys(a for g in groups for a in g.attacks))
     cols = min(3, len(attacks))
     rows = math.ceil(len(attacks) / cols)
-    many = len(runs) > 1
-    palette = _palette(runs, hue_param)
-    styles = _linestyles(runs, style_param)
-    grid = sorted({e for r in runs for e in r.eps_grid})
+    many = len(groups) > 1
+    seeded = any(g.n_seeds > 1 for g in groups)
+    palette = _palette(groups, hue_param)
+    styles = _linestyles(groups, style_param)
+    grid = sorted({e for g in groups for e in g.eps_grid})
     with _style():
         fig = _figure(WIDTH, 2.5 * rows + (0.6 if many else 0))
         axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
         for ax, attack in zip(axes, attacks, strict=False):
-            for run in runs:
-                part = run.robustness[run.robustness["attack"] == attack].sort_values("eps")
+            for group in groups:
+                table = group.robustness
+                part = table[table["attack"] == attack].sort_values("eps")
                 if part.empty:
                     continue
-                color = palette[run.run_id]
+                color = palette[group.run_id]
                 ax.plot(
                     part["eps"],
                     part["robust_acc"],
@@ -180,13 +240,11 @@ def robustness_curves(
                     ms=3,
                     lw=1.3,
                     color=color,
-                    ls=styles[run.run_id],
-                    label=_legend_label(run, hue_param, style_param),
+                    ls=styles[group.run_id],
+                    label=_legend_label(group, hue_param, style_param),
                 )
-                if bands and part["ci_low"].notna().any():
-                    ax.fill_between(
-                        part["eps"], part["ci_low"], part["ci_high"], color=color, alpha=0.18, lw=0
-                    )
+                if bands:
+                    _uncertainty(ax, part, color, seeded=seeded)
             ax.set_title(attack_label(attack), fontsize=9)
             ax.set_xlabel("eps (1/255)")
             ax.set_ylabel("accuracy")
@@ -196,21 +254,55 @@ def robustness_curves(
         for ax in axes[len(attacks) :]:
             ax.set_visible(False)
         if many:
-            handles, labels = axes[0].get_legend_handles_labels()
-            unique = dict(zip(labels, handles, strict=False))
-            if len(unique) <= 16:
-                title = ", ".join(p for p in (hue_param, style_param) if p) or "run"
-                longest = max(len(label) for label in unique)
-                fig.legend(
-                    unique.values(),
-                    unique.keys(),
-                    loc="outside lower center",
-                    ncol=max(1, min(4, 90 // (longest + 6), len(unique))),
-                    fontsize=7,
-                    title=title,
-                    title_fontsize=7,
-                )
+            _figure_legend(fig, axes[0], ", ".join(p for p in (hue_param, style_param) if p))
     return fig
+
+
+def _uncertainty(ax, part: pd.DataFrame, color, *, seeded: bool) -> None:
+    """The bands of one robustness line (see :func:`robustness_curves`)."""
+    if not seeded:
+        if part["ci_low"].notna().any():
+            ax.fill_between(
+                part["eps"], part["ci_low"], part["ci_high"], color=color, alpha=0.18, lw=0
+            )
+        return
+    if part["robust_std"].notna().any():
+        ax.fill_between(
+            part["eps"],
+            part["robust_acc"] - part["robust_std"],
+            part["robust_acc"] + part["robust_std"],
+            color=color,
+            alpha=0.2,
+            lw=0,
+        )
+    if part["ci_low"].notna().any():
+        ax.errorbar(
+            part["eps"],
+            part["robust_acc"],
+            yerr=[part["robust_acc"] - part["ci_low"], part["ci_high"] - part["robust_acc"]],
+            fmt="none",
+            ecolor=color,
+            elinewidth=0.8,
+            capsize=2.5,
+        )
+
+
+def _figure_legend(fig: Figure, ax, title: str) -> None:
+    """One legend under the panels (at most 16 entries; else the caption names the colours)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=False))
+    if not unique or len(unique) > 16:
+        return
+    longest = max(len(label) for label in unique)
+    fig.legend(
+        unique.values(),
+        unique.keys(),
+        loc="outside lower center",
+        ncol=max(1, min(4, 90 // (longest + 6), len(unique))),
+        fontsize=7,
+        title=title or "run",
+        title_fontsize=7,
+    )
 
 
 def _eps_labels(grid: Sequence[float]) -> list[str]:
@@ -226,7 +318,7 @@ def _eps_labels(grid: Sequence[float]) -> list[str]:
     return labels
 
 
-def _linestyles(runs: Sequence[RunData], style_param: str | None) -> dict[str, str]:
+def _linestyles(runs: Sequence[SeedGroup], style_param: str | None) -> dict[str, str]:
     if style_param is None:
         return {r.run_id: "-" for r in runs}
     values = sorted({r.params.get(style_param, "?") for r in runs}, key=setting_sort_key)
@@ -235,7 +327,7 @@ def _linestyles(runs: Sequence[RunData], style_param: str | None) -> dict[str, s
     return {r.run_id: by_value[r.params.get(style_param, "?")] for r in runs}
 
 
-def _legend_label(run: RunData, hue_param: str | None, style_param: str | None) -> str:
+def _legend_label(run: SeedGroup, hue_param: str | None, style_param: str | None) -> str:
     parts = [
         f"{p.rsplit('.', 1)[-1]}={fmt_num(run.params.get(p, '?'))}"
         for p in (hue_param, style_param)
@@ -244,7 +336,7 @@ def _legend_label(run: RunData, hue_param: str | None, style_param: str | None) 
     return ", ".join(parts) if parts else _short(run.name, 40)
 
 
-def _palette(runs: Sequence[RunData], hue_param: str | None) -> dict[str, tuple]:
+def _palette(runs: Sequence[SeedGroup], hue_param: str | None) -> dict[str, tuple]:
     if hue_param is None:
         colors = sns.color_palette("tab10" if len(runs) <= 10 else "husl", len(runs))
         return {r.run_id: c for r, c in zip(runs, colors, strict=True)}
@@ -258,27 +350,18 @@ def sweep_heatmaps(
     table: pd.DataFrame, *, x: str, y: str, panels: Sequence[tuple[str, str]]
 ) -> Figure:
     """Heatmaps over two swept params (``x`` columns, ``y`` rows), one per (column, title) in
-    ``panels``; a cell is the mean over the runs with those two values (count shown if > 1)."""
+    ``panels``; ``table`` has one row per setting (:func:`~advlab.report.seeds.group_table`).
+
+    A cell is the mean over the settings with those two values (count shown if > 1). When a
+    setting has several seeds, a cell also shows ± its seed spread (root mean square of its
+    settings' stds over seeds) and ≈ marks a cell within the seed spread of the panel's highest
+    (:func:`~advlab.report.summary.within_spread`)."""
+    seeded = bool((table["n_seeds"] > 1).any())
     with _style():
-        fig = _figure(WIDTH, 2.7)
+        fig = _figure(WIDTH, 2.9 if seeded else 2.7)
         axes = np.atleast_1d(fig.subplots(1, len(panels)))
         for ax, (column, title) in zip(axes, panels, strict=True):
-            grid = table.pivot_table(index=y, columns=x, values=column, aggfunc="mean")
-            count = table.pivot_table(index=y, columns=x, values=column, aggfunc="count")
-            grid = grid.reindex(
-                index=sorted(grid.index, key=setting_sort_key),
-                columns=sorted(grid.columns, key=setting_sort_key),
-            )
-            count = count.reindex(index=grid.index, columns=grid.columns)
-            annot = np.empty(grid.shape, dtype=object)
-            for i in range(grid.shape[0]):
-                for j in range(grid.shape[1]):
-                    value, n = grid.iat[i, j], count.iat[i, j]
-                    annot[i, j] = (
-                        ""
-                        if pd.isna(value)
-                        else fmt_pct(value) + (f"\n(n={int(n)})" if n and n > 1 else "")
-                    )
+            grid, annot = _heatmap_cells(table, x=x, y=y, column=column, seeded=seeded)
             values = grid.to_numpy(dtype=float)
             # Colour spans this panel's own range: the numbers are printed, the colour shows order.
             low = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
@@ -294,7 +377,7 @@ def sweep_heatmaps(
                 vmin=low,
                 vmax=high,
                 cbar=False,
-                annot_kws={"fontsize": 7},
+                annot_kws={"fontsize": 6.5 if seeded else 7},
                 linewidths=0.5,
                 linecolor="white",
             )
@@ -306,12 +389,49 @@ def sweep_heatmaps(
     return fig
 
 
+def _heatmap_cells(
+    table: pd.DataFrame, *, x: str, y: str, column: str, seeded: bool
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The (y, x) grid of means of ``column`` and the text of each cell."""
+    order = {"index": y, "columns": x}
+    grid = table.pivot_table(**order, values=column, aggfunc="mean")
+    grid = grid.reindex(
+        index=sorted(grid.index, key=setting_sort_key),
+        columns=sorted(grid.columns, key=setting_sort_key),
+    )
+    count = table.pivot_table(**order, values=column, aggfunc="count")
+    count = count.reindex(index=grid.index, columns=grid.columns)
+    spread = pd.DataFrame(np.nan, index=grid.index, columns=grid.columns)
+    if seeded and table[f"{column}_std"].notna().any():
+        squares = table.assign(_sq=table[f"{column}_std"] ** 2)
+        spread = np.sqrt(squares.pivot_table(**order, values="_sq", aggfunc="mean"))
+        spread = spread.reindex(index=grid.index, columns=grid.columns)
+    values = grid.to_numpy(dtype=float)
+    top = np.unravel_index(np.nanargmax(values), grid.shape) if np.isfinite(values).any() else None
+    annot = np.empty(grid.shape, dtype=object)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            value, n, std = grid.iat[i, j], count.iat[i, j], spread.iat[i, j]
+            if pd.isna(value):
+                annot[i, j] = ""
+                continue
+            text = fmt_pct(value) if pd.isna(std) else f"{fmt_pct(value)}\n± {fmt_pct(std)}"
+            if top is not None and (i, j) != top:
+                if within_spread(value, std, grid.iat[top], spread.iat[top]):
+                    text += " ≈"
+            annot[i, j] = text + (f"\n(n={int(n)})" if n and n > 1 else "")
+    return grid, annot
+
+
 def sweep_bars(table: pd.DataFrame, *, x: str, panels: Sequence[tuple[str, str]]) -> Figure:
-    """One swept parameter: the mean of each ``panels`` column per value of ``x``."""
+    """One swept parameter: the mean of each ``panels`` column per value of ``x``; ``table`` has
+    one row per run, and when a value has several runs (its seeds) the error bars are ± one std
+    over them (seaborn ``errorbar="sd"``)."""
     long = table.melt(id_vars=[x], value_vars=[c for c, _ in panels], var_name="metric")
     names = dict(panels)
     long["metric"] = long["metric"].map(names)
     order = sorted(long[x].dropna().unique(), key=setting_sort_key)
+    seeded = bool(table.groupby(x)[panels[0][0]].count().gt(1).any())
     with _style():
         fig = _figure(WIDTH, 2.6)
         ax = fig.subplots()
@@ -322,7 +442,9 @@ def sweep_bars(table: pd.DataFrame, *, x: str, panels: Sequence[tuple[str, str]]
             hue="metric",
             order=order,
             ax=ax,
-            errorbar=None,
+            errorbar="sd" if seeded else None,
+            capsize=0.15 if seeded else 0,
+            err_kws={"linewidth": 0.9},
             palette="viridis",
         )
         ax.set_xticks(range(len(order)), [fmt_num(v) for v in order])
@@ -335,7 +457,9 @@ def sweep_bars(table: pd.DataFrame, *, x: str, panels: Sequence[tuple[str, str]]
 def clean_vs_robust(
     table: pd.DataFrame, *, hue: str | None, style: str | None, robust_label: str
 ) -> Figure:
-    """Clean vs robust accuracy, one point per run: the trade-off across a sweep."""
+    """Clean vs robust accuracy, one point per setting (``table``: one row per setting, see
+    :func:`~advlab.report.seeds.group_table`): the trade-off across a sweep. A setting with
+    several seeds is its mean, with ± one std over the seeds as grey error bars."""
     data = table.dropna(subset=["clean_acc", "robust"]).copy()
     for column in (hue, style):
         if column is not None:
@@ -343,6 +467,17 @@ def clean_vs_robust(
     with _style():
         fig = _figure(WIDTH * 0.75, 3.0)
         ax = fig.subplots()
+        if data["robust_std"].notna().any():
+            ax.errorbar(
+                data["clean_acc"],
+                data["robust"],
+                xerr=data["clean_acc_std"].fillna(0),
+                yerr=data["robust_std"].fillna(0),
+                fmt="none",
+                ecolor="0.6",
+                elinewidth=0.8,
+                zorder=1,
+            )
         hue_order = sorted(data[hue].unique(), key=setting_sort_key) if hue else None
         style_order = sorted(data[style].unique(), key=setting_sort_key) if style else None
         sns.scatterplot(
@@ -356,6 +491,7 @@ def clean_vs_robust(
             style_order=style_order,
             s=45,
             palette="viridis" if hue else None,
+            zorder=2,
         )
         ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))

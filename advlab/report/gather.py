@@ -9,15 +9,13 @@ from its typed ``config/config.json``.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import math
-import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,16 +24,17 @@ import pandas as pd
 
 from advlab import naming
 from advlab.report.data import HISTORY_METRICS, ROBUSTNESS_COLUMNS, ReportData, ReportError, RunData
+from advlab.results import CONFIG_ARTIFACT, quiet_downloads
 
 log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-CONFIG_ARTIFACT = "config/config.json"  # the resolved config with its types, logged by Tracker
 _WANTED = {
     "results/robustness.json",
     "results/per_class.csv",
     "results/confusion.json",
     "results/sanity.json",
+    "results/audit.json",  # python -m advlab.audit
     CONFIG_ARTIFACT,
 }
 
@@ -96,7 +95,7 @@ def gather(
     kept = [r for r in found if r.info.run_id not in parents] or found
     omitted = len(found) - len(kept)
     kept.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    with tempfile.TemporaryDirectory(prefix="advlab-report-") as tmp, _quiet_downloads():
+    with tempfile.TemporaryDirectory(prefix="advlab-report-") as tmp, quiet_downloads():
         data = [_run_data(client, r, Path(tmp)) for r in kept]
     _make_names_unique(data)
     return ReportData(
@@ -106,21 +105,6 @@ def gather(
         runs=data,
         omitted_parents=omitted,
     )
-
-
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No tqdm bar per downloaded artifact (hundreds for a sweep); restores the caller's setting."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _as_id_list(runs: Sequence[str] | str | None) -> list[str] | None:
@@ -211,6 +195,7 @@ def _run_data(client, run, tmp: Path) -> RunData:
         per_class=_per_class(artifacts.get("results/per_class.csv")),
         confusion=_json_or_none(artifacts.get("results/confusion.json")),
         sanity=_sanity(artifacts.get("results/sanity.json")),
+        audit=_json_or_none(artifacts.get("results/audit.json")),
         grids=[(p, b) for p, b in sorted(artifacts.items()) if p.startswith("grids/")],
     )
 

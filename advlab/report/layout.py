@@ -10,17 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from advlab.config import PerRun
 from advlab.report import data, single, sweep
 from advlab.report.blocks import Doc, Story, register_fonts
 from advlab.report.cover import cover
 from advlab.report.data import ReportData
 
 
-def render(report: ReportData, path: Path, *, heatmap_eps: float | None = None) -> Path:
+def render(
+    report: ReportData,
+    path: Path,
+    *,
+    heatmap_eps: float | None = None,
+    per_run: PerRun = PerRun.best_worst,
+) -> Path:
     """Write the PDF for ``report`` to ``path`` (A4, fonts embedded) and return ``path``.
 
     ``heatmap_eps``: eps (1/255) quoted by the sweep heatmaps, scatter and summary; None = the
-    largest evaluated.
+    largest evaluated. ``per_run``: which runs of a many-run report get per-run pages.
     """
     register_fonts()
     story = Story()
@@ -30,7 +37,7 @@ def render(report: ReportData, path: Path, *, heatmap_eps: float | None = None) 
     if len(report.runs) == 1:
         single.build(story, report.runs[0], focus)
     else:
-        sweep.build(story, report.runs, focus)
+        sweep.build(story, report.runs, focus, per_run)
     doc = Doc(
         path,
         title=f"advlab report: {report.experiment}",

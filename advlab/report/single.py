@@ -1,7 +1,8 @@
 """The sections of a one-run report, and the per-run blocks a many-run report reuses.
 
 :func:`build` tells one run's story: summary, setup, learning curves, robustness, sanity checks,
-then its details (adversarial-example grids, per-class robustness, confusion matrices).
+the cross-library audit (when ``python -m advlab.audit`` ran on it), then its details
+(adversarial-example grids, per-class robustness, confusion matrices).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from advlab import naming
-from advlab.report import data, figures
+from advlab.report import audit, data, figures
 from advlab.report.blocks import WARN, Story
 from advlab.report.data import Focus, RunData
+from advlab.report.seeds import SeedGroup
 from advlab.report.summary import MISSING, attack_label, fmt_eps, fmt_int, fmt_pct, run_sentences
 
 CURVES_CAPTION = (
@@ -49,6 +51,8 @@ def build(story: Story, run: RunData, focus: Focus) -> None:
         sanity_table(story, run)
     else:
         story.para("No sanity-check results (results/sanity.json) were logged.", "note")
+    if run.audit:  # results/audit.json, written by python -m advlab.audit
+        audit.section(story, run.audit)
     if run.grids:
         grids(story, run.grids, story.h1)
     else:
@@ -80,7 +84,7 @@ def run_story(run: RunData, focus: Focus) -> list[str]:
 def robustness_of_one(story: Story, run: RunData) -> None:
     """Accuracy-vs-eps curves with confidence bands and the table of one attacked run."""
     story.figure(
-        figures.robustness_curves([run], bands=True),
+        figures.robustness_curves([SeedGroup(run.name, [run])], bands=True),
         ROBUSTNESS_CAPTION + " Band: 95% confidence interval.",
     )
     rows: list[list[object]] = [

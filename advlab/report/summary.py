@@ -31,6 +31,35 @@ def fmt_pp(value: float | None) -> str:
     return f"{100.0 * float(value):.1f} points"
 
 
+def fmt_spread(mean: float | None, std: float | None) -> str:
+    """A mean over seeds with its std: '45.2% ± 1.3%'; just :func:`fmt_pct` when the std is
+    unknown (a single seed), so a setting run once reads as a single run."""
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return fmt_pct(mean)
+    return f"{fmt_pct(mean)} ± {fmt_pct(std)}"
+
+
+def over_seeds(counts: Sequence[int]) -> str:
+    """How many seeds each number averages, in words: 'over 3 seeds', 'over 1–3 seeds'."""
+    low, high = min(counts), max(counts)
+    many = f"{low}–{high}" if low != high else str(high)
+    return f"over {many} seed{'' if many == '1' else 's'}"
+
+
+def within_spread(a: float, std_a: float, b: float, std_b: float) -> bool | None:
+    """Whether two means over seeds differ by no more than their seeds do:
+    |a - b| <= sqrt(std_a² + std_b²), the std of the difference between one run of each.
+
+    A setting run once (std NaN) is taken to spread as much as the other one; None when neither
+    std is known (or a mean is missing): the seeds then say nothing."""
+    a, std_a, b, std_b = (float(v) for v in (a, std_a, b, std_b))
+    std_a = std_b if math.isnan(std_a) else std_a
+    std_b = std_a if math.isnan(std_b) else std_b
+    if any(math.isnan(v) for v in (a, std_a, b, std_b)):
+        return None
+    return abs(a - b) <= math.hypot(std_a, std_b)
+
+
 def fmt_eps(eps: float) -> str:
     """Eps in 1/255 units as a budget: 8.0 -> '8/255'."""
     return f"{naming.format_eps(eps)}/255"
@@ -197,49 +226,77 @@ def sweep_sanity_sentences(with_sanity: int, with_warnings: int) -> list[str]:
 def sweep_sentences(
     table: pd.DataFrame, *, params: Sequence[str], attack: str | None, eps: float | None
 ) -> list[str]:
-    """Sentences comparing runs: best runs and the effect of each swept parameter.
+    """Sentences comparing settings: the best ones and the effect of each swept parameter.
 
-    ``table`` has one row per run with columns name, clean_acc, robust (robust accuracy of
-    ``attack`` at ``eps``) and one column per swept parameter (MLflow param strings).
+    ``table`` has one row per setting (a seed group; a run when each setting ran once) with
+    columns name, n_seeds, clean_acc, robust (robust accuracy of ``attack`` at ``eps``), their
+    means over seeds, ``clean_acc_std``/``robust_std`` (NaN for one seed) and one column per swept
+    parameter (MLflow param strings).
     """
-    out: list[str] = []
     done = table.dropna(subset=["clean_acc"])
     if done.empty:
         return ["No run has a clean test accuracy in MLflow."]
+    out: list[str] = []
+    seeds = over_seeds(list(done["n_seeds"])) if (done["n_seeds"] > 1).any() else None
+    if seeds:
+        out.append(f"Numbers are mean ± std {seeds} (runs that differ only in seed pooled).")
+    label = f"{attack_label(attack)} robust accuracy at {fmt_eps(eps)}" if attack else None
+    if seeds and len(done) == 1:  # one setting over several seeds: nothing to rank
+        only = done.iloc[0]
+        text = f"{only['name']}: clean accuracy "
+        text += fmt_spread(only["clean_acc"], only["clean_acc_std"])
+        if label and eps is not None and not pd.isna(only["robust"]):
+            text += f", {label} {fmt_spread(only['robust'], only['robust_std'])}"
+        return [*out, text + "."]
     best_clean = done.loc[done["clean_acc"].idxmax()]
     out.append(
-        f"Highest clean accuracy: {best_clean['name']} with {fmt_pct(best_clean['clean_acc'])}."
+        f"Highest clean accuracy: {best_clean['name']} with "
+        f"{fmt_spread(best_clean['clean_acc'], best_clean['clean_acc_std'])}."
     )
-    if attack is None or eps is None or done["robust"].isna().all():
+    if label is None or eps is None or done["robust"].isna().all():
         return out
-    label = f"{attack_label(attack)} robust accuracy at {fmt_eps(eps)}"
     robust = done.dropna(subset=["robust"])
     best = robust.loc[robust["robust"].idxmax()]
     worst = robust.loc[robust["robust"].idxmin()]
     out.append(
-        f"Highest {label}: {best['name']} with {fmt_pct(best['robust'])} "
-        f"(clean {fmt_pct(best['clean_acc'])}); lowest: {worst['name']} with "
-        f"{fmt_pct(worst['robust'])}."
+        f"Highest {label}: {best['name']} with {fmt_spread(best['robust'], best['robust_std'])} "
+        f"(clean {fmt_spread(best['clean_acc'], best['clean_acc_std'])}); lowest: "
+        f"{worst['name']} with {fmt_spread(worst['robust'], worst['robust_std'])}."
     )
     for param in params:
-        if param not in robust:
-            continue
-        means = robust.groupby(param, sort=False)["robust"].agg(["mean", "count"])
-        if len(means) < 2:
-            continue
-        means = means.loc[sorted(means.index, key=setting_sort_key)]
-        low, high = means.index[0], means.index[-1]
-        change = "raised" if means.loc[high, "mean"] > means.loc[low, "mean"] else "lowered"
-        if means.loc[high, "mean"] == means.loc[low, "mean"]:
-            change = "left unchanged"
-        counts = sorted({int(c) for c in means["count"]})
-        per = f"mean of {counts[0]} runs each" if len(counts) == 1 else "means over runs"
-        out.append(
-            f"{param} = {fmt_num(high)} instead of {fmt_num(low)} {change} the {label} "
-            f"from {fmt_pct(means.loc[low, 'mean'])} to {fmt_pct(means.loc[high, 'mean'])} "
-            f"({per})."
-        )
+        if param in robust:
+            out += _effect_sentence(robust, param, label, seeds)
     return out
+
+
+def _effect_sentence(robust: pd.DataFrame, param: str, label: str, seeds: str | None) -> list[str]:
+    """What changing ``param`` from its lowest to its highest value did to the mean ``robust``
+    (over the settings with each value); with seeds, whether that is within the seed spread."""
+    means = robust.groupby(param, sort=False).agg(
+        mean=("robust", "mean"),
+        count=("robust", "count"),
+        # The seed spread of a value: the root mean square of its settings' stds.
+        spread=("robust_std", lambda s: math.sqrt((s**2).mean())),
+    )
+    if len(means) < 2:
+        return []
+    means = means.loc[sorted(means.index, key=setting_sort_key)]
+    low, high = means.iloc[0], means.iloc[-1]
+    change = "raised" if high["mean"] > low["mean"] else "lowered"
+    if high["mean"] == low["mean"]:
+        change = "left unchanged"
+    counts = sorted({int(c) for c in means["count"]})
+    what = ("setting" if counts == [1] else "settings") if seeds else "runs"
+    per = f"mean of {counts[0]} {what} each" if len(counts) == 1 else f"means over {what}"
+    if seeds:
+        per += f", {seeds}"
+        within = within_spread(low["mean"], low["spread"], high["mean"], high["spread"])
+        if within is not None:
+            per += "; within the seed spread" if within else "; more than the seed spread"
+    return [
+        f"{param} = {fmt_num(means.index[-1])} instead of {fmt_num(means.index[0])} {change} the "
+        f"{label} from {fmt_pct(low['mean'])} to {fmt_pct(high['mean'])} ({per})."
+    ]
 
 
 def _attack_order(attacks: Sequence[str]) -> list[str]:

@@ -1,0 +1,46 @@
+"""``python -m advlab.audit``: the same FGSM and PGD from three libraries on a run's model.
+
+    python -m advlab.audit audit.run=runs/hydra/2025-01-01/12-00-00-000000
+    python -m advlab.audit audit.run=<run id>
+
+Keys: ``audit.run`` (a run directory, absolute or relative to the project root, or an MLflow run
+id looked up in ``tracking.uri`` resolved as for a run), ``audit.report`` (rebuild the run's PDF
+with the "Audit" section), ``report.dir``, ``device``, ``threads``. Everything else (data, points,
+eps grid, attack options, seed) is the audited run's own. Needs the extra: ``pip install -e
+".[audit]"``; without it, one line says so and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import advlab.config  # noqa: F401  (registers the structured-config schemas)
+from advlab.cli import run_hydra_app
+from advlab.errors import AdvlabError
+
+log = logging.getLogger("advlab.audit")
+
+
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from advlab.audit import run_audit
+
+    # ART logs every attack call at INFO ("Creating adversarial samples."): keep its warnings only.
+    logging.getLogger("art").setLevel(logging.WARNING)
+    try:
+        run_audit(cfg, work_dir=Path(HydraConfig.get().runtime.output_dir))
+    except AdvlabError as error:
+        # A user-fixable problem (missing extra, unknown run): one line, no traceback.
+        log.error("%s", error)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_hydra_app(main)
