@@ -19,7 +19,18 @@ def asr_key(attack: str, eps: float) -> str:
     return f"asr/{attack}/eps_{format_eps(eps)}"
 
 
+def escalation_points_key(eps: float) -> str:
+    """Name of the number of points the escalation re-attacked at ``eps`` (1/255 units)."""
+    return f"escalation/points/eps_{format_eps(eps)}"
+
+
+def escalation_flips_key(eps: float) -> str:
+    """Name of the number of points the escalation broke at ``eps`` (every other attack failed)."""
+    return f"escalation/flips/eps_{format_eps(eps)}"
+
+
 WORST_CASE = "worst_case"  # pseudo-attack name: per-example worst case over all attacks run
+MARGIN = "margin"  # the escalation's margin-loss attack (APGD-T, APGD-DLR or logit-margin PGD)
 CLEAN_ACC = "clean_acc"
 NUM_PARAMS = "num_params"
 BEST_EPOCH = "best_epoch"

@@ -1,4 +1,5 @@
-"""Sanity checks, metrics and grids: each check passes on a good case and warns on a bad one."""
+"""Sanity checks, metrics and grids: each check passes on a good case and warns or fails on a bad
+one (fail where its condition fails outright: bounds, eps 0)."""
 
 from __future__ import annotations
 
@@ -93,12 +94,24 @@ def test_check_bounds_accepts_the_ball_and_rejects_violations():
     assert sanity.check_bounds("cw", 8, x + 0.3, x, norm="linf", budget=None) == pytest.approx(0.3)
 
 
+def test_a_violation_fails_the_bounds_check_instead_of_stopping_the_run():
+    x = torch.full((4, 1, 3, 3), 0.5)
+    eps = 8 / 255
+    largest, problem = sanity.bound_violation("leaky", 8, x + 2 * eps, x, norm="linf", budget=eps)
+    assert largest == pytest.approx(2 * eps) and "'leaky' at eps 8/255" in problem
+    assert sanity.bound_violation("pgd", 8, x + eps, x, norm="linf", budget=eps)[1] is None
+    check = sanity.bounds_summary(36, 2.0, [problem])
+    assert check.status == "fail" and "1 attack x eps result(s)" in check.evidence
+    assert "exceeds the budget" in check.evidence
+    assert sanity.bounds_summary(36, 1.0, []).status == "pass"
+
+
 # ---------------------------------------------------------------------------------- checks 2-5
 def test_eps_zero_check():
     assert sanity.check_eps_zero(GOOD, 0.9, 100).status == "pass"
     bad = table({"fgsm": {0: 0.85, 4: 0.5}})
     check = sanity.check_eps_zero(bad, 0.9, 100)
-    assert check.status == "warn" and "fgsm 85.0%" in check.evidence
+    assert check.status == "fail" and "fgsm 85.0%" in check.evidence
     assert "not applicable" in sanity.check_eps_zero(table({"fgsm": {4: 0.5}}), 0.9, 100).evidence
 
 
@@ -129,8 +142,9 @@ def test_chance_check():
 # ---------------------------------------------------------------------------------- checks 6-8
 def test_convergence_check():
     base = np.array([True] * 50 + [False] * 50)
-    check = sanity.check_convergence(base, base.copy(), steps=10, eps=8)
+    check = sanity.check_convergence(base, base.copy(), steps=10, eps=8, points="points of pgd")
     assert check.status == "pass" and "20 steps" in check.evidence
+    assert "on the 100 points of pgd: 10 steps 50.0%" in check.evidence
     moved = base.copy()
     moved[:2] = False  # 2 points in 100 = 2 points of accuracy
     check = sanity.check_convergence(base, moved, steps=10, eps=8)
@@ -156,6 +170,9 @@ def test_zero_gradient_check_flags_a_saturated_model():
     check = sanity.check_zero_gradients(saturated.zero_grad)
     assert check.status == "warn" and saturated.zero_grad.mean() > 0.5
     assert f"{int(saturated.zero_grad.sum())} of 32" in check.evidence
+    # re-attacked by the escalation (black-box + restarts): no longer an unresolved indicator
+    check = sanity.check_zero_gradients(saturated.zero_grad, escalated=True)
+    assert check.status == "pass" and "masking_escalated" in check.evidence
 
 
 def test_black_box_check():
@@ -196,3 +213,32 @@ def test_grid_png(tmp_path, channels):
     assert not list(tmp_path.glob("grids/*.tmp"))
     assert perturbation_scale(adv - clean) == pytest.approx(0.5 / (4 / 255), rel=1e-4)
     assert perturbation_scale(np.zeros(3)) == 1.0
+
+
+# ---------------------------------------------------------------------------------- checks 9-10
+def test_ce_vs_margin_check_warns_when_the_losses_disagree():
+    close = table({"fgsm": {8: 0.40}, "pgd": {8: 0.30}, "margin": {0: 0.9, 8: 0.295}})
+    check = sanity.check_margin(close, ["fgsm", "pgd"], 0.01)
+    assert check.status == "pass" and "eps 8: pgd 30.0%, margin 29.5%" in check.evidence
+    apart = table({"fgsm": {8: 0.40}, "pgd": {8: 0.30}, "margin": {8: 0.25}})
+    check = sanity.check_margin(apart, ["fgsm", "pgd"], 0.01)
+    assert check.status == "warn" and "eps 8: pgd 30.0%, margin 25.0%" in check.evidence
+    assert "not applicable" in sanity.check_margin(GOOD, ["fgsm", "pgd"], 0.01).evidence
+
+
+def test_escalation_check_warns_on_flagged_points_left_unattacked():
+    def counts(flagged, points, flips, left):
+        return pd.DataFrame(
+            {"eps": [0.0, 8.0], "flagged": [0, flagged], "points": [0, points],
+             "flips": [0, flips], "left": [0, left]}
+        )  # fmt: skip
+
+    check = sanity.check_escalation(counts(12, 12, 9, 0), enabled=True)
+    assert (
+        check.status == "pass" and "eps 8: 12 flagged, 12 re-attacked, 9 broken" in check.evidence
+    )
+    check = sanity.check_escalation(counts(12, 5, 4, 7), enabled=True)
+    assert check.status == "warn" and "eval.escalation.max_points" in check.evidence
+    check = sanity.check_escalation(counts(12, 0, 0, 12), enabled=False)
+    assert check.status == "warn" and "enabled=false" in check.evidence
+    assert sanity.check_escalation(counts(0, 0, 0, 0), enabled=True).status == "pass"

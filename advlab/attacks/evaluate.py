@@ -10,10 +10,14 @@ Definitions (docs/attacks.md has the user's version):
 - Perturbation norms (``linf_*`` in 1/255 units, ``l2_*`` in pixel units) and the true-class
   confidences (``conf_true_clean`` / ``conf_true_adv``) are averaged over the *attacked* points
   (those correct before the attack), so clean and adversarial confidences compare like for like.
-- **worst_case** (when two or more L-inf attacks ran): per example, robust only if robust against
-  every L-inf attack at that eps (``pgd_l2`` is left out: its ball is another threat model); its
-  adversarial example is the one that fools it with the lowest true-class confidence (else the one
-  with the lowest confidence).
+- **worst_case** (when two or more L-inf attacks ran, or the escalation is on): per example, robust
+  only if robust against every L-inf attack at that eps, the escalation's included (``pgd_l2`` is
+  left out: its ball is another threat model); its adversarial example is the one that fools it
+  with the lowest true-class confidence (else the one with the lowest confidence).
+- **escalation** (``eval.escalation``, :mod:`advlab.attacks.escalation`): a margin-loss attack
+  (row ``margin``) on the points the main attacks left robust, and a black-box / restarted
+  re-attack of the robust points a gradient-masking indicator flags; ``escalation`` (one row per
+  eps) counts the points re-attacked and broken.
 - At eps 0 no attack runs (a zero budget admits only x); the row still goes through the same
   adversarial forward path, so "eps 0 gives the clean accuracy" tests that path.
 - Minimum-norm attacks (``cw``, ``deepfool``) take no budget: they run once, and at each grid eps an
@@ -28,10 +32,11 @@ are attacked; the model's parameters are frozen (``requires_grad=False``) during
 so that backward passes compute input gradients only.
 
 This module is the sequence of steps; each step's work lives in its own module: ``runner``
-(clean pass, attack runs, eps cascade, bound checks), ``outcome`` (per-example results, worst
-case), ``tables`` (results tables, written once), ``checks`` (sanity checks), ``grids`` and
-``export`` (adversarial sets). Transfer attacks are a separate evaluation
-(:mod:`advlab.attacks.transfer`) that the pipeline runs on the same points.
+(clean pass, attack runs, eps cascade, bound checks), ``outcome`` (per-example results),
+``escalation`` (margin attack, re-attack of flagged points, worst case), ``tables`` (results
+tables, written once), ``checks`` (sanity checks), ``grids`` and ``export`` (adversarial sets).
+Transfer attacks are a separate evaluation (:mod:`advlab.attacks.transfer`) that the pipeline
+runs on the same points.
 """
 
 from __future__ import annotations
@@ -46,19 +51,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab import naming
 from advlab.attacks.checks import run_checks
+from advlab.attacks.escalation import COUNT_COLUMNS, Escalation
 from advlab.attacks.export import save_adversarial
 from advlab.attacks.grids import attack_grid, grid_rows
-from advlab.attacks.outcome import Outcome, worst_case
+from advlab.attacks.outcome import Outcome
 from advlab.attacks.runner import AttackRunner, assert_eval, clean_pass, eval_mode, load_points
 from advlab.attacks.sanity import SanityCheck
 from advlab.attacks.tables import Tables, write_tables
 from advlab.attacks.zoo import build_factories
-from advlab.config import Norm
+from advlab.config import EscalationConf
 from advlab.errors import ConfigError
 from advlab.runtime import progress
 from advlab.validate import check_eval
@@ -78,6 +84,8 @@ class Evaluation:
     sanity: list[SanityCheck]
     artifacts: list[Path]  # every file written under out_dir
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points
+    escalation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
 
 
 @dataclass
@@ -123,8 +131,8 @@ def evaluate_robustness(
     and returns logits (N, K). Writes robustness.csv/.json, per_class.csv, confusion.json,
     sanity.json, grids/<attack>_eps_<e>.png and (``eval.save_adversarial``)
     adversarial/<attack>_eps_<e>.npz under ``out_dir``, all listed in ``artifacts``. Raises
-    :class:`AttackError` when an attack cannot run on this task or an adversarial example leaves
-    its eps ball.
+    :class:`AttackError` when an attack cannot run on this task; an adversarial example outside
+    its eps ball or [0, 1] fails the ``bounds`` sanity check (status ``fail``) instead.
     """
     check_eval(cfg_eval, attacks)
     out_dir = Path(out_dir)
@@ -154,9 +162,11 @@ def evaluate_robustness(
         tables = Tables(clean, y.cpu().numpy(), class_names)
         rows = grid_rows(clean.correct, tables.labels, int(cfg_eval.grid_n))
         sweep = _attack_every_eps(runner, factories, cfg_eval, tables, rows, out_dir, indices)
-        _add_worst_case(runner, sweep.outcomes, tables)
+        escalation = Escalation(runner, _escalation_cfg(cfg_eval), cascade=bool(cfg_eval.cascade))
+        for eps, out in escalation.worst_cases(sweep.outcomes, tables).items():
+            tables.add(naming.WORST_CASE, eps, out)
         table, per_class = tables.frames()
-        checks = run_checks(table, runner, factories, attacks, sweep.outcomes, cfg_eval)
+        checks = run_checks(table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation)
         grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
@@ -169,11 +179,13 @@ def evaluate_robustness(
         sanity=checks,
         artifacts=[*sweep.saved, *grids, *written],
         indices=indices,
+        escalation=escalation.counts,
     )
 
 
 def headline_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """``clean_acc`` plus ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per row.
+    """``clean_acc``, ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per row, and
+    ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps.
 
     Names come from :mod:`advlab.naming`. An undefined value (ASR with no point correct before the
     attack) is left out rather than logged as NaN.
@@ -186,7 +198,16 @@ def headline_metrics(evaluation: Evaluation) -> dict[str, float]:
         ):
             if value is not None and not math.isnan(value):
                 out[key] = float(value)
+    for row in evaluation.escalation.itertuples():
+        out[naming.escalation_points_key(row.eps)] = float(row.points)
+        out[naming.escalation_flips_key(row.eps)] = float(row.flips)
     return out
+
+
+def _escalation_cfg(cfg_eval: DictConfig) -> DictConfig:
+    """``eval.escalation``; its schema's defaults for a config built without the node."""
+    node = cfg_eval.get("escalation")
+    return node if node is not None else OmegaConf.structured(EscalationConf)
 
 
 # ------------------------------------------------------------------------------------ the steps
@@ -230,21 +251,6 @@ def _attack_every_eps(
                 )
             )
     return sweep
-
-
-def _add_worst_case(
-    runner: AttackRunner, outcomes: dict[str, dict[float, Outcome]], tables: Tables
-) -> None:
-    """The per-example worst case over the L-inf attacks at each eps, when two or more ran.
-
-    pgd_l2's rows live in an L2 ball of another size, so mixing it in would not be a worst case
-    of anything.
-    """
-    linf_names = [name for name in outcomes if runner.norms[name] == Norm.linf]
-    if len(linf_names) < 2:
-        return
-    for eps in outcomes[linf_names[0]]:
-        tables.add(naming.WORST_CASE, eps, worst_case([outcomes[n][eps] for n in linf_names]))
 
 
 def _grids(

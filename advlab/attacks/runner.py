@@ -132,7 +132,8 @@ def _identity(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class AttackRunner:
     """Runs the attacks of one evaluation on its points (the model in eval mode, the clean pass
-    done) and keeps what the sanity checks need: bound-check counts, norms, white-box flags."""
+    done) and keeps what the sanity checks need: bound-check counts and violations, norms,
+    white-box flags."""
 
     def __init__(
         self,
@@ -153,6 +154,7 @@ class AttackRunner:
         # Threat model of each attack's rows: linf (incl. thresholded minimum-norm) or l2.
         self.norms: dict[str, str] = {}
         self.worst_ratio = math.nan
+        self.violations: list[str] = []  # one line per attack x eps that left its ball or [0, 1]
 
     def make(self, factory: Callable[..., Any], eps: float, **overrides: Any) -> Any:
         """Instantiate an attack partial with the run-time arguments."""
@@ -174,8 +176,9 @@ class AttackRunner:
         ``carry`` is this attack's result at a smaller eps on the same rows (the eps cascade):
         a point it already fooled keeps that adversarial example, which lies inside the larger
         ball too, and only the points still robust are attacked. Returns the adversarial images
-        (len(rows), C, H, W) and the per-example outcome. Check 1 (bounds) runs on every result
-        and raises on a violation.
+        (len(rows), C, H, W) and the per-example outcome. Check 1 (bounds) runs on every result:
+        a violation is recorded in ``violations`` (the ``bounds`` check then fails) and the
+        evaluation goes on.
         """
         rows = np.arange(len(self.x)) if rows is None else rows
         sel = torch.from_numpy(rows).to(self.x.device)
@@ -194,7 +197,9 @@ class AttackRunner:
             run = self._cascaded(atk, x, y, mask, clean_logits, carry)
             norm, budget = atk.advlab_norm, atk.advlab_budget
         x_adv, logits, seconds, attacked = run
-        largest = sanity.check_bounds(name, eps, x_adv, x, norm=norm, budget=budget)
+        largest, problem = sanity.bound_violation(name, eps, x_adv, x, norm=norm, budget=budget)
+        if problem is not None:
+            self.violations.append(problem)
         self._count_checked(attacked, largest, budget)
         return x_adv, outcome_of(x_adv, logits, x, y, seconds)
 

@@ -1,10 +1,12 @@
 """Sanity checks that make a robustness number believable (Carlini et al. 2019; AutoAttack).
 
-Every check returns a :class:`SanityCheck` with status ``pass`` or ``warn`` and an evidence string
-stating the numbers it looked at. A ``warn`` does not stop the run: it says the robust accuracy may
-be an over-estimate (attack too weak, gradients masked) and why. The one hard failure is check 1: an
-adversarial example outside its eps ball or outside [0, 1] means the numbers are wrong, so
-:func:`check_bounds` raises :class:`~advlab.errors.AttackError`.
+Every check returns a :class:`SanityCheck` with status ``pass``, ``warn`` or ``fail`` and an
+evidence string stating the numbers it looked at, on the points of the figure it checks. ``fail``:
+the check's condition fails outright and the figures mean nothing (an adversarial example outside
+its eps ball or [0, 1]; eps 0 not giving the clean accuracy). ``warn``: the robust accuracy may be
+an over-estimate (attack too weak or unconverged, gradients masked, a margin loss or a black-box
+attack finding more) and why. Neither stops the run. :func:`check_bounds` (for callers outside
+the evaluation, such as the audit) raises :class:`~advlab.errors.AttackError` instead.
 
 All accuracies here are fractions in [0, 1]; eps values are in 1/255 units (the ``eval.eps`` grid).
 The functions are pure (tables and arrays in, a verdict out) so they can be tested on their own.
@@ -15,22 +17,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from advlab.errors import AttackError
-from advlab.naming import WORST_CASE, format_eps
+from advlab.naming import MARGIN, WORST_CASE, format_eps
 
-PASS, WARN = "pass", "warn"
+PASS, WARN, FAIL = "pass", "warn", "fail"
 BOUND_TOL = 1e-6  # float32 slack on ||x_adv - x||_inf <= eps (pixel units)
 
 
 @dataclass(frozen=True)
 class SanityCheck:
     name: str
-    status: str  # 'pass' | 'warn' (a failed check 1 raises instead)
+    status: str  # PASS | WARN | FAIL
     evidence: str
 
     def to_dict(self) -> dict[str, str]:
@@ -48,7 +51,7 @@ def _curve(table: pd.DataFrame, attack: str) -> pd.Series:
 
 
 # ------------------------------------------------------------------------------------------ check 1
-def check_bounds(
+def bound_violation(
     attack: str,
     eps: float,
     x_adv: torch.Tensor,
@@ -56,13 +59,14 @@ def check_bounds(
     *,
     norm: str,
     budget: float | None,
-) -> float:
-    """Check 1 for one attack x eps: every ``x_adv`` is finite, in [0, 1] and within its budget.
+) -> tuple[float, str | None]:
+    """Check 1 for one attack x eps: is every ``x_adv`` finite, in [0, 1] and within its budget?
 
     ``x_adv``, ``x``: float (N, C, H, W). ``budget`` is the radius in pixel units in ``norm``
     ('linf' or 'l2'); ``None`` for unbounded (minimum-norm) attacks, where only [0, 1] is checked.
-    Returns the largest perturbation found (pixel units, in ``norm``; L-inf when unbounded).
-    Raises :class:`AttackError` on any violation.
+    Returns the largest perturbation found (pixel units, in ``norm``; L-inf when unbounded) and
+    one line describing the violation, or None. A batch of the wrong shape cannot be scored at
+    all: it raises :class:`AttackError`.
     """
     where = f"attack {attack!r} at eps {format_eps(eps)}/255"
     if x_adv.shape != x.shape:
@@ -70,14 +74,9 @@ def check_bounds(
             f"{where}: adversarial batch shape {tuple(x_adv.shape)} != {tuple(x.shape)}"
         )
     if x_adv.numel() == 0:
-        return 0.0
+        return 0.0, None
     if not torch.isfinite(x_adv).all():
-        raise AttackError(f"{where}: adversarial examples contain NaN or inf")
-    low, high = float(x_adv.min()), float(x_adv.max())
-    if low < 0.0 or high > 1.0:
-        raise AttackError(
-            f"{where}: adversarial pixels leave [0, 1] (min {low:.6g}, max {high:.6g})"
-        )
+        return math.nan, f"{where}: adversarial examples contain NaN or inf"
     delta = (x_adv - x).flatten(1)
     if norm == "l2":
         largest = float(delta.norm(p=2, dim=1).max())
@@ -85,17 +84,39 @@ def check_bounds(
     else:
         largest = float(delta.abs().amax(dim=1).max())
         tol = BOUND_TOL
+    low, high = float(x_adv.min()), float(x_adv.max())
+    if low < 0.0 or high > 1.0:
+        return largest, f"{where}: adversarial pixels leave [0, 1] (min {low:.6g}, max {high:.6g})"
     if budget is not None and largest > budget + tol:
-        raise AttackError(
+        return largest, (
             f"{where}: perturbation {norm} norm {largest:.8g} exceeds the budget {budget:.8g} "
             f"(+{tol:g}); the attack does not respect its eps ball"
         )
+    return largest, None
+
+
+def check_bounds(*args: Any, **kwargs: Any) -> float:
+    """:func:`bound_violation` (same arguments) that raises :class:`AttackError` on a violation;
+    returns the largest perturbation."""
+    largest, problem = bound_violation(*args, **kwargs)
+    if problem is not None:
+        raise AttackError(problem)
     return largest
 
 
-def bounds_summary(n_checked: int, worst_ratio: float) -> SanityCheck:
-    """Check 1 verdict after every attack x eps passed :func:`check_bounds`."""
+def bounds_summary(n_checked: int, worst_ratio: float, violations: list[str]) -> SanityCheck:
+    """Check 1 verdict over every attack x eps: ``fail`` naming the first violations, if any."""
     ratio = "n/a" if math.isnan(worst_ratio) else f"{worst_ratio:.6f}"
+    if violations:
+        shown = "; ".join(violations[:3]) + (
+            f" (+{len(violations) - 3} more)" * (len(violations) > 3)
+        )
+        return SanityCheck(
+            "bounds",
+            FAIL,
+            f"{len(violations)} attack x eps result(s) outside their eps ball or [0, 1]: {shown}; "
+            "their robust accuracies are not measurements of this threat model",
+        )
     return SanityCheck(
         "bounds",
         PASS,
@@ -106,7 +127,8 @@ def bounds_summary(n_checked: int, worst_ratio: float) -> SanityCheck:
 
 # ------------------------------------------------------------------------------------------ check 2
 def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck:
-    """Check 2: at eps = 0 every attack's robust accuracy equals the clean accuracy."""
+    """Check 2: at eps = 0 every attack's robust accuracy equals the clean accuracy (else
+    ``fail``: the adversarial path scores points differently from the clean pass)."""
     rows = table[(table["eps"] == 0) & (table["attack"] != WORST_CASE)]
     if rows.empty:
         return SanityCheck("eps0_clean", PASS, "not applicable: eps 0 is not in eval.eps")
@@ -120,7 +142,7 @@ def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck
     if off:
         return SanityCheck(
             "eps0_clean",
-            WARN,
+            FAIL,
             f"at eps 0 robust accuracy differs from clean {_pct(clean_acc)}: {', '.join(off)} "
             "(model not in eval mode, or an attack that moves points at eps 0)",
         )
@@ -216,19 +238,25 @@ def check_chance(table: pd.DataFrame, num_classes: int, margin: float) -> Sanity
 
 # ------------------------------------------------------------------------------------------ check 6
 def check_convergence(
-    base_correct: np.ndarray, double_correct: np.ndarray, *, steps: int, eps: float
+    base_correct: np.ndarray,
+    double_correct: np.ndarray,
+    *,
+    steps: int,
+    eps: float,
+    points: str = "examples",
 ) -> SanityCheck:
     """Check 6: PGD with ``2 * steps`` moves robust accuracy by under 1 point.
 
     ``base_correct`` / ``double_correct``: bool (n,) robust-or-not per example, same examples;
     ``double_correct`` is the per-example worst case of the two runs, so it can only be lower.
+    ``points`` names those examples in the evidence (e.g. "points of the pgd row").
     """
     n = len(base_correct)
     if n == 0:
         return SanityCheck("pgd_converged", PASS, "not applicable: no examples")
     base, double = float(np.mean(base_correct)), float(np.mean(double_correct))
     evidence = (
-        f"PGD at eps {format_eps(eps)}/255 on {n} examples: {steps} steps {_pct(base)}, "
+        f"PGD at eps {format_eps(eps)}/255 on the {n} {points}: {steps} steps {_pct(base)}, "
         f"{2 * steps} steps on the points still robust {_pct(double)}"
     )
     if abs(base - double) >= 0.01:
@@ -241,22 +269,30 @@ def check_convergence(
 
 
 # ------------------------------------------------------------------------------------------ check 7
-def check_zero_gradients(zero_grad: np.ndarray) -> SanityCheck:
+def check_zero_gradients(zero_grad: np.ndarray, *, escalated: bool = False) -> SanityCheck:
     """Check 7: share of examples whose input gradient of the loss is exactly zero.
 
     ``zero_grad``: bool (N,). Any such example is invisible to gradient attacks (saturated
-    softmax, a non-differentiable layer): their robust accuracy may be an over-estimate.
+    softmax, dead ReLUs, a non-differentiable layer): their robust accuracy may be an
+    over-estimate, unless ``escalated`` (the escalation re-attacked every such point left robust,
+    with a black-box attack and random restarts; check ``masking_escalated`` has its numbers).
     """
     n = len(zero_grad)
     count = int(np.sum(zero_grad))
     share = count / n if n else 0.0
     evidence = f"{count} of {n} examples ({_pct(share)}) have an all-zero input gradient"
+    if count and escalated:
+        return SanityCheck(
+            "zero_gradients",
+            PASS,
+            evidence + "; the escalation re-attacked every one left robust (masking_escalated)",
+        )
     if count:
         return SanityCheck(
             "zero_gradients",
             WARN,
             evidence + ": gradient attacks cannot move them (gradient masking indicator); "
-            "check with a black-box attack (square)",
+            "check with a black-box attack (eval.escalation, or square)",
         )
     return SanityCheck("zero_gradients", PASS, evidence)
 
@@ -294,3 +330,74 @@ def check_black_box(
         f"black-box {', '.join(black)} never beats the best white-box attack "
         f"({', '.join(white)}; tolerance {_pct(tolerance)})",
     )
+
+
+# ------------------------------------------------------------------------------------------ check 9
+def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -> SanityCheck:
+    """Check 9: the margin-loss row (``margin``) is within ``tolerance`` of the best of the
+    cross-entropy ``ce_attacks`` at each eps where it ran.
+
+    Both rows cover the same evaluated points (the margin row keeps the main attacks' examples
+    where they fooled), so a gap is what a change of loss alone finds: more PGD steps will not.
+    """
+    margin = _curve(table, MARGIN)
+    ce = [a for a in ce_attacks if a in set(table["attack"])]
+    if margin.empty or not ce:
+        return SanityCheck(
+            "ce_vs_margin", PASS, "not applicable: no margin attack (eval.escalation)"
+        )
+    frame = table[table["attack"].isin(ce)]
+    best = frame.loc[frame.groupby("eps")["robust_acc"].idxmin()].set_index("eps")
+    gaps = [
+        (e, best.loc[e, "attack"], best.loc[e, "robust_acc"], margin[e])
+        for e in margin.index
+        if e > 0 and e in best.index  # eps 0 is check 2's
+    ]
+    bad = [g for g in gaps if g[2] - g[3] > tolerance]
+    shown = "; ".join(
+        f"eps {format_eps(e)}: {a} {_pct(c)}, margin {_pct(m)}" for e, a, c, m in bad or gaps
+    )
+    if bad:
+        return SanityCheck(
+            "ce_vs_margin",
+            WARN,
+            f"{shown} (tolerance {_pct(tolerance)}, same points): the cross-entropy attacks "
+            "over-estimate robustness; the worst case includes the margin attack",
+        )
+    return SanityCheck(
+        "ce_vs_margin",
+        PASS,
+        f"the margin loss finds at most {_pct(tolerance)} less than the cross-entropy attacks "
+        f"({shown})",
+    )
+
+
+# ----------------------------------------------------------------------------------------- check 10
+def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> SanityCheck:
+    """Check 10: every robust point a masking indicator flagged was re-attacked.
+
+    ``counts``: one row per eps with ``flagged`` (robust after every other attack and flagged),
+    ``points`` (re-attacked), ``flips`` (broken by the re-attack) and ``left`` (flagged but not
+    re-attacked: escalation off, or over ``eval.escalation.max_points``).
+    """
+    rows = counts[counts["flagged"] > 0]
+    if rows.empty:
+        return SanityCheck(
+            "masking_escalated",
+            PASS,
+            "no point left robust has a zero input gradient or a loss an attack did not raise",
+        )
+    shown = "; ".join(
+        f"eps {format_eps(r.eps)}: {r.flagged} flagged, {r.points} re-attacked, {r.flips} broken"
+        for r in rows.itertuples()
+    )
+    left = int(rows["left"].sum())
+    if left:
+        why = "eval.escalation.enabled=false" if not enabled else "eval.escalation.max_points"
+        return SanityCheck(
+            "masking_escalated",
+            WARN,
+            f"{shown}: {left} flagged point-eps pairs were not re-attacked ({why}); their "
+            "robustness may be masked gradients",
+        )
+    return SanityCheck("masking_escalated", PASS, f"{shown} (Square and PGD with restarts)")

@@ -149,7 +149,7 @@ def _options(name: str, schema: type[AttackConf], given: dict[str, Any]) -> Atta
     return options
 
 
-def _adapt(atk: Any, *, seed: int, norm: Norm, budget: float | None, white_box: bool) -> Attack:
+def adapt(atk: Any, *, seed: int, norm: Norm, budget: float | None, white_box: bool) -> Attack:
     """Attach the evaluator's metadata and make every call reproducible from ``seed``."""
     forward = atk.forward
     calls = itertools.count()
@@ -172,7 +172,7 @@ def _adapt(atk: Any, *, seed: int, norm: Norm, budget: float | None, white_box: 
     return atk
 
 
-def _linf(
+def linf_attack(
     model: nn.Module,
     eps: float,
     seed: int,
@@ -188,12 +188,12 @@ def _linf(
     targeted = getattr(options, "targeted", None)
     if targeted is not None:
         getattr(atk, _TARGETED_MODES[Targeted(targeted)])(quiet=True)
-    return _adapt(atk, seed=seed, norm=Norm.linf, budget=eps / 255, white_box=options.white_box)
+    return adapt(atk, seed=seed, norm=Norm.linf, budget=eps / 255, white_box=options.white_box)
 
 
 def _unbounded(atk: Any, seed: int, options: AttackConf) -> Attack:
     """A minimum-norm attack (no budget) adapted."""
-    return _adapt(atk, seed=seed, norm=options.norm, budget=None, white_box=options.white_box)
+    return adapt(atk, seed=seed, norm=options.norm, budget=None, white_box=options.white_box)
 
 
 # -------------------------------------------------------------------------------------- factories
@@ -205,7 +205,7 @@ def fgsm(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Atta
     Options :class:`~advlab.config.FgsmConf`; ``targeted`` random | least_likely steps towards
     the target, i.e. ``x - eps * sign(grad loss(target))``.
     """
-    return _linf(model, eps, seed, _options("fgsm", FgsmConf, options), "FGSM")
+    return linf_attack(model, eps, seed, _options("fgsm", FgsmConf, options), "FGSM")
 
 
 def pgd(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
@@ -219,7 +219,9 @@ def pgd(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attac
     if alpha is None:
         alpha = 2.5 * eps / o.steps if eps > 0 else 1.0  # eps 0: no step can move x
     steps, start = int(o.steps), bool(o.random_start)
-    return _linf(model, eps, seed, o, "PGD", alpha=alpha / 255, steps=steps, random_start=start)
+    return linf_attack(
+        model, eps, seed, o, "PGD", alpha=alpha / 255, steps=steps, random_start=start
+    )
 
 
 def pgd_l2(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
@@ -239,7 +241,7 @@ def pgd_l2(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> At
             steps=int(o.steps),
             random_start=bool(o.random_start),
         )
-    return _adapt(atk, seed=seed, norm=Norm.l2, budget=radius, white_box=o.white_box)
+    return adapt(atk, seed=seed, norm=Norm.l2, budget=radius, white_box=o.white_box)
 
 
 def apgd_ce(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
@@ -247,7 +249,7 @@ def apgd_ce(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> A
     classes. Options :class:`~advlab.config.ApgdCeConf`."""
     o = _options("apgd_ce", ApgdCeConf, options)
     kwargs = dict(steps=int(o.steps), n_restarts=int(o.restarts), loss="ce")
-    return _linf(model, eps, seed, o, "APGD", **kwargs)
+    return linf_attack(model, eps, seed, o, "APGD", **kwargs)
 
 
 def square(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
@@ -255,7 +257,7 @@ def square(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> At
     outputs (``queries`` per example). Options :class:`~advlab.config.SquareConf`."""
     o = _options("square", SquareConf, options)
     kwargs = dict(n_queries=int(o.queries), n_restarts=int(o.restarts), p_init=float(o.p_init))
-    return _linf(model, eps, seed, o, "Square", **kwargs)
+    return linf_attack(model, eps, seed, o, "Square", **kwargs)
 
 
 def fab(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attack:
@@ -265,7 +267,7 @@ def fab(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attac
     o = _options("fab", FabConf, options)
     classes = int(options["num_classes"])
     kwargs = dict(steps=int(o.steps), n_restarts=int(o.restarts), n_classes=classes)
-    return _linf(model, eps, seed, o, "FAB", multi_targeted=False, **kwargs)
+    return linf_attack(model, eps, seed, o, "FAB", multi_targeted=False, **kwargs)
 
 
 def cw(model: nn.Module, *, eps: float | None = None, seed: int = 0, **options: Any) -> Attack:
@@ -298,4 +300,4 @@ def autoattack(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -
     o = _options("autoattack", AutoattackConf, options)
     classes, version = int(options["num_classes"]), str(o.version)
     _check_autoattack("autoattack", version, classes)
-    return _linf(model, eps, seed, o, "AutoAttack", version=version, n_classes=classes)
+    return linf_attack(model, eps, seed, o, "AutoAttack", version=version, n_classes=classes)
