@@ -29,18 +29,26 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
 
 def _refuse_a_sweep_run_as_one_job() -> None:
-    """A sweep experiment started without -m would run one job that is no point of its sweep."""
+    """A sweep experiment started without -m would run one job that is no point of its sweep.
+
+    Fixing every swept key on the command line (``+experiment=transfer seed=0``) names a point of
+    the sweep, so that one job runs.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    params = hydra_cfg.sweeper.get("params") or {}
-    if hydra_cfg.mode == RunMode.RUN and params:
+    if hydra_cfg.mode != RunMode.RUN:
+        return
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o}
+    open_keys = [key for key in (hydra_cfg.sweeper.get("params") or {}) if key not in given]
+    if open_keys:
         experiment = hydra_cfg.runtime.choices.get("experiment", "this experiment")
         raise ConfigError(
-            f"+experiment={experiment} is a sweep over {', '.join(params)}: run it with -m "
-            f"(python -m advlab -m +experiment={experiment} ...); without -m one job would run "
-            "that is not a point of the sweep"
+            f"+experiment={experiment} is a sweep over {', '.join(open_keys)}: run it with -m "
+            f"(python -m advlab -m +experiment={experiment} ...), or fix those keys on the "
+            "command line for one point; without either, one job would run that is not a point "
+            "of the sweep"
         )
 
 

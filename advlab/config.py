@@ -346,6 +346,36 @@ class SanityConf:
     chance_margin: float = 0.1  # warn if robust acc at the largest eps exceeds chance + margin
 
 
+class EscalationAttack(StrEnum):
+    square = "square"  # torchattacks Square, black-box: reaches points whose gradient is zero
+    pgd_restarts = "pgd_restarts"  # cross-entropy PGD from `restarts` random starts
+
+
+class MarginAttack(StrEnum):
+    auto = "auto"  # APGD-T (targeted DLR) on 4+ classes, APGD-DLR on 3, logit-margin PGD on 2
+    autoattack = "autoattack"  # torchattacks AutoAttack standard on 4+ classes (else as auto)
+    none = "none"  # no margin attack
+
+
+@dataclass
+class EscalationConf:
+    """After the main attacks: a margin-loss attack on the points they left robust, and a
+    black-box / restarted re-attack of the robust points a gradient-masking indicator flags."""
+
+    enabled: bool = True
+    attacks: list[EscalationAttack] = field(
+        default_factory=lambda: [EscalationAttack.square, EscalationAttack.pgd_restarts]
+    )
+    queries: int = 1000  # square: model queries per point
+    restarts: int = 5  # pgd_restarts: random starts per point
+    steps: int = 20  # pgd_restarts: steps per start
+    max_points: int = 256  # flagged points re-attacked per eps, at most (the first ones)
+    margin: MarginAttack = MarginAttack.auto
+    margin_steps: int = 20  # iterations of the margin attack (per target for APGD-T)
+    margin_targets: int = 1  # APGD-T: target classes, most likely first (AutoAttack: 9)
+    margin_eps: list[float] | None = None  # eps (1/255) it runs at; null = every eps of eval.eps
+
+
 @dataclass
 class EvalConf:
     attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
@@ -358,6 +388,7 @@ class EvalConf:
     save_adversarial: bool = False  # save the adversarial sets as .npz
     transfer_from: list[str] = field(default_factory=list)  # runs or checkpoints to craft on
     sanity: SanityConf = field(default_factory=SanityConf)
+    escalation: EscalationConf = field(default_factory=EscalationConf)
 
 
 # ------------------------------------------------------------------------------ tracking/report
@@ -369,6 +400,13 @@ class TrackingConf:
     run_name: str | None = None  # null: derived from data, model and overfitting controls
     artifact_root: str | None = None  # null: <project>/runs/mlartifacts (new experiments only)
     log_model: bool = True
+    stale_after_s: float | None = 86400.0  # RUNNING run of another host with no heartbeat: KILLED
+
+
+class PerRun(StrEnum):
+    best_worst = "best_worst"  # a sweep report's per-run pages for its best and worst setting
+    all = "all"  # for every run
+    none = "none"  # for no run (the comparison only)
 
 
 @dataclass
@@ -378,6 +416,13 @@ class ReportConf:
     experiment: str | None = None  # python -m advlab.report: experiment to report on
     runs: Any = None  # python -m advlab.report: list of run ids, or an MLflow filter string
     heatmap_eps: float | None = None  # eps (1/255) of sweep heatmaps; null = the largest
+    per_run: PerRun = PerRun.best_worst  # sweep reports: whose grids/per-class/confusion pages
+
+
+@dataclass
+class AuditConf:
+    run: str | None = None  # python -m advlab.audit: a run directory or an MLflow run id
+    report: bool = True  # rebuild the run's PDF with its "Audit" section and attach it
 
 
 @dataclass
@@ -397,6 +442,7 @@ class Config:
     eval: EvalConf = MISSING
     tracking: TrackingConf = MISSING
     report: ReportConf = MISSING
+    audit: AuditConf = field(default_factory=AuditConf)
     paths: PathsConf = field(default_factory=PathsConf)
     seed: int = 0
     device: Device = Device.auto
@@ -434,6 +480,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "eval": {"default": EvalConf},
     "tracking": {"default": TrackingConf},
     "report": {"default": ReportConf},
+    "audit": {"default": AuditConf},
 }
 
 

@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from advlab.config import (
     AdversarialMethod,
     Device,
+    EscalationAttack,
     Loss,
+    MarginAttack,
     Mode,
     Monitor,
     Norm,
@@ -220,6 +222,19 @@ def check_eval(ev: DictConfig, attacks: DictConfig) -> None:
     _at_least("eval.sanity.convergence_eps", ev.sanity.convergence_eps, 0)
     _at_least("eval.sanity.tolerance", ev.sanity.tolerance, 0)
     _at_least("eval.sanity.chance_margin", ev.sanity.chance_margin, 0)
+    if "escalation" in ev:
+        _check_escalation(ev.escalation, ev.eps)
+
+
+def _check_escalation(esc: DictConfig, eps_grid: list[float]) -> None:
+    for name in esc.attacks:
+        _one_of("eval.escalation.attacks", name, EscalationAttack)
+    _one_of("eval.escalation.margin", esc.margin, MarginAttack)
+    for key in ("queries", "restarts", "steps", "max_points", "margin_steps", "margin_targets"):
+        _at_least(f"eval.escalation.{key}", esc[key], 1)
+    for eps in esc.margin_eps or []:
+        if float(eps) not in eps_grid:
+            _fail("eval.escalation.margin_eps", esc.margin_eps, f"{eps:g} is not in eval.eps")
 
 
 def normalised_eps(eps: Iterable[float]) -> list[float]:
@@ -263,3 +278,5 @@ def validate_config(cfg: DictConfig) -> None:
     check_eval(cfg.eval, cfg.attacks)
     if cfg.tracking.enabled and not str(cfg.tracking.experiment).strip():
         _fail("tracking.experiment", cfg.tracking.experiment, "must name an MLflow experiment")
+    # 0 or less would end every other machine's RUNNING runs at once; null turns the rule off
+    _positive("tracking.stale_after_s", cfg.tracking.get("stale_after_s"), allow_none=True)

@@ -301,3 +301,25 @@ def test_the_report_app_has_its_own_help() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("advlab.report: a PDF report of MLflow runs")
     assert "report.experiment" in proc.stdout and "python -m advlab +experiment" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_experiment_with_every_swept_key_fixed_runs_that_point(tmp_path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advlab",
+            "+experiment=transfer",
+            "seed=0",  # transfer sweeps only the seed: this names one point of the sweep
+            f"data.root={tmp_path / 'nowhere'}",
+            f"paths.runs_dir={tmp_path / 'runs'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=180,
+    )
+    out = proc.stdout + proc.stderr
+    assert "run it with -m" not in out  # not refused as a sweep: it ran, and met the missing data
+    assert "nowhere" in out and proc.returncode == 2, out[-2000:]
