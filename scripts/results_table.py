@@ -82,6 +82,18 @@ def _size(by_id: pd.DataFrame, run_ids: list[str], split: str) -> str:
     return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
 
 
+def _evaluated(by_id: pd.DataFrame, run_ids: list[str]) -> str:
+    """How many test points the robust accuracies are over: eval.n_examples, capped by the test
+    split (null = all of it); the split itself is the train / val / test column."""
+    counts = set()
+    for run_id in run_ids:
+        n_test = float(by_id.loc[run_id].get("params.facts.n_test", math.nan))
+        asked = str(by_id.loc[run_id].get("params.eval.n_examples", "None"))
+        counts.add(n_test if asked in ("None", "null") else min(float(asked), n_test))
+    low, high = min(counts), max(counts)
+    return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
+
+
 def _load(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(finished runs, their seed groups) of an experiment; None (said on stderr) if not run."""
     try:
@@ -98,10 +110,10 @@ def main(experiments: list[str]) -> None:
     seeded = any((groups["n_seeds"] > 1).any() for _, groups in loaded.values())
     seeds_head = " n seeds |" if seeded else ""
     print(
-        f"| experiment | settings |{seeds_head} train / val / test | clean acc | FGSM 8/255 "
-        "| PGD 8/255 | best / stopped epoch | wall time |"
+        f"| experiment | settings |{seeds_head} train / val / test | evaluated | clean acc "
+        "| FGSM 8/255 | PGD 8/255 | best / stopped epoch | wall time |"
     )
-    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|")
+    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|")
     for experiment, (frame, groups) in loaded.items():
         varied = [
             key
@@ -119,7 +131,7 @@ def main(experiments: list[str]) -> None:
             print(
                 f"| {experiment} | {_settings(row, varied)} |"
                 + (f" {row['n_seeds']} |" if seeded else "")
-                + f" {sizes} | {_pct(row, naming.CLEAN_ACC)} "
+                + f" {sizes} | {_evaluated(by_id, row['run_ids'])} | {_pct(row, naming.CLEAN_ACC)} "
                 f"| {_pct(row, naming.robust_acc_key('fgsm', 8))} "
                 f"| {_pct(row, naming.robust_acc_key('pgd', 8))} "
                 f"| {epochs if epochs != '- / -' else '-'} | {minutes} |"

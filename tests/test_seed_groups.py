@@ -28,7 +28,7 @@ from advlab.report.data import ReportError, focus
 from advlab.report.gather import gather
 from advlab.report.summary import fmt_pct, fmt_spread
 from advlab.tracking.metadata import typed_config_json
-from tests.conftest import EXTRA_SEEDS, PipelineStore, compose_config
+from tests.conftest import EXTRA_SEEDS, PIPELINE_OVERRIDES, PipelineStore, compose_config
 
 PGD8 = naming.robust_acc_key("pgd", 8)
 
@@ -165,6 +165,11 @@ def test_results_table_prints_mean_and_std_with_the_seed_count(
     module.main(["sweep"])
     header, _rule, *rows = capsys.readouterr().out.strip().splitlines()
     assert "| n seeds |" in header and len(rows) == 2
+    # the robust accuracies' n is the evaluated points, shown beside the split sizes
+    evaluated = header.split(" | ").index("evaluated")
+    shown = [int(r.split(" | ")[evaluated]) for r in rows]
+    asked = dict(o.split("=", 1) for o in PIPELINE_OVERRIDES)
+    assert shown == [min(int(asked["eval.n_examples"]), int(asked["data.limit_test"]))] * 2
     pgd = [_metric(store, rid, PGD8) for rid in _seeded(store)]
     mean, std = statistics.mean(pgd), statistics.stdev(pgd)
     (seeded,) = [r for r in rows if "| 3 |" in r]
