@@ -230,8 +230,12 @@ class Setup:
 
         from advlab.attacks.evaluate import evaluate_robustness
 
+        # The figures compare the same attacks: the escalation (a margin attack and re-attacks
+        # after the main ones, docs/attacks.md) is off here unless a caller turns it on.
         cfg_eval = OmegaConf.merge(
-            self.cfg.eval, {"attacks": attacks, "eps": eps, **eval_overrides}
+            self.cfg.eval,
+            {"escalation": {"enabled": False}},
+            {"attacks": attacks, "eps": eps, **eval_overrides},
         )
         selected = OmegaConf.create({a: self.cfg.attacks[a] for a in attacks})
         return evaluate_robustness(
