@@ -183,3 +183,23 @@ def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
         callback.on_multirun_end(hydra_cfg)
     assert parent is not None
     return PipelineStore(uri, root, good, failed, parent, children, list(SWEEP_SETTINGS), extra)
+
+
+@pytest.fixture(scope="session")
+def migrated_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema created (creating it takes seconds)."""
+    from advlab.tracking import open_client
+
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    open_client(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def fresh_store(migrated_store_template: Path, tmp_path: Path) -> Path:
+    """A copy of that empty store at tmp_path/mlflow.db, the store make_cfg points at."""
+    import shutil
+
+    store = tmp_path / "mlflow.db"
+    shutil.copy(migrated_store_template, store)
+    return store

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,6 @@ from advlab.tracking import (
     ENV_PARENT_RUN_ID,
     KILLED_REASON_TAG,
     Tracker,
-    open_client,
     reap_dead_runs,
     serve_command,
     ui_link,
@@ -37,18 +35,8 @@ from advlab.tracking import (
 from advlab.tracking.liveness import HEARTBEAT_TAG, process_tags
 from advlab.tracking.resume import RESUME_CHANGES_TAG, RUN_FILE
 
-
-@pytest.fixture(scope="module")
-def _migrated_db(tmp_path_factory) -> Path:
-    # Creating MLflow's schema takes seconds; tests start from a copy of one migrated empty store.
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    open_client(f"sqlite:///{db}")
-    return db
-
-
-@pytest.fixture(autouse=True)
-def _store(_migrated_db, tmp_path) -> None:
-    shutil.copy(_migrated_db, tmp_path / "mlflow.db")  # the store make_cfg points at
+# every test starts from a copy of one migrated empty store (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_store")
 
 
 def _client(tmp_path: Path) -> MlflowClient:

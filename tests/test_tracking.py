@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,23 +24,12 @@ from advlab.tracking import (
     attach_artifact,
     derive_run_name,
     flatten_config,
-    open_client,
     resolve_tracking_uri,
 )
 from tests.test_evaluate import CPU, eval_config, synthetic_splits, train_tiny
 
-
-@pytest.fixture(scope="module")
-def _migrated_db(tmp_path_factory) -> Path:
-    # Creating MLflow's schema takes seconds; tests start from a copy of one migrated empty store.
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    open_client(f"sqlite:///{db}")
-    return db
-
-
-@pytest.fixture(autouse=True)
-def _store(_migrated_db, tmp_path) -> None:
-    shutil.copy(_migrated_db, tmp_path / "mlflow.db")  # the store make_cfg points at
+# every test starts from a copy of one migrated empty store (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_store")
 
 
 def _run(tracker: Tracker):
