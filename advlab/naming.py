@@ -36,6 +36,13 @@ NUM_PARAMS = "num_params"
 BEST_EPOCH = "best_epoch"
 STOPPED_EPOCH = "stopped_epoch"
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")
+# Per-epoch robust validation accuracies of adversarial training (train.adversarial.val_robust).
+VAL_PGD_ACC = "val_robust_acc"  # PGD (val_robust_steps); the early-stopping monitor
+VAL_FGSM_ACC = "val_fgsm_acc"  # FGSM on the same subset: with PGD's, shows catastrophic overfitting
+# The run's verdict (advlab.verdict): pass | warn | fail, and the one line naming the first problem.
+VERDICT_TAG = "advlab.verdict"
+VERDICT_REASON_TAG = "advlab.verdict_reason"
+VERDICT_JSON = "results/verdict.json"  # {"verdict", "reason", "checks": [{name, status, evidence}]}
 
 
 def option_name(target: str) -> str:

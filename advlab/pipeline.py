@@ -17,15 +17,17 @@ from omegaconf import DictConfig, OmegaConf
 from advlab import naming
 from advlab.fileio import atomic_write_text
 from advlab.validate import validate_config
+from advlab.verdict import Verdict, decide
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Train, attack, track and report one configuration; return its headline metrics.
+def run(cfg: DictConfig) -> dict[str, float | str]:
+    """Train, attack, track and report one configuration; return its headline metrics and verdict.
 
     The returned names are the MLflow metric names (``clean_acc``, ``robust_acc/<attack>/eps_<e>``,
-    ``asr/<attack>/eps_<e>``, ``num_params``), also written to ``<run_dir>/results/results.json``.
+    ``asr/<attack>/eps_<e>``, ``num_params``) plus ``verdict`` (pass | warn | fail) and
+    ``verdict_reason`` (:mod:`advlab.verdict`), also written to ``<run_dir>/results/results.json``.
     """
     validate_config(cfg)  # before anything slow: a bad value costs milliseconds, not a training run
 
@@ -60,13 +62,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tracker.log_data_facts(data.facts())
 
         model, num_params = _build_model(cfg, data, tracker)
-        _train(cfg, model, data, device, run_dir, tracker)
+        fitted = _train(cfg, model, data, device, run_dir, tracker)
 
         evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
+        verdict = decide([*fitted.checks, *evaluation.sanity])
         metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
         results_json = results_dir / "results.json"
-        _write_json(results_json, metrics)
+        _write_json(results_json, {**metrics, **_verdict_fields(verdict)})
         tracker.log_evaluation(evaluation, list(cfg.eval.eps))
+        _track_verdict(tracker, verdict, results_dir)
         tracker.log_artifact(results_json, "results")
         run_id = tracker.run_id
         tracking_uri = tracker.tracking_uri
@@ -76,8 +80,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.report.enabled and run_id is not None:
         pdf = _single_run_report(cfg, tracking_uri, experiment, run_id)
 
-    _print_summary(cfg, metrics, run_dir, tracker, device, pdf)
-    return metrics
+    _print_summary(cfg, metrics, verdict, run_dir, tracker, device, pdf)
+    return {**metrics, **_verdict_fields(verdict)}
 
 
 def _build_model(cfg: DictConfig, data, tracker):
@@ -96,8 +100,9 @@ def _build_model(cfg: DictConfig, data, tracker):
     return model, num_params
 
 
-def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker) -> None:
-    """Fit (each epoch tracked), record where it stopped, save and log the trained model."""
+def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker):
+    """Fit (each epoch tracked), record where it stopped, save and log the trained model; the
+    :class:`~advlab.training.fit.FitResult` (its ``checks`` join the verdict)."""
     from advlab.models.io import save_model
     from advlab.training.fit import fit
 
@@ -122,6 +127,7 @@ def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker) -> None
         model_path = run_dir / "model" / "model.pt"
         save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
         tracker.log_artifact(model_path, "model")
+    return fitted
 
 
 def _evaluate(cfg: DictConfig, model, data, device, results_dir: Path, transfer_checkpoints):
@@ -187,6 +193,28 @@ def _data_spec(data) -> dict:
     }
 
 
+def _verdict_fields(verdict: Verdict) -> dict[str, str]:
+    return {"verdict": verdict.status, "verdict_reason": verdict.reason}
+
+
+def _track_verdict(tracker, verdict: Verdict, results_dir: Path) -> None:
+    """Tags ``advlab.verdict`` / ``advlab.verdict_reason`` (and ``advlab.sanity.<check>`` for the
+    training checks, which the evaluation's tags lack) and ``results/verdict.json``."""
+    path = results_dir / Path(naming.VERDICT_JSON).name
+    _write_json(path, verdict.to_dict())
+    training = {f"advlab.sanity.{c.name}": c.status for c in verdict.checks}
+    tracker.set_tags(
+        {
+            **training,
+            naming.VERDICT_TAG: verdict.status,
+            naming.VERDICT_REASON_TAG: verdict.reason,
+        }
+    )
+    tracker.log_artifact(path, "results")
+    if verdict.status != "pass":
+        log.warning("verdict %s: %s", verdict.status, verdict.reason)
+
+
 def _write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True))  # never half-written
 
@@ -207,10 +235,11 @@ def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_
     return pdf
 
 
-def _print_summary(cfg, metrics, run_dir, tracker, device, pdf) -> None:
+def _print_summary(cfg, metrics, verdict: Verdict, run_dir, tracker, device, pdf) -> None:
     from advlab.tracking import serve_command, ui_link
 
     lines = ["", "advlab run finished"]
+    lines.append(f"  verdict             {verdict.status.upper()}: {verdict.reason}")
     lines.append(f"  clean accuracy      {metrics[naming.CLEAN_ACC]:.1%}")
     largest = max(cfg.eval.eps)
     for attack in cfg.eval.attacks:

@@ -27,6 +27,7 @@ from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
 SANITY_NAMES = [
+    "clean_above_chance",
     "bounds",
     "eps0_clean",
     "pgd_le_fgsm",

@@ -74,7 +74,13 @@ def test_results_json_in_the_run_directory_matches_mlflow(quickstart) -> None:
     _cfg, metrics, _client, mlflow_run, _tmp = quickstart
     run_dir = Path(mlflow_run.data.tags["advlab.run_dir"])
     written = json.loads((run_dir / "results" / "results.json").read_text())
-    assert written == pytest.approx(metrics)
+    verdict = {k: written.pop(k) for k in ("verdict", "verdict_reason")}
+    assert written == pytest.approx({k: v for k, v in metrics.items() if k not in verdict})
+    # The verdict is the same in results.json, the returned dict and the run's MLflow tags.
+    assert verdict["verdict"] in {"pass", "warn"} and verdict["verdict_reason"]
+    assert {k: metrics[k] for k in verdict} == verdict
+    assert mlflow_run.data.tags[naming.VERDICT_TAG] == verdict["verdict"]
+    assert mlflow_run.data.tags[naming.VERDICT_REASON_TAG] == verdict["verdict_reason"]
 
 
 def test_per_epoch_metrics_use_the_epoch_as_step(quickstart) -> None:

@@ -349,13 +349,15 @@ def test_disabled_early_stopping_only_checks_names(data, tmp_path: Path) -> None
     assert (result.best_epoch, result.stopped_epoch) == (2, 2)
 
 
-def test_nan_loss_stops_with_a_training_error(data, tmp_path: Path) -> None:
+def test_non_finite_initial_weights_are_a_training_error(data, tmp_path: Path) -> None:
+    # A loss that turns non-finite while training is a divergence, reported and not raised
+    # (tests/test_training_diagnostics.py); weights non-finite before training leave nothing to do.
     cfg = cfg_for()
     torch.manual_seed(0)
     model = build_model(cfg.model, data)
     with torch.no_grad():
-        model.fc.bias.fill_(float("nan"))  # what a diverged run looks like
-    with pytest.raises(TrainingError, match="nan in epoch 1"):
+        model.fc.bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="untrained model's validation loss is nan"):
         fit(model, data, cfg.train, cfg.optimizer, seed=0, device=CPU, run_dir=tmp_path)
 
 
@@ -392,8 +394,8 @@ def test_adversarial_training_with_robust_validation(data, tmp_path: Path) -> No
     )
     _, result = run_fit(cfg, data, tmp_path)
     for m in result.history:
-        assert set(m) == EPOCH_KEYS | {"val_robust_acc"}
-        assert 0 <= m["val_robust_acc"] <= 1
+        assert set(m) == EPOCH_KEYS | {"val_robust_acc", "val_fgsm_acc"}
+        assert 0 <= m["val_robust_acc"] <= 1 and 0 <= m["val_fgsm_acc"] <= 1
         assert m["val_robust_acc"] * 40 == pytest.approx(round(m["val_robust_acc"] * 40))
 
 

@@ -1,5 +1,6 @@
-"""The ten sanity checks of one evaluation, in order (verdicts from :mod:`advlab.attacks.sanity`).
+"""The sanity checks of one evaluation, in order (verdicts from :mod:`advlab.attacks.sanity`).
 
+Check 11 (clean accuracy above chance) comes first: it decides whether the others mean anything.
 All but check 6 judge what the evaluation already measured; check 6 (convergence) attacks the
 points PGD left robust again with twice its steps, through the evaluation's :class:`AttackRunner`.
 """
@@ -33,7 +34,7 @@ def run_checks(
     cfg_eval: DictConfig,
     escalation: Escalation,
 ) -> list[SanityCheck]:
-    """Checks 1-10 on the robustness ``table`` of the attacks ``runner`` ran; each is logged.
+    """Checks 11 and 1-10 on the robustness ``table`` of the attacks ``runner`` ran; each is logged.
 
     ``outcomes``: per attack and eps (1/255), the per-example outcomes behind the table;
     ``escalation``: the escalation that ran after them (its counts feed checks 7 and 10).
@@ -45,6 +46,7 @@ def run_checks(
     counts = escalation.counts
     escalated = escalation.enabled and not int(counts["left"].sum())
     checks = [
+        sanity.check_clean_above_chance(clean.correct, runner.y.cpu().numpy(), runner.num_classes),
         sanity.bounds_summary(runner.n_checked, runner.worst_ratio, runner.violations),
         sanity.check_eps_zero(table, float(clean.correct.mean()), len(clean.correct)),
         sanity.check_pgd_le_fgsm(table, tolerance),

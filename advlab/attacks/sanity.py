@@ -3,9 +3,11 @@
 Every check returns a :class:`SanityCheck` with status ``pass``, ``warn`` or ``fail`` and an
 evidence string stating the numbers it looked at, on the points of the figure it checks. ``fail``:
 the check's condition fails outright and the figures mean nothing (an adversarial example outside
-its eps ball or [0, 1]; eps 0 not giving the clean accuracy). ``warn``: the robust accuracy may be
+its eps ball or [0, 1]; eps 0 not giving the clean accuracy; clean accuracy not significantly
+above chance). ``warn``: the robust accuracy may be
 an over-estimate (attack too weak or unconverged, gradients masked, a margin loss or a black-box
-attack finding more) and why. Neither stops the run. :func:`check_bounds` (for callers outside
+attack finding more) and why. Neither stops the run; :mod:`advlab.verdict` turns them into the
+run's verdict. :func:`check_bounds` (for callers outside
 the evaluation, such as the audit) raises :class:`~advlab.errors.AttackError` instead.
 
 All accuracies here are fractions in [0, 1]; eps values are in 1/255 units (the ``eval.eps`` grid).
@@ -401,3 +403,59 @@ def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> SanityCheck:
             "robustness may be masked gradients",
         )
     return SanityCheck("masking_escalated", PASS, f"{shown} (Square and PGD with restarts)")
+
+
+# ----------------------------------------------------------------------------------------- check 11
+CHANCE_ALPHA = 0.01  # one-sided significance level of "clean accuracy above chance"
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly in log space (n up to 1e5 is fast)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    terms = [
+        log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def check_clean_above_chance(
+    correct: np.ndarray, labels: np.ndarray, num_classes: int, *, alpha: float = CHANCE_ALPHA
+) -> SanityCheck:
+    """Check 11: the clean accuracy is significantly above chance on the evaluated points (else
+    ``fail``: robustness of a model that has learnt nothing means nothing).
+
+    ``correct``: bool (n,) clean correctness; ``labels``: int (n,) true classes of the same points.
+    Chance is what a constant guess gets there: the share of the most frequent class (at least
+    1/K). The test is the exact one-sided binomial test of "k or more correct out of n by chance"
+    at level ``alpha``, so the bar rises for small n instead of being a fixed margin.
+    """
+    n = len(correct)
+    if n == 0:
+        return SanityCheck("clean_above_chance", PASS, "not applicable: no evaluated points")
+    k = int(np.sum(correct))
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    chance = max(float(counts.max()) / n, 1.0 / num_classes)
+    p_value = binomial_tail(k, n, chance)
+    evidence = (
+        f"clean accuracy {_pct(k / n)} ({k} of {n} evaluated points); chance (the most frequent "
+        f"class) {_pct(chance)}; P(>= {k} correct by chance) = {p_value:.2g}"
+    )
+    if p_value > alpha:
+        return SanityCheck(
+            "clean_above_chance",
+            FAIL,
+            evidence + f": not significantly above chance (one-sided binomial test, alpha "
+            f"{alpha:g}); the model has learnt nothing its robustness could measure",
+        )
+    return SanityCheck("clean_above_chance", PASS, evidence)

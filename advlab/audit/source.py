@@ -68,7 +68,8 @@ def _from_dir(run_dir: Path) -> RunSource:
     results = run_dir / RESULTS_FILE
     source = RunSource(config, model, run_dir)
     if results.is_file():
-        source.logged = {k: float(v) for k, v in json.loads(results.read_text()).items()}
+        written = json.loads(results.read_text())  # metrics, plus the verdict's two strings
+        source.logged = {k: float(v) for k, v in written.items() if not isinstance(v, str)}
     tracking = config.get("tracking") or {}
     if tracking.get("enabled", True):
         uri = resolve_tracking_uri(tracking, config.get("paths"))

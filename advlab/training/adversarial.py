@@ -11,6 +11,9 @@ attacks leave the model's train/eval mode as it is. Random starts draw from the 
   "Fast is better than free"; they use alpha = 1.25 eps).
 - ``pgd``: ``steps`` signed-gradient steps of size ``alpha`` from a uniform random start, projected
   back onto the eps-ball each step (Madry et al. 2018).
+- ``fgsm``: one signed-gradient step of size eps from the clean point (Goodfellow et al. 2015); no
+  random draw. Only for validation (``val_fgsm_acc``): next to PGD's accuracy it shows
+  catastrophic overfitting (:mod:`advlab.training.diagnostics`).
 """
 
 from __future__ import annotations
@@ -135,6 +138,31 @@ def training_perturbation(cfg: DictConfig, *, loss_fn: LossFn) -> Perturbation |
     return functools.partial(_ATTACKS[method], **settings)
 
 
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, loss_fn: LossFn
+) -> torch.Tensor:
+    """FGSM: one signed-gradient step of size ``eps`` (1/255 units) from ``x`` itself (no random
+    start), clamped to [0, 1]; it draws no random numbers."""
+    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, loss_fn=loss_fn, random_start=False)
+
+
+def _accuracy_under(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> float:
+    """Accuracy in [0, 1] of ``model`` on ``attack(xb, yb)``, batch by batch."""
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        x_adv = attack(xb, yb)
+        with torch.no_grad():
+            correct += (model(x_adv).argmax(1) == yb).sum()
+    return correct.item() / max(x.shape[0], 1)
+
+
 def robust_accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -149,19 +177,28 @@ def robust_accuracy(
     """Accuracy in [0, 1] of ``model`` (put in eval mode by the caller) under L-inf PGD with
     ``steps`` steps of size 2.5 eps / steps and a random start. eps in 1/255 units."""
     alpha = val_pgd_alpha(eps, steps)
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for start in range(0, x.shape[0], batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        x_adv = pgd(
-            model,
-            xb,
-            yb,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            loss_fn=loss_fn,
-            generator=generator,
+
+    def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return pgd(
+            model, xb, yb, eps=eps, alpha=alpha, steps=steps, loss_fn=loss_fn, generator=generator
         )
-        with torch.no_grad():
-            correct += (model(x_adv).argmax(1) == yb).sum()
-    return correct.item() / max(x.shape[0], 1)
+
+    return _accuracy_under(model, x, y, attack, batch_size)
+
+
+def fgsm_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    batch_size: int,
+    loss_fn: LossFn,
+) -> float:
+    """Accuracy in [0, 1] of ``model`` (put in eval mode by the caller) under :func:`fgsm` at
+    ``eps`` (1/255 units). Deterministic: it uses no generator."""
+
+    def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return fgsm(model, xb, yb, eps=eps, loss_fn=loss_fn)
+
+    return _accuracy_under(model, x, y, attack, batch_size)

@@ -1,10 +1,14 @@
 """The training loop: ``fit`` trains a model on ``data.train``, validating on ``data.val``.
 
-What it does each epoch (1-based): train on shuffled (and augmented, and, with
-``train.adversarial``, adversarially perturbed) batches in train mode; evaluate ``data.val`` in eval
-mode (plus PGD accuracy on a fixed validation subset with ``train.adversarial.val_robust``); update
-early stopping; write ``checkpoints/last.pt`` (and ``best.pt`` on improvement) atomically; hand the
-epoch's metrics to ``on_epoch``. It never imports mlflow and never touches ``data.test``.
+Before epoch 1 it measures the start loss: the untrained model's mean validation loss. What it
+does each epoch (1-based): train on shuffled (and augmented, and, with ``train.adversarial``,
+adversarially perturbed) batches in train mode; evaluate ``data.val`` in eval mode (plus PGD and
+FGSM accuracy on a fixed validation subset with ``train.adversarial.val_robust``); judge divergence
+(:mod:`advlab.training.diagnostics`); update early stopping; write ``checkpoints/last.pt`` (and
+``best.pt`` on improvement) atomically; hand the epoch's metrics to ``on_epoch``. A diverged epoch
+ends training: the model gets back the weights it had before that epoch, and the run goes on to
+evaluation with a failing ``training_stable`` check instead of an exception. It never imports
+mlflow and never touches ``data.test``.
 
 The loop is kept lean: loss and correct counts accumulate on the device and are read back once per
 epoch, so there is no host-device synchronisation per batch.
@@ -26,9 +30,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from advlab.attacks.sanity import SanityCheck
 from advlab.config import Loss, Precision
 from advlab.data.base import DataSplits, batches, to_float
 from advlab.errors import DataError, TrainingError
+from advlab.naming import VAL_FGSM_ACC, VAL_PGD_ACC
 from advlab.runtime import progress, resolve_precision
 from advlab.training import adversarial
 from advlab.training.checkpoint import (
@@ -41,6 +47,7 @@ from advlab.training.checkpoint import (
     run_config,
     save_epoch,
 )
+from advlab.training.diagnostics import divergence, first_divergence, training_checks
 from advlab.training.early_stopping import EarlyStopping
 from advlab.training.param_groups import build_optimizer
 from advlab.training.schedules import build_scheduler, steps_per_epoch
@@ -53,6 +60,11 @@ TIMING_METRICS = ("epoch_seconds", "images_per_s")
 
 EpochCallback = Callable[[int, dict[str, float]], None]  # (epoch, metrics); epoch is 1-based
 PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N, C), (N,) -> (N,)
+Weights = dict[str, torch.Tensor]  # a state_dict
+# Key of the start loss in the checkpoint's ``config`` entry (the one entry of last.pt that fit
+# fills freely; a resume compares only its "train" and "optimizer" groups). A resumed model is
+# trained, so its start loss cannot be measured again.
+_START_LOSS_KEY = "start_loss"
 
 
 @dataclass
@@ -60,14 +72,24 @@ class FitResult:
     """What :func:`fit` returns.
 
     ``best_epoch``: 1-based epoch whose weights the model ends with (the early-stopping best with
-    ``restore_best``, else the last epoch). ``stopped_epoch``: last epoch run. ``history``: one
-    metrics dict per epoch. ``seconds``: wall-clock training time, summed over resumed segments.
+    ``restore_best``, else the last epoch; after a divergence the epoch before the diverged one,
+    0 for the initial weights). ``stopped_epoch``: last epoch run (the diverged one, if any).
+    ``history``: one metrics dict per epoch, as measured (a diverged epoch's non-finite losses
+    included; ``on_epoch`` got them without). ``seconds``: wall-clock training time, summed over
+    resumed segments. ``start_loss``: the untrained model's mean validation loss, the reference of
+    the divergence rule. ``diverged``: why training diverged
+    (:func:`advlab.training.diagnostics.divergence`), or None. ``checks``: the training's sanity
+    checks (:func:`advlab.training.diagnostics.training_checks`: ``training_stable``,
+    ``catastrophic_overfitting``), for the run's verdict.
     """
 
     best_epoch: int
     stopped_epoch: int
     history: list[dict[str, float]]
     seconds: float
+    start_loss: float
+    diverged: str | None
+    checks: list[SanityCheck]
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -111,13 +133,21 @@ def fit(
     ``_partial_`` optimizer node; both are checked with :mod:`advlab.validate` first. ``seed``
     seeds the batch order/augmentation, dropout and adversarial random starts. Per-epoch metrics
     (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``epoch_seconds``,
-    ``images_per_s``, ``gen_gap`` and, with adversarial validation, ``val_robust_acc``;
-    accuracies in [0, 1]) go to ``on_epoch(epoch, metrics)``. Checkpoints go to
-    ``run_dir / "checkpoints"``. With ``train.resume`` the run continues from a checkpoint and
-    the earlier epochs' metrics are replayed through ``on_epoch`` first.
+    ``images_per_s``, ``gen_gap`` and, with adversarial validation, ``val_robust_acc`` (PGD) and
+    ``val_fgsm_acc`` (FGSM, same subset); accuracies in [0, 1]) go to ``on_epoch(epoch,
+    metrics)``, less any non-finite value (a diverged epoch's loss: MLflow refuses it).
+    Checkpoints go to ``run_dir / "checkpoints"``. With ``train.resume`` the run continues from a
+    checkpoint and the earlier epochs' metrics are replayed through ``on_epoch`` first; the start
+    loss comes from the checkpoint, and a run that had diverged or stopped early trains no more.
+
+    Divergence (the train or validation loss not finite, or the train loss above
+    ``DIVERGENCE_FACTOR`` x the start loss) stops training after that epoch and puts back the
+    weights of its start, so the model stays finite; it is reported in ``FitResult.diverged`` and
+    a FAIL ``training_stable`` check, not raised.
 
     Returns with the model in eval mode. Raises ConfigError (bad config, before the first
-    batch), DataError (empty split) and TrainingError (the loss became NaN or infinite).
+    batch), DataError (empty split) and TrainingError (the untrained model's validation loss is
+    not finite: there is nothing to train).
     """
     check_train(cfg_train)
     check_optimizer(cfg_optimizer)
@@ -126,16 +156,63 @@ def fit(
     loop = _prepare_loop(data, cfg_train, cfg_optimizer, seed=seed, device=device)
     state = _start(model, loop, cfg_train, cfg_optimizer, seed=seed)
     if cfg_train.get("resume"):
-        _resume(state, cfg_train, cfg_optimizer, on_epoch)
-    ckpt_dir, config = checkpoint_dir(run_dir), run_config(cfg_train, cfg_optimizer)
+        start_loss = _resume(state, cfg_train, cfg_optimizer, on_epoch)
+    else:
+        start_loss = _start_loss(loop, state.model)
+    config = {**run_config(cfg_train, cfg_optimizer), _START_LOSS_KEY: start_loss}
+    save = _saver(state, checkpoint_dir(run_dir), config, t_start) if cfg_train.checkpoint else None
+    diverged = _train_epochs(loop, state, start_loss, on_epoch=on_epoch, save=save)
+    # After a divergence the model holds the weights from before the diverged epoch.
+    weights_epoch = len(state.history) - (diverged is not None)
+    best_epoch = _restore_best(state, cfg_train.early_stopping, weights_epoch)
+    model.eval()
+    return FitResult(
+        best_epoch=best_epoch,
+        stopped_epoch=len(state.history),
+        history=[dict(m) for m in state.history],
+        seconds=state.prior_seconds + time.perf_counter() - t_start,
+        start_loss=start_loss,
+        diverged=diverged,
+        checks=training_checks(state.history, start_loss=start_loss, diverged=diverged, lr=loop.lr),
+    )
+
+
+def _saver(
+    state: TrainingState, ckpt_dir: Path, config: dict, t_start: float
+) -> Callable[[bool], None]:
+    """``save(improved)``: write the epoch's checkpoints (:func:`save_epoch`)."""
+
+    def save(improved: bool) -> None:
+        seconds = state.prior_seconds + time.perf_counter() - t_start
+        save_epoch(ckpt_dir, state, improved=improved, seconds=seconds, config=config)
+
+    return save
+
+
+def _train_epochs(
+    loop: _Loop,
+    state: TrainingState,
+    start_loss: float,
+    *,
+    on_epoch: EpochCallback | None,
+    save: Callable[[bool], None] | None,
+) -> str | None:
+    """Run the epochs left, until the last, early stopping or a divergence; why it diverged."""
+    found = first_divergence(state.history, start_loss)  # a resumed run that had diverged
+    if found is not None:
+        return found[1]
     for epoch in range(len(state.history) + 1, loop.epochs + 1):
         if state.stopper.should_stop:  # a resumed run that had already stopped early
             break
+        snapshot = _snapshot(state.model)
         metrics = _epoch(loop, state, epoch)
-        improved = _record(state, epoch, metrics)
-        if cfg_train.checkpoint:
-            seconds = state.prior_seconds + time.perf_counter() - t_start
-            save_epoch(ckpt_dir, state, improved=improved, seconds=seconds, config=config)
+        diverged = divergence(metrics, start_loss)
+        if diverged is not None:
+            state.model.load_state_dict(snapshot)
+        # A diverged epoch is never the early-stopping best: its weights are not kept.
+        improved = _record(state, epoch, metrics) if diverged is None else _append(state, metrics)
+        if save is not None:
+            save(improved)
         log.info(
             "epoch %d/%d  %s",
             epoch,
@@ -143,18 +220,14 @@ def fit(
             "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
         )
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
+            on_epoch(epoch, _loggable(epoch, metrics))
+        if diverged is not None:
+            _log_divergence(state.model, epoch, diverged, loop.lr)
+            return diverged
         if state.stopper.should_stop:
             _log_early_stop(state.stopper, epoch)
             break
-    best_epoch = _restore_best(state, cfg_train.early_stopping)
-    model.eval()
-    return FitResult(
-        best_epoch=best_epoch,
-        stopped_epoch=len(state.history),
-        history=[dict(m) for m in state.history],
-        seconds=state.prior_seconds + time.perf_counter() - t_start,
-    )
+    return None
 
 
 # ------------------------------------------------------------------------------ the run's setup
@@ -295,13 +368,35 @@ def _start(
     return TrainingState(model, optimizer, scheduler, stopper, generators)
 
 
+def _start_loss(loop: _Loop, model: nn.Module) -> float:
+    """The untrained model's mean validation loss: the divergence rule's reference. Measured in
+    eval mode without drawing a random number, so the run's results do not change."""
+    start_loss, _ = validation_metrics(
+        model,
+        loop.data,
+        loop.loss_per_example,
+        batch_size=loop.eval_batch_size,
+        device=loop.device,
+        memory_format=loop.memory_format,
+        precision=loop.precision,
+    )
+    if not math.isfinite(start_loss):
+        raise TrainingError(
+            f"the untrained model's validation loss is {start_loss}: its initial weights (or "
+            "the data) hold non-finite values, so there is nothing to train"
+        )
+    log.info("start loss %.4g (the untrained model's mean validation loss)", start_loss)
+    return start_loss
+
+
 def _resume(
     state: TrainingState,
     cfg_train: DictConfig,
     cfg_optimizer: DictConfig,
     on_epoch: EpochCallback | None,
-) -> None:
-    """Continue from ``train.resume``: restore ``state``, replay the finished epochs' metrics."""
+) -> float:
+    """Continue from ``train.resume``: restore ``state``, replay the finished epochs' metrics;
+    the start loss the checkpoint's run measured."""
     path = resolve_resume(cfg_train.resume)
     ckpt = load_checkpoint(path)
     check_resume_config(path, ckpt, run_config(cfg_train, cfg_optimizer))
@@ -311,7 +406,26 @@ def _resume(
         # Replay the finished epochs so the tracked run is complete: the tracker logs only the
         # ones it lacks (a killed run may not have written its last epochs; a new run has none).
         for i, metrics in enumerate(state.history, start=1):
-            on_epoch(i, metrics)
+            on_epoch(i, _loggable(i, metrics))
+    return _saved_start_loss(path, ckpt, state.history)
+
+
+def _saved_start_loss(path: Path, ckpt: dict, history: list[dict[str, float]]) -> float:
+    """The start loss stored in the checkpoint. A checkpoint written before it was stored gets
+    the first epoch's mean train loss instead: that epoch starts from the untrained model, so its
+    loss is the closest record of the start (slightly below it) and never flags epoch 1 itself;
+    the first epoch's validation loss could be 10 x below it on an easy task."""
+    saved = (ckpt.get("config") or {}).get(_START_LOSS_KEY)
+    if saved is not None:
+        return float(saved)
+    fallback = float(history[0]["train_loss"]) if history else math.nan
+    log.warning(
+        "train.resume=%s: the checkpoint has no start loss; judging divergence against the "
+        "first epoch's train loss (%.4g)",
+        path,
+        fallback,
+    )
+    return fallback
 
 
 # ---------------------------------------------------------------------------------- one epoch
@@ -320,11 +434,6 @@ def _epoch(loop: _Loop, state: TrainingState, epoch: int) -> dict[str, float]:
     t_epoch = time.perf_counter()
     train_loss, train_acc, seen = _train_epoch(loop, state, epoch)
     train_seconds = time.perf_counter() - t_epoch
-    if not math.isfinite(train_loss):
-        raise TrainingError(
-            f"the training loss became {train_loss} in epoch {epoch}: lower optimizer.lr "
-            f"(now {loop.lr}) or check the data"
-        )
     val_loss, val_acc = validation_metrics(
         state.model,
         loop.data,
@@ -334,11 +443,6 @@ def _epoch(loop: _Loop, state: TrainingState, epoch: int) -> dict[str, float]:
         memory_format=loop.memory_format,
         precision=loop.precision,
     )
-    if not math.isfinite(val_loss):
-        raise TrainingError(
-            f"the validation loss became {val_loss} in epoch {epoch}: lower optimizer.lr "
-            f"(now {loop.lr})"
-        )
     metrics: dict[str, float] = {
         "train_loss": train_loss,
         "train_acc": train_acc,
@@ -347,7 +451,10 @@ def _epoch(loop: _Loop, state: TrainingState, epoch: int) -> dict[str, float]:
         "lr": float(state.optimizer.param_groups[0]["lr"]),
     }
     if loop.robust is not None:
-        metrics["val_robust_acc"] = _robust_accuracy(loop, loop.robust, state.model)
+        # PGD first, with its own fresh generator: FGSM draws nothing, so PGD's numbers are
+        # those of a run without FGSM validation.
+        metrics[VAL_PGD_ACC] = _robust_accuracy(loop, loop.robust, state.model)
+        metrics[VAL_FGSM_ACC] = _fgsm_accuracy(loop, loop.robust, state.model)
     metrics["epoch_seconds"] = time.perf_counter() - t_epoch
     metrics["images_per_s"] = seen / max(train_seconds, 1e-9)
     metrics["gen_gap"] = train_acc - val_acc
@@ -412,6 +519,19 @@ def _robust_accuracy(loop: _Loop, robust: _RobustSubset, model: nn.Module) -> fl
         )
 
 
+def _fgsm_accuracy(loop: _Loop, robust: _RobustSubset, model: nn.Module) -> float:
+    model.eval()
+    with loop.autocast():
+        return adversarial.fgsm_accuracy(
+            model,
+            robust.x.contiguous(memory_format=loop.memory_format),
+            robust.y,
+            eps=robust.eps,
+            batch_size=loop.eval_batch_size,
+            loss_fn=loop.loss,
+        )
+
+
 @torch.no_grad()
 def validation_metrics(
     model: nn.Module,
@@ -449,6 +569,48 @@ def _record(state: TrainingState, epoch: int, metrics: dict[str, float]) -> bool
     return improved
 
 
+def _append(state: TrainingState, metrics: dict[str, float]) -> bool:
+    """Add a diverged epoch to the history only (early stopping never sees it); not improved."""
+    state.history.append(metrics)
+    return False
+
+
+def _snapshot(model: nn.Module) -> Weights:
+    """A copy of the weights (and buffers) on their device, to put back after a divergence."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _non_finite_tensors(model: nn.Module) -> list[str]:
+    return [
+        k
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def _loggable(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` less its non-finite values (a diverged epoch's losses), which MLflow refuses;
+    the history keeps them."""
+    dropped = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if dropped:
+        log.warning("epoch %d: not logging the non-finite %s", epoch, ", ".join(dropped))
+    return {k: v for k, v in metrics.items() if k not in dropped}
+
+
+def _log_divergence(model: nn.Module, epoch: int, why: str, lr: float) -> None:
+    log.error(
+        "training diverged in epoch %d: %s; stopped, with the weights from before epoch %d "
+        "(lower optimizer.lr, now %g)",
+        epoch,
+        why,
+        epoch,
+        lr,
+    )
+    broken = _non_finite_tensors(model)
+    if broken:  # only when the weights were non-finite before training began
+        log.warning("the restored weights still hold non-finite values: %s", ", ".join(broken))
+
+
 def _log_early_stop(stopper: EarlyStopping, epoch: int) -> None:
     log.info(
         "early stopping after epoch %d: %s has not improved for %d epochs (best %.4g at epoch %d)",
@@ -460,12 +622,12 @@ def _log_early_stop(stopper: EarlyStopping, epoch: int) -> None:
     )
 
 
-def _restore_best(state: TrainingState, es_cfg: DictConfig) -> int:
-    """With ``restore_best``, load the best epoch's weights; the epoch the model ends with."""
-    stopped = len(state.history)
+def _restore_best(state: TrainingState, es_cfg: DictConfig, weights_epoch: int) -> int:
+    """With ``restore_best``, load the best epoch's weights; the epoch the model ends with.
+    ``weights_epoch``: the epoch whose weights the model holds now."""
     if not (es_cfg.enabled and es_cfg.restore_best and state.best_model is not None):
-        return stopped
-    if state.stopper.best_epoch != stopped:
+        return weights_epoch
+    if state.stopper.best_epoch != weights_epoch:
         state.model.load_state_dict(state.best_model)
         log.info(
             "restored the weights of epoch %d (best %s)", state.stopper.best_epoch, es_cfg.monitor
