@@ -7,7 +7,10 @@ differ between the experiment's runs, data sizes, clean accuracy, FGSM/PGD robus
 8/255, best/stopped epoch and the wall time of a run. Runs that differ only in their seed are one
 setting (``advlab.results.seed_groups``); when some setting ran with several seeds the table gains
 an "n seeds" column and quotes mean ± std over the seeds, epochs as their range and the mean wall
-time per run.
+time per run. The verdict column holds each setting's run verdicts (tag advlab.verdict; "not
+recorded" for runs made before verdicts existed). A run whose verdict is fail gets a row of its
+own, marked **fail**, and is left out of the seed groups' mean ± std; a line under the table says
+how many runs were left out and why.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ DEFAULT_EXPERIMENTS = [
     "cifar10_adversarial_training",
     "transfer",
 ]
+
+
+VERDICT = f"tags.{naming.VERDICT_TAG}"
+VERDICT_REASON = f"tags.{naming.VERDICT_REASON_TAG}"
+NOT_RECORDED = "not recorded"  # runs made before verdicts existed: not failed
 
 
 # The knobs the sweeps turn; a column shows those that differ between an experiment's runs.
@@ -94,15 +102,57 @@ def _evaluated(by_id: pd.DataFrame, run_ids: list[str]) -> str:
     return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
 
 
+def _verdicts(frame: pd.DataFrame) -> pd.Series:
+    """Each run's verdict (pass | warn | fail), 'not recorded' for runs without the tag."""
+    if VERDICT not in frame:
+        return pd.Series(NOT_RECORDED, index=frame.index)
+    return frame[VERDICT].fillna(NOT_RECORDED).replace("", NOT_RECORDED)
+
+
+def _verdict_cell(by_id: pd.DataFrame, run_ids: list[str], left_out: bool) -> str:
+    """'pass', or the count of each verdict over a setting's seeds ('2 pass, 1 warn')."""
+    if left_out:
+        return "**fail**"
+    counts = _verdicts(by_id.loc[run_ids]).value_counts(sort=False)
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+
+
 def _load(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(finished runs, their seed groups) of an experiment; None (said on stderr) if not run."""
+    """(finished runs, one row per setting) of an experiment; None (said on stderr) if not run.
+
+    The settings' rows are the seed groups of the runs whose verdict is not fail, then one row
+    per verdict-fail run (``left_out`` True): its numbers must not move a setting's mean.
+    """
     try:
         frame = results.load(experiment=experiment)
     except ConfigError as error:  # an experiment not run yet: say so, keep going
-        print(f"| {experiment} | not run ({error}) | | | | | | |", file=sys.stderr)
+        print(f"| {experiment} | not run ({error}) | | | | | | | |", file=sys.stderr)
         return None
     frame = frame[frame["status"] == "FINISHED"]
-    return frame, results.seed_groups(frame)
+    failed = _verdicts(frame) == "fail"
+    kept = results.seed_groups(frame[~failed]).assign(left_out=False)
+    alone = [results.seed_groups(frame[failed].iloc[[i]]) for i in range(int(failed.sum()))]
+    parts = [part for part in (kept, *(a.assign(left_out=True) for a in alone)) if not part.empty]
+    rows = pd.concat(parts, ignore_index=True) if parts else kept
+    return frame, rows
+
+
+def _left_out_line(frames: list[pd.DataFrame]) -> str | None:
+    """How many runs (verdict fail) the seed groups leave out and why; None when none are."""
+    named = []
+    for frame in frames:
+        for _, run in frame[_verdicts(frame) == "fail"].iterrows():
+            reason = run.get(VERDICT_REASON)
+            reason = reason if isinstance(reason, str) and reason else "no reason recorded"
+            named.append(f"{run['experiment']}/{run['run_name']} ({reason})")
+    if not named:
+        return None
+    return (
+        f"Left out of the mean ± std groups: {len(named)} run(s) whose verdict is fail, each "
+        f"shown on its own row marked **fail**: {'; '.join(named)}."
+    )
 
 
 def main(experiments: list[str]) -> None:
@@ -111,9 +161,9 @@ def main(experiments: list[str]) -> None:
     seeds_head = " n seeds |" if seeded else ""
     print(
         f"| experiment | settings |{seeds_head} train / val / test | evaluated | clean acc "
-        "| FGSM 8/255 | PGD 8/255 | best / stopped epoch | wall time |"
+        "| FGSM 8/255 | PGD 8/255 | best / stopped epoch | wall time | verdict |"
     )
-    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|")
+    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|")
     for experiment, (frame, groups) in loaded.items():
         varied = [
             key
@@ -134,8 +184,13 @@ def main(experiments: list[str]) -> None:
                 + f" {sizes} | {_evaluated(by_id, row['run_ids'])} | {_pct(row, naming.CLEAN_ACC)} "
                 f"| {_pct(row, naming.robust_acc_key('fgsm', 8))} "
                 f"| {_pct(row, naming.robust_acc_key('pgd', 8))} "
-                f"| {epochs if epochs != '- / -' else '-'} | {minutes} |"
+                f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
+                f"| {_verdict_cell(by_id, row['run_ids'], bool(row['left_out']))} |"
             )
+    left_out = _left_out_line([frame for frame, _ in loaded.values()])
+    if left_out:
+        print()  # a blank line ends the Markdown table
+        print(left_out)
 
 
 if __name__ == "__main__":

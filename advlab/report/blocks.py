@@ -49,6 +49,14 @@ FONT, FONT_BOLD, FONT_ITALIC, FONT_MONO = (
 )
 WARN = colors.HexColor("#fff3cd")  # row background: a sanity check that did not pass
 NOT_FINISHED = colors.HexColor("#fbe9e7")  # row background: a run that did not finish
+FAILED_VERDICT = colors.HexColor("#f5c6cb")  # row background: a run whose verdict is fail
+# Banner (background, text) per verdict: red fail, amber warn, green pass; grey when not recorded.
+VERDICT_COLOURS = {
+    "fail": (colors.HexColor("#c62828"), colors.white),
+    "warn": (colors.HexColor("#f2a900"), colors.HexColor("#1a1a1a")),
+    "pass": (colors.HexColor("#2e7d32"), colors.white),
+}
+UNKNOWN_VERDICT_COLOURS = (colors.HexColor("#6b6b6b"), colors.white)
 
 
 # ----------------------------------------------------------------------------------------- fonts
@@ -97,6 +105,10 @@ def _styles() -> dict[str, ParagraphStyle]:
         "cellb": ParagraphStyle(
             "cellb", parent=base, fontName=FONT_BOLD, fontSize=7.5, leading=9.5
         ),
+        "banner": ParagraphStyle(
+            "banner", parent=base, fontName=FONT_BOLD, fontSize=14, leading=18
+        ),
+        "bannerline": ParagraphStyle("bannerline", parent=base, fontSize=8.5, leading=11),
         "mono": ParagraphStyle("mono", parent=base, fontName=FONT_MONO, fontSize=7, leading=9),
         "note": ParagraphStyle(
             "note", parent=base, fontSize=8.5, leading=11, textColor=colors.HexColor("#8a4b00")
@@ -198,6 +210,29 @@ class Story:
     def bullets(self, lines: Sequence[str]) -> None:
         for line in lines:
             self.flowables.append(Paragraph(escape(line), self.s["bullet"], bulletText="•"))
+
+    def banner(self, lines: Sequence[tuple[str, str | None, bool]]) -> None:
+        """A full-width box of ``lines`` (text, verdict, big): each line on its verdict's colour
+        (:data:`VERDICT_COLOURS`, grey for None or an unknown verdict), big ones in large bold."""
+        rows, style = (
+            [],
+            [
+                ("LEFTPADDING", (0, 0), (-1, -1), 8),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 8),
+                ("TOPPADDING", (0, 0), (-1, -1), 3),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+            ],
+        )
+        for i, (text, verdict, big) in enumerate(lines):
+            background, ink = VERDICT_COLOURS.get(verdict or "", UNKNOWN_VERDICT_COLOURS)
+            look = ParagraphStyle(f"banner{i}", parent=self.s["banner" if big else "bannerline"])
+            look.textColor = ink
+            rows.append([Paragraph(escape(text), look)])
+            style.append(("BACKGROUND", (0, i), (0, i), background))
+        table = Table(rows, colWidths=[TEXT_W], hAlign="LEFT")
+        table.setStyle(TableStyle(style))
+        self.flowables.append(table)
+        self.flowables.append(Spacer(1, 8))
 
     def cell(self, text: object, style: str = "cell") -> Paragraph:
         return Paragraph(escape(str(text)), self.s[style])

@@ -30,7 +30,8 @@ HISTORY_METRICS = (
     "val_acc",
     "lr",
     "gen_gap",
-    "val_robust_acc",
+    naming.VAL_PGD_ACC,
+    naming.VAL_FGSM_ACC,
 )
 ROBUSTNESS_COLUMNS = ("attack", "eps", "robust_acc", "ci_low", "ci_high", "asr", "n")
 
@@ -57,6 +58,7 @@ class RunData:
     per_class: pd.DataFrame | None = None  # attack, eps, class, robust_acc, n
     confusion: dict[str, list[list[int]]] | None = None  # "clean", "<attack>/eps_<e>"
     sanity: list[dict[str, str]] | None = None  # name, status, evidence
+    verdict_file: dict[str, Any] | None = None  # results/verdict.json: verdict, reason, checks
     audit: dict[str, Any] | None = None  # results/audit.json (python -m advlab.audit)
     grids: list[tuple[str, bytes]] = field(default_factory=list)  # (artifact path, PNG bytes)
 
@@ -84,6 +86,31 @@ class RunData:
     def error(self) -> str | None:
         # a run ended KILLED by the reaper or a sweep's end says why in advlab.killed_reason
         return self.tags.get("advlab.error") or self.tags.get("advlab.killed_reason")
+
+    @property
+    def verdict(self) -> str | None:
+        """pass | warn | fail from tag advlab.verdict (else results/verdict.json); None for runs
+        made before verdicts existed."""
+        tagged = self.tags.get(naming.VERDICT_TAG)
+        return tagged or (self.verdict_file or {}).get("verdict") or None
+
+    @property
+    def verdict_reason(self) -> str | None:
+        """The one line naming the run's first problem; None when it has none or no verdict."""
+        tagged = self.tags.get(naming.VERDICT_REASON_TAG)
+        return tagged or (self.verdict_file or {}).get("reason") or None
+
+    @property
+    def failed_verdict(self) -> bool:
+        """True only for a run whose verdict is fail (a run without a verdict is not failed)."""
+        return self.verdict == "fail"
+
+    @property
+    def checks(self) -> list[dict[str, str]] | None:
+        """The run's checks: those of results/verdict.json (training checks, then the
+        evaluation's sanity checks) when it was logged, else results/sanity.json's."""
+        from_verdict = (self.verdict_file or {}).get("checks")
+        return from_verdict if from_verdict else self.sanity
 
     @property
     def attacks(self) -> list[str]:
@@ -213,6 +240,7 @@ def swept_values(column: pd.Series) -> list[str]:
 # ------------------------------------------------------------------------------- one run's setup
 SETUP_KEYS = (
     "status",
+    "verdict",
     "model",
     "params",
     "optimizer",
@@ -236,6 +264,7 @@ def setup_facts(run: RunData) -> dict[str, str]:
     seed = run.setting("seed")
     return {
         "status": run.status + (f": {run.error}" if run.error else ""),
+        "verdict": verdict_text(run),
         "model": model,
         "params": fmt_int(run.metric(naming.NUM_PARAMS)),
         "optimizer": naming.option_name(optimizer_target) if optimizer_target else MISSING,
@@ -364,8 +393,8 @@ def _float(value: object) -> float | None:
 
 # ------------------------------------------------------------------------------------ sanity checks
 def sanity_counts(runs: Sequence[RunData]) -> list[tuple[str, dict[str, int]]]:
-    """Each sanity check (in first-seen order) with how many runs it passed, warned or failed."""
-    checks = [c for r in runs for c in r.sanity or []]
+    """Each check (in first-seen order) with how many runs it passed, warned or failed."""
+    checks = [c for r in runs for c in r.checks or []]
     out = []
     for name in dict.fromkeys(c["name"] for c in checks):
         counts = {"pass": 0, "warn": 0, "fail": 0}
@@ -377,13 +406,66 @@ def sanity_counts(runs: Sequence[RunData]) -> list[tuple[str, dict[str, int]]]:
 
 
 def failed_checks(runs: Sequence[RunData]) -> list[tuple[RunData, dict[str, str]]]:
-    """(run, check) for every sanity check that did not pass."""
-    return [(r, c) for r in runs for c in r.sanity or [] if c["status"] != "pass"]
+    """(run, check) for every check that did not pass."""
+    return [(r, c) for r in runs for c in r.checks or [] if c["status"] != "pass"]
 
 
 def runs_with_warnings(runs: Sequence[RunData]) -> list[RunData]:
-    """Runs with at least one sanity check that did not pass."""
-    return [r for r in runs if any(c["status"] != "pass" for c in r.sanity or [])]
+    """Runs with at least one check that did not pass."""
+    return [r for r in runs if any(c["status"] != "pass" for c in r.checks or [])]
+
+
+# ----------------------------------------------------------------------------------------- verdicts
+VERDICT_ORDER = ("fail", "warn", "pass")  # worst first: the order counts and reasons are shown in
+NOT_RECORDED = "not recorded"  # runs made before verdicts existed; they count as not failed
+REASONS_SHOWN = 5  # reasons of failed/warned runs named on the cover; the rest are counted
+
+
+def verdict_text(run: RunData) -> str:
+    """The run's verdict as shown: 'pass', 'warn', 'fail' or 'not recorded'."""
+    return run.verdict or NOT_RECORDED
+
+
+def verdict_counts(runs: Sequence[RunData]) -> dict[str, int]:
+    """Runs per verdict, worst first, 'not recorded' last; verdicts no run has are left out."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[verdict_text(run)] = counts.get(verdict_text(run), 0) + 1
+    order = [*VERDICT_ORDER, *sorted(set(counts) - {*VERDICT_ORDER, NOT_RECORDED}), NOT_RECORDED]
+    return {v: counts[v] for v in order if v in counts}
+
+
+def verdict_reasons(
+    runs: Sequence[RunData], shown: int = REASONS_SHOWN
+) -> tuple[list[tuple[str, str]], int]:
+    """(verdict, '<run>: <verdict>: <reason>') of the failed, then the warned runs (at most
+    ``shown``), and how many more failed or warned runs there are."""
+    flagged = [r for v in ("fail", "warn") for r in runs if r.verdict == v]
+    lines = [
+        (str(r.verdict), f"{r.name}: {r.verdict}: {r.verdict_reason or 'no reason recorded'}")
+        for r in flagged
+    ]
+    return lines[:shown], max(0, len(lines) - shown)
+
+
+def compared_runs(runs: Sequence[RunData]) -> list[RunData]:
+    """The runs comparisons are drawn over: all but those whose verdict is fail."""
+    return [r for r in runs if not r.failed_verdict]
+
+
+def left_out_sentence(runs: Sequence[RunData]) -> str | None:
+    """How many runs the comparisons leave out (verdict fail) and why; None when none are."""
+    failed = [r for r in runs if r.failed_verdict]
+    if not failed:
+        return None
+    named = [f"{r.name} ({r.verdict_reason or 'no reason recorded'})" for r in failed]
+    more = len(named) - REASONS_SHOWN
+    listed = "; ".join(named[:REASONS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+    return (
+        f"{len(failed)} of {len(runs)} runs are left out of the comparisons (heatmaps, best "
+        f"settings, seed-group means) because their verdict is fail: {listed}. They are still "
+        "listed, marked fail."
+    )
 
 
 # ------------------------------------------------------------------------------- one run's details

@@ -61,20 +61,11 @@ def _curve_panels(run: RunData, ax_loss, ax_acc, *, compact: bool) -> None:
                     linestyle=style,
                     marker="o",
                     markersize=3 if compact else 4,
-                    label="train" if split == "train" else "validation",
+                    label=_split_label(split, metric, run),
                     legend=False,
                 )
-        if metric == "acc" and "val_robust_acc" in hist and hist["val_robust_acc"].notna().any():
-            sns.lineplot(
-                x=hist["epoch"],
-                y=hist["val_robust_acc"],
-                ax=ax,
-                color="#2ca02c",
-                marker="s",
-                markersize=3,
-                label="validation (PGD)",
-                legend=False,
-            )
+        if metric == "acc":
+            _robust_validation(run, ax, compact=compact)
         if best is not None:
             ax.axvline(best, color="0.25", lw=1, ls=":")
             at_end = not hist.empty and best >= hist["epoch"].max()  # label inside the axes
@@ -99,6 +90,94 @@ def _curve_panels(run: RunData, ax_loss, ax_acc, *, compact: bool) -> None:
         ax.set_title(title, fontsize=7 if compact else 9)
 
 
+def has_robust_validation(run: RunData) -> bool:
+    """Whether the run logged both FGSM and PGD validation accuracy per epoch (adversarial
+    training with robust validation): its accuracy panel then draws clean, FGSM and PGD."""
+    hist = run.history
+    columns = (naming.VAL_FGSM_ACC, naming.VAL_PGD_ACC)
+    return all(c in hist and hist[c].notna().any() for c in columns)
+
+
+def catastrophic_marks(run: RunData) -> list[int]:
+    """The epochs :func:`advlab.training.diagnostics.catastrophic_epochs` finds in the run's
+    history (PGD validation accuracy collapsing while FGSM's rises); [] without both curves."""
+    if not has_robust_validation(run):
+        return []
+    # Imported here: the report needs training code only for runs that have these curves.
+    from advlab.training.diagnostics import catastrophic_epochs
+
+    hist = run.history.sort_values("epoch", ignore_index=True)
+    rows = [
+        {k: float(v) for k, v in row.items() if k != "epoch" and pd.notna(v)}
+        for row in hist.to_dict("records")
+    ]
+    # catastrophic_epochs counts list positions from 1; the history's epochs may not start at 1.
+    return [int(hist["epoch"].iloc[i - 1]) for i in catastrophic_epochs(rows) if 0 < i <= len(hist)]
+
+
+def _split_label(split: str, metric: str, run: RunData) -> str:
+    if split == "train":
+        return "train"
+    return "validation (clean)" if metric == "acc" and has_robust_validation(run) else "validation"
+
+
+_FGSM, _PGD, _MARK = "#ff7f0e", "#2ca02c", "#111111"
+
+
+def _robust_validation(run: RunData, ax, *, compact: bool) -> None:
+    """PGD validation accuracy (and FGSM's, when logged) on the accuracy panel; the epochs of
+    catastrophic overfitting marked on the PGD curve."""
+    hist = run.history
+    series = [(naming.VAL_FGSM_ACC, _FGSM, "^", "validation (FGSM)")]
+    series.append((naming.VAL_PGD_ACC, _PGD, "s", "validation (PGD)"))
+    for column, color, marker, label in series:
+        if column in hist and hist[column].notna().any():
+            sns.lineplot(
+                x=hist["epoch"],
+                y=hist[column],
+                ax=ax,
+                color=color,
+                marker=marker,
+                markersize=3,
+                label=label,
+                legend=False,
+            )
+    _mark_catastrophic(ax, run, compact=compact)
+
+
+def _mark_catastrophic(ax, run: RunData, *, compact: bool) -> None:
+    """A large × on the PGD validation curve at each catastrophic epoch, annotated."""
+    epochs = catastrophic_marks(run)
+    if not epochs:
+        return
+    pgd = [run.history_at(naming.VAL_PGD_ACC, e) for e in epochs]
+    ax.scatter(
+        epochs,
+        pgd,
+        marker="X",
+        s=40 if compact else 90,
+        color=_MARK,
+        edgecolors="white",
+        linewidths=0.6,
+        zorder=6,
+        label="catastrophic overfitting",
+    )
+    middle = float(run.history["epoch"].min() + run.history["epoch"].max()) / 2
+    for i, (epoch, value) in enumerate(zip(epochs, pgd, strict=True)):
+        right_half = epoch > middle  # the text runs towards the middle: it stays in the axes
+        ax.annotate(
+            "catastrophic\noverfitting" if compact else "catastrophic overfitting",
+            xy=(epoch, value),
+            xytext=(-8 if right_half else 8, 16 + 9 * (i % 2)),  # alternate: neighbours legible
+            textcoords="offset points",
+            ha="right" if right_half else "left",
+            fontsize=5.5 if compact else 7,
+            color=_MARK,
+            arrowprops={"arrowstyle": "-", "color": _MARK, "lw": 0.6},
+            zorder=6,
+        )
+
+
 def learning_curves(run: RunData) -> Figure:
     """Train vs validation loss and accuracy per epoch; dotted line = best (restored) epoch, grey
     band = epochs run after it until early stopping."""
@@ -107,7 +186,10 @@ def learning_curves(run: RunData) -> Figure:
         ax_loss, ax_acc = fig.subplots(1, 2)
         _curve_panels(run, ax_loss, ax_acc, compact=False)
         handles, labels = ax_acc.get_legend_handles_labels()
-        if handles:
+        if handles and has_robust_validation(run):
+            # Below the panels: inside, five entries would hide the low PGD curve and its marks.
+            fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=len(labels))
+        elif handles:
             ax_acc.legend(handles, labels, fontsize=7, loc="lower right", frameon=True)
     return fig
 
@@ -156,7 +238,10 @@ def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figur
             legend_ax = legend_ax or ax_acc
         if legend_ax is not None:
             handles, labels = legend_ax.get_legend_handles_labels()
-            fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7)
+            unique = dict(zip(labels, handles, strict=True))  # one entry per label (seeds repeat)
+            fig.legend(
+                unique.values(), unique.keys(), loc="outside lower center", ncol=3, fontsize=7
+            )
     return fig
 
 
@@ -164,12 +249,14 @@ def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
     """Mean ± std over ``runs`` (seeds) per epoch; a dotted line at each run's best epoch."""
     long = pd.concat([r.history.assign(run=r.run_id) for r in runs], ignore_index=True)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+        robust = metric == "acc" and naming.VAL_FGSM_ACC in long and naming.VAL_PGD_ACC in long
         series = [
             (f"train_{metric}", _TRAIN, "-", "train"),
-            (f"val_{metric}", _VAL, "--", "validation"),
+            (f"val_{metric}", _VAL, "--", "validation (clean)" if robust else "validation"),
         ]
         if metric == "acc":
-            series.append(("val_robust_acc", "#2ca02c", ":", "validation (PGD)"))
+            series.append((naming.VAL_FGSM_ACC, _FGSM, ":", "validation (FGSM)"))
+            series.append((naming.VAL_PGD_ACC, _PGD, ":", "validation (PGD)"))
         for column, color, style, label in series:
             if column in long and long[column].notna().any():
                 sns.lineplot(
@@ -189,6 +276,8 @@ def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
             best = run.metric(naming.BEST_EPOCH)
             if best is not None:
                 ax.axvline(best, color="0.25", lw=0.7, ls=":")
+            if metric == "acc":
+                _mark_catastrophic(ax, run, compact=True)  # on that seed's own PGD curve
         if metric == "acc":
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -34,6 +34,7 @@ _WANTED = {
     "results/per_class.csv",
     "results/confusion.json",
     "results/sanity.json",
+    naming.VERDICT_JSON,  # the run's verdict with every check it rests on
     "results/audit.json",  # python -m advlab.audit
     CONFIG_ARTIFACT,
 }
@@ -195,6 +196,7 @@ def _run_data(client, run, tmp: Path) -> RunData:
         per_class=_per_class(artifacts.get("results/per_class.csv")),
         confusion=_json_or_none(artifacts.get("results/confusion.json")),
         sanity=_sanity(artifacts.get("results/sanity.json")),
+        verdict_file=_verdict(artifacts.get(naming.VERDICT_JSON)),
         audit=_json_or_none(artifacts.get("results/audit.json")),
         grids=[(p, b) for p, b in sorted(artifacts.items()) if p.startswith("grids/")],
     )
@@ -302,7 +304,11 @@ def _json_or_none(raw: bytes | None):
 
 
 def _sanity(raw: bytes | None) -> list[dict[str, str]] | None:
-    rows = _json_or_none(raw)
+    return _checks(_json_or_none(raw))
+
+
+def _checks(rows: Any) -> list[dict[str, str]] | None:
+    """Check rows ({name, status, evidence}) as strings; None when ``rows`` is not a list."""
     if not isinstance(rows, list):
         return None
     return [
@@ -310,6 +316,18 @@ def _sanity(raw: bytes | None) -> list[dict[str, str]] | None:
         for row in rows
         if isinstance(row, dict)
     ]
+
+
+def _verdict(raw: bytes | None) -> dict[str, Any] | None:
+    """results/verdict.json as {verdict, reason, checks}; None when absent or not an object."""
+    found = _json_or_none(raw)
+    if not isinstance(found, dict):
+        return None
+    return {
+        "verdict": str(found.get("verdict") or "") or None,
+        "reason": str(found.get("reason") or "") or None,
+        "checks": _checks(found.get("checks")),
+    }
 
 
 def _make_names_unique(runs: list[RunData]) -> None:

@@ -21,6 +21,8 @@ from advlab.report.data import ROBUSTNESS_COLUMNS, Focus, RunData, best_epoch_ga
 from advlab.report.summary import MISSING, fmt_num
 
 SPREAD_COLUMNS = ("robust_std", "asr_std", "n_seeds")  # added to a group's robustness rows
+VERDICT_FAIL = "VERDICT_FAIL"  # the status a verdict-fail run is grouped under: never pooled
+FAIL_MARK = " (verdict fail)"  # appended to the name of a verdict-fail run's group
 
 
 @dataclass
@@ -43,6 +45,12 @@ class SeedGroup:
     @property
     def n_seeds(self) -> int:
         return len(self.runs)
+
+    @property
+    def failed(self) -> bool:
+        """True for a run whose verdict is fail (never pooled: such a group holds that run only).
+        Comparisons leave it out; tables list it, marked."""
+        return any(run.failed_verdict for run in self.runs)
 
     @property
     def attacks(self) -> list[str]:
@@ -96,13 +104,20 @@ def group_runs(runs: Sequence[RunData], focus: Focus) -> list[SeedGroup]:
     """The seed groups of ``runs`` in first-seen order. Without a group of several seeds every
     group is named after its run (the report then reads as it does for single runs); otherwise
     after the swept settings other than the seed (``dropout=0.5, weight_decay=0.0001``)."""
-    numbers = results.assign_seed_groups((r.experiment, r.status, r.config) for r in runs)
+    # A run whose verdict is fail joins no group (as an unfinished run joins none): its numbers
+    # must not move a setting's mean over seeds.
+    numbers = results.assign_seed_groups(
+        (r.experiment, VERDICT_FAIL if r.failed_verdict else r.status, r.config) for r in runs
+    )
     members: dict[int, list[RunData]] = {}
     for number, run in zip(numbers, runs, strict=True):
         members.setdefault(number, []).append(run)
     pooled = any(len(m) > 1 for m in members.values())
     knobs = [p for p in focus.swept if p != "seed"]
     groups = [SeedGroup(_label(m, knobs) if pooled else m[0].name, m) for m in members.values()]
+    for group in groups:
+        if group.failed:
+            group.name += FAIL_MARK
     seen: dict[str, int] = {}
     for group in groups:  # settings that differ only in unswept keys (eval.batch_size, ...)
         seen[group.name] = seen.get(group.name, 0) + 1
@@ -123,16 +138,21 @@ def pooled(groups: Sequence[SeedGroup]) -> bool:
     return any(g.n_seeds > 1 for g in groups)
 
 
+def compared(groups: Sequence[SeedGroup]) -> list[SeedGroup]:
+    """The groups comparisons are drawn over: all but verdict-fail runs."""
+    return [g for g in groups if not g.failed]
+
+
 def seed_counts(groups: Sequence[SeedGroup]) -> list[int]:
     """The distinct numbers of seeds per group, ascending."""
     return sorted({g.n_seeds for g in groups})
 
 
 def group_table(groups: Sequence[SeedGroup], focus: Focus) -> pd.DataFrame:
-    """One row per group: name, run_id, n_seeds, then clean_acc, robust (the focus attack at the
-    focus eps) and gen_gap (train - val accuracy at the best epoch), each the mean over the seeds
-    with its ``<column>_std``, and one column per swept param (its MLflow param string; the seed
-    only when no group holds several seeds)."""
+    """One row per group: name, run_id, n_seeds, left_out (a verdict-fail run: not compared),
+    then clean_acc, robust (the focus attack at the focus eps) and gen_gap (train - val accuracy
+    at the best epoch), each the mean over the seeds with its ``<column>_std``, and one column per
+    swept param (its MLflow param string; the seed only when no group holds several seeds)."""
     shown = [p for p in focus.swept if p != "seed" or not pooled(groups)]
     values: dict[str, Callable[[RunData], float | None]] = {
         "clean_acc": lambda r: r.clean_acc,
@@ -145,6 +165,7 @@ def group_table(groups: Sequence[SeedGroup], focus: Focus) -> pd.DataFrame:
             "name": group.name,
             "run_id": group.run_id,
             "n_seeds": group.n_seeds,
+            "left_out": group.failed,
         }
         for column, value in values.items():
             stats = group.spread(value)
@@ -152,7 +173,9 @@ def group_table(groups: Sequence[SeedGroup], focus: Focus) -> pd.DataFrame:
         for key in shown:
             row[key] = group.params.get(key, MISSING)
         rows.append(row)
-    return pd.DataFrame(rows)
+    stats = [f"{c}{std}" for c in values for std in ("", "_std")]
+    # The columns are named even without groups (every run failed): callers select them.
+    return pd.DataFrame(rows, columns=["name", "run_id", "n_seeds", "left_out", *stats, *shown])
 
 
 def run_table(runs: Sequence[RunData], focus: Focus) -> pd.DataFrame:
@@ -163,14 +186,16 @@ def run_table(runs: Sequence[RunData], focus: Focus) -> pd.DataFrame:
 
 def detail_runs(groups: Sequence[SeedGroup], focus: Focus, per_run: PerRun) -> list[RunData]:
     """The runs that get per-run pages: every run (``all``), none, or (``best_worst``) one run of
-    the best and one of the worst group by mean :func:`headline_value`: the seed closest to its
-    group's mean (the first such seed on a tie)."""
+    the best and one of the worst group by mean :func:`headline_value` (verdict-fail runs are
+    not candidates): the seed closest to its group's mean (the first such seed on a tie)."""
     if per_run == PerRun.none:
         return []
     if per_run == PerRun.all:
         return [run for group in groups for run in group.runs]
     means = [group.spread(lambda r: headline_value(r, focus))["mean"] for group in groups]
-    scored = [(mean, i) for i, mean in enumerate(means) if not math.isnan(mean)]
+    scored = [
+        (mean, i) for i, mean in enumerate(means) if not math.isnan(mean) and not groups[i].failed
+    ]
     if not scored:
         return []
     best = max(scored, key=lambda item: item[0])[1]  # the first group on a tie

@@ -7,7 +7,7 @@ the cross-library audit (when ``python -m advlab.audit`` ran on it), then its de
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -40,14 +40,14 @@ def build(story: Story, run: RunData, focus: Focus) -> None:
     if run.history.empty:
         story.para(f"No per-epoch metrics were logged (run {run.status}).", "note")
     else:
-        story.figure(figures.learning_curves(run), CURVES_CAPTION)
+        story.figure(figures.learning_curves(run), curves_caption([run]))
     story.h1("Robustness")
     if run.robustness.empty:
         story.para("No attack was evaluated in this run.", "note")
     else:
         robustness_of_one(story, run)
     story.h1("Sanity checks")
-    if run.sanity:
+    if run.checks:
         sanity_table(story, run)
     else:
         story.para("No sanity-check results (results/sanity.json) were logged.", "note")
@@ -75,7 +75,7 @@ def run_story(run: RunData, focus: Focus) -> list[str]:
         max_epochs=run.setting("train.epochs"),
         gen_gap=data.best_epoch_gap(run),
         last_gap=run.history_at("gen_gap", run.metric(naming.STOPPED_EPOCH)),
-        sanity=run.sanity,
+        sanity=run.checks,
         status=run.status,
         error=run.error,
     )
@@ -121,14 +121,42 @@ def robustness_of_one(story: Story, run: RunData) -> None:
 
 
 def sanity_table(story: Story, run: RunData) -> None:
-    """Every sanity check of one run with its evidence; those that did not pass highlighted."""
+    """Every check of one run with its evidence; those that did not pass highlighted. The checks
+    of results/verdict.json (training checks first) when the run has one, else of sanity.json."""
     rows: list[list[object]] = [["check", "status", "evidence"]]
     highlight = {}
-    for i, check in enumerate(run.sanity or [], 1):
+    for i, check in enumerate(run.checks or [], 1):
         rows.append([check["name"], check["status"], check["evidence"]])
         if check["status"] != "pass":
             highlight[i] = WARN
     story.table(rows, [0.25, 0.08, 0.67], highlight=highlight)
+    source = (
+        f"The checks the run's verdict rests on ({naming.VERDICT_JSON}): training checks, then "
+        "the evaluation's sanity checks."
+        if (run.verdict_file or {}).get("checks")
+        else "The evaluation's sanity checks (results/sanity.json)."
+    )
+    story.para(source, "caption")
+
+
+def curves_caption(runs: Sequence[RunData]) -> str:
+    """:data:`CURVES_CAPTION`, plus what the robust validation curves and the catastrophic-
+    overfitting marks mean when any of ``runs`` has both FGSM and PGD validation accuracy."""
+    robust = [r for r in runs if figures.has_robust_validation(r)]
+    if not robust:
+        return CURVES_CAPTION
+    marked = sum(len(figures.catastrophic_marks(r)) for r in robust)
+    found = (
+        f"{marked} such epoch(s) marked."
+        if marked
+        else "No epoch shows it in these runs, so none is marked."
+    )
+    return (
+        f"{CURVES_CAPTION} Accuracy panel: clean, FGSM and PGD validation accuracy (the attacks "
+        'on a fixed validation subset, train.adversarial.val_robust). A black × with "catastrophic '
+        "overfitting\" marks an epoch where PGD validation accuracy collapsed while FGSM's rose: "
+        f"the model learnt to defeat the single-step attack only. {found}"
+    )
 
 
 # ------------------------------------------------------------------- one run's details (any level)

@@ -4,7 +4,9 @@
 the sweep's heatmaps, sanity), then per-run details for the runs ``report.per_run`` picks
 (:func:`seeds.detail_runs`). Runs that differ only in their seed are pooled into one setting
 (:mod:`~advlab.report.seeds`) and quoted as mean ± std over its seeds; when every setting ran once
-the report reads as one about single runs.
+the report reads as one about single runs. Runs whose verdict is fail are listed (marked) but left
+out of every comparison: heatmaps, bars, scatter, best settings, seed-group means, the robustness
+curves and the best/worst picks; the summary and the sweep section say which and why.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 
 from advlab.config import PerRun
 from advlab.report import data, figures, seeds, single
-from advlab.report.blocks import Story
+from advlab.report.blocks import FAILED_VERDICT, Story
 from advlab.report.data import Focus, RunData
 from advlab.report.seeds import SeedGroup
 from advlab.report.summary import (
@@ -73,19 +75,23 @@ def summary(
     story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], focus: Focus
 ) -> None:
     story.h1("Summary")
-    lines = sweep_sentences(
-        seeds.group_table(groups, focus),
-        params=[p for p in focus.swept if p != "seed"][:3],  # seeds are noise, not a knob
-        attack=focus.attack,
-        eps=focus.eps,
-    )
+    left_out = data.left_out_sentence(runs)
+    lines = [left_out] if left_out else []
+    kept = seeds.compared(groups)
+    if kept:
+        lines += sweep_sentences(
+            seeds.group_table(kept, focus),
+            params=[p for p in focus.swept if p != "seed"][:3],  # seeds are noise, not a knob
+            attack=focus.attack,
+            eps=focus.eps,
+        )
     for run in runs:
         if run.status != "FINISHED":
             reason = f": {run.error}" if run.error else ""
             lines.append(f"Run {run.name} ended {run.status}{reason}.")
         elif run.robustness.empty:
             lines.append(f"Run {run.name} has no attack results.")
-    with_sanity = [r for r in runs if r.sanity]
+    with_sanity = [r for r in runs if r.checks]
     lines += sweep_sanity_sentences(len(with_sanity), len(data.runs_with_warnings(with_sanity)))
     story.bullets(lines or ["No numbers to summarise."])
 
@@ -109,7 +115,9 @@ def setup(story: Story, runs: Sequence[RunData]) -> None:
 
 def learning_curves(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup]) -> None:
     story.h1("Learning curves")
-    caption = single.CURVES_CAPTION
+    caption = single.curves_caption(runs)
+    if any(g.failed for g in groups):
+        caption += f" Titles marked {seeds.FAIL_MARK.strip()}: shown, not compared."
     if seeds.pooled(groups):
         caption += (
             " A setting with several seeds: the mean per epoch, its band ± one std over the "
@@ -143,7 +151,22 @@ def _name_runs(story: Story, what: str, runs: Sequence[RunData]) -> None:
 
 
 def _robustness_of_many(story: Story, groups: Sequence[SeedGroup], focus: Focus) -> None:
-    """Curves of every setting (colour and line style by the first two knobs) and a table."""
+    """Curves of every setting but verdict-fail runs (colour and line style by the first two
+    knobs) and a table of every setting, verdict-fail runs marked."""
+    drawn = seeds.compared(groups)
+    if drawn:
+        _robustness_figure(story, drawn, focus, left_out=len(groups) - len(drawn))
+    else:
+        story.para(
+            "Every attacked run's verdict is fail: no curves are compared; the table lists them.",
+            "note",
+        )
+    _robustness_table(story, groups, seeds.pooled(groups))
+
+
+def _robustness_figure(
+    story: Story, groups: Sequence[SeedGroup], focus: Focus, *, left_out: int
+) -> None:
     knobs = _knobs(groups, focus)
     hue = knobs[0] if knobs else None
     style = knobs[1] if len(knobs) > 1 else None
@@ -161,11 +184,12 @@ def _robustness_of_many(story: Story, groups: Sequence[SeedGroup], focus: Focus)
         extra = f" Lines: mean {_over(groups)}; the seed spread is in the table below."
     if hue:
         extra += f" Colour: {hue}." + (f" Line style: {style}." if style else "")
+    if left_out:
+        extra += f" Not drawn: {left_out} run(s) whose verdict is fail (in the table, marked)."
     story.figure(
         figures.robustness_curves(groups, hue_param=hue, style_param=style, bands=bands),
         single.ROBUSTNESS_CAPTION + extra,
     )
-    _robustness_table(story, groups, pooled)
 
 
 def _robustness_table(story: Story, groups: Sequence[SeedGroup], pooled: bool) -> None:
@@ -173,6 +197,7 @@ def _robustness_table(story: Story, groups: Sequence[SeedGroup], pooled: bool) -
     grid = data.eps_union([r for g in groups for r in g.runs])
     head = ["setting", "seeds"] if pooled else ["run"]
     rows: list[list[object]] = [[*head, "attack", "clean acc", *(fmt_eps(e) for e in grid)]]
+    highlight = {}
     for group in groups:
         clean = group.spread(lambda r: r.clean_acc)
         first = [group.name, group.n_seeds] if pooled else [group.name]
@@ -189,9 +214,11 @@ def _robustness_table(story: Story, groups: Sequence[SeedGroup], pooled: bool) -
             rows.append(
                 [*first, attack_label(attack), fmt_spread(clean["mean"], clean["std"]), *cells]
             )
+            if group.failed:
+                highlight[len(rows) - 1] = FAILED_VERDICT
     lead = [0.2, 0.075, 0.085, 0.12] if pooled else [0.28, 0.1, 0.08]
     rest = 1.0 - sum(lead)
-    story.table(rows, [*lead, *([rest / len(grid)] * len(grid))])
+    story.table(rows, [*lead, *([rest / len(grid)] * len(grid))], highlight=highlight)
     caption = "Cells: robust accuracy / attack success rate at each eps (1/255)."
     if pooled:
         caption = (
@@ -223,17 +250,22 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
     if not focus.swept:
         story.para("The runs share every parameter: nothing was swept.", "note")
         return
-    run_rows = seeds.run_table(runs, focus)
+    every_run = seeds.run_table(runs, focus)
     story.para(
         "Swept parameters: "
         + ", ".join(
-            f"{p} ({', '.join(fmt_num(v) for v in data.swept_values(run_rows[p]))})"
+            f"{p} ({', '.join(fmt_num(v) for v in data.swept_values(every_run[p]))})"
             for p in focus.swept
         )
         + "."
     )
-    table = seeds.group_table(groups, focus)
-    finished = table[table["clean_acc"].notna()]
+    left_out = data.left_out_sentence(runs)
+    if left_out:
+        story.para(left_out, "note")
+    table = seeds.group_table(groups, focus)  # every setting: the table lists them all
+    compared = seeds.group_table(seeds.compared(groups), focus)
+    finished = compared[compared["clean_acc"].notna()]
+    run_rows = seeds.run_table(data.compared_runs(runs), focus)
     knobs = _knobs(groups, focus)
     robust_title = _robust_title(focus)
     panels = _panels(table, robust_title)
@@ -245,7 +277,8 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
             "One bar per seed: the spread a single run's numbers carry.",
         )
     elif not seeds.pooled(groups):
-        story.para("Fewer than two runs have results: nothing to compare.", "note")
+        without = " once verdict-fail runs are left out" if left_out else ""
+        story.para(f"Fewer than two runs have results{without}: nothing to compare.", "note")
         return
     # Pooled settings are named by their swept values; runs by name, so their values get columns.
     shown = [] if seeds.pooled(groups) else [p for p in focus.swept if p in table][:4]
@@ -271,25 +304,36 @@ def _sweep_table(
     else:
         rows = [["run", *shown, "clean acc", robust_head, "train − val acc"]]
         fixed, lead = [0.1, 0.15, 0.1], 0.3
-    best = _most_robust(table)
+    best = _most_robust(table[~table["left_out"].astype(bool)])
+    highlight = {}
     for _, row in table.iterrows():
         cells: list[object] = [row["name"], *(fmt_num(row[p]) for p in shown)]
         if pooled:
             cells.append(row["n_seeds"])
         cells += [fmt_spread(row[c], row[f"{c}_std"]) for c in ("clean_acc", "robust", "gen_gap")]
         if pooled:
-            cells.append(_near_best(row, best))
+            cells.append("left out" if row["left_out"] else _near_best(row, best))
         rows.append(cells)
+        if row["left_out"]:
+            highlight[len(rows) - 1] = FAILED_VERDICT
     rest = 1 - lead - sum(fixed)  # shared by the swept-value columns (the name's if none)
     widths = [lead, *([rest / len(shown)] * len(shown))] if shown else [lead + rest]
-    story.table(rows, [*widths, *fixed])
+    story.table(rows, [*widths, *fixed], highlight=highlight)
+    marked = (
+        f" Rows marked {seeds.FAIL_MARK.strip()} (shaded): runs whose verdict is fail, left "
+        "out of the comparisons."
+        if table["left_out"].any()
+        else ""
+    )
     if pooled:
         story.para(
             f"Mean ± std {_over(groups)} per setting (runs that differ only in seed). "
             "≈ most robust: whether the setting's robust accuracy is within the seed spread of "
-            f"the most robust setting's ({SEED_SPREAD_RULE}).",
+            f"the most robust setting's ({SEED_SPREAD_RULE}).{marked}",
             "caption",
         )
+    elif marked:
+        story.para(marked.strip(), "caption")
 
 
 def _most_robust(table: pd.DataFrame) -> pd.Series | None:
@@ -380,7 +424,7 @@ def _sweep_figures(
 def sanity(story: Story, runs: Sequence[RunData]) -> None:
     """How many runs passed each check; every check that did not pass, with its evidence."""
     story.h1("Sanity checks")
-    if not any(r.sanity for r in runs):
+    if not any(r.checks for r in runs):
         story.para("No sanity-check results (results/sanity.json) were logged.", "note")
         return
     rows: list[list[object]] = [["check", "pass", "warn", "fail"]]
@@ -392,7 +436,7 @@ def sanity(story: Story, runs: Sequence[RunData]) -> None:
         rows = [["run", "check", "status", "evidence"]]
         rows += [[r.name, c["name"], c["status"], c["evidence"]] for r, c in bad]
         story.table(rows, [0.22, 0.2, 0.08, 0.5])
-    missing = [r.name for r in runs if not r.sanity]
+    missing = [r.name for r in runs if not r.checks]
     if missing:
         story.para("No sanity results: " + ", ".join(missing) + ".", "note")
 
@@ -425,6 +469,7 @@ def run_details(
             f"Shown for {len(picks)} of {len(runs)} runs: the best and the worst setting by "
             f"{judged}"
             + (" (mean over seeds; the seed closest to that mean)" if seeds.pooled(groups) else "")
+            + (", verdict-fail runs not considered" if any(g.failed for g in groups) else "")
             + f". report.per_run=all shows every run; {where}.",
             "caption",
         )

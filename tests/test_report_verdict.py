@@ -1,0 +1,283 @@
+"""The run verdict (tags advlab.verdict / advlab.verdict_reason, results/verdict.json) in reports.
+
+Runs are written straight into a temporary MLflow store (a copy of the migrated empty store of
+tests/conftest.py) with the params, metrics, tags and artifacts a pipeline run leaves: no training,
+so each test takes seconds. Tests read the PDF's text with pypdf, as tests/test_report.py does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from pypdf import PdfReader
+
+from advlab import naming
+from advlab.config import PROJECT_ROOT, PerRun
+from advlab.report import build_report, figures, seeds
+from advlab.report.data import focus
+from advlab.report.gather import gather
+from advlab.report.summary import fmt_pct, fmt_spread
+from advlab.training.diagnostics import catastrophic_epochs
+
+PGD8 = naming.robust_acc_key("pgd", 8)
+FAIL_REASON = "catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3"
+WARN_REASON = "clean_above_chance: clean accuracy 55.0% is barely above chance"
+# A collapse in epoch 3: PGD validation accuracy 35% -> 2% while FGSM's rises 45% -> 80%.
+COLLAPSING = {
+    "val_acc": [0.50, 0.60, 0.70, 0.72],
+    naming.VAL_FGSM_ACC: [0.40, 0.45, 0.80, 0.90],
+    naming.VAL_PGD_ACC: [0.30, 0.35, 0.02, 0.01],
+}
+
+
+def _flat(pdf: Path) -> str:
+    return " ".join(" ".join(p.extract_text() or "" for p in PdfReader(str(pdf)).pages).split())
+
+
+def _first_page(pdf: Path) -> str:
+    return " ".join((PdfReader(str(pdf)).pages[0].extract_text() or "").split())
+
+
+def _new_store(template: Path, folder: Path) -> tuple[str, MlflowClient]:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return uri, MlflowClient(tracking_uri=uri)
+
+
+def _log_run(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    *,
+    seed: int = 0,
+    dropout: float = 0.0,
+    weight_decay: float = 0.0,
+    clean: float = 0.8,
+    pgd8: float = 0.4,
+    verdict: str | None = None,
+    reason: str | None = None,
+    history: dict[str, list[float]] | None = None,
+) -> str:
+    """A FINISHED run as the pipeline leaves it; ``verdict`` None: a run made before verdicts."""
+    tags = {naming.VERDICT_TAG: verdict} if verdict else {}
+    if verdict and reason:
+        tags[naming.VERDICT_REASON_TAG] = reason
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    params = {"seed": seed, "model.dropout": dropout, "optimizer.weight_decay": weight_decay}
+    values = {
+        naming.CLEAN_ACC: clean,
+        naming.robust_acc_key("pgd", 0): clean,
+        PGD8: pgd8,
+        naming.asr_key("pgd", 0): 0.0,
+        naming.asr_key("pgd", 8): 1 - pgd8 / clean,
+    }
+    metrics = [Metric(k, v, 0, 0) for k, v in values.items()]
+    for key, series in (history or {}).items():
+        metrics += [Metric(key, v, 0, epoch) for epoch, v in enumerate(series, 1)]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    config = {
+        "seed": seed,
+        "model": {"dropout": dropout},
+        "optimizer": {"weight_decay": weight_decay},
+    }
+    client.log_text(run_id, json.dumps(config), "config/config.json")
+    sanity = [{"name": "pgd_le_fgsm", "status": "pass", "evidence": "PGD <= FGSM at every eps"}]
+    client.log_text(run_id, json.dumps(sanity), "results/sanity.json")
+    if verdict:
+        training = [
+            {"name": "training_stable", "status": "pass", "evidence": "loss fell"},
+            {"name": "catastrophic_overfitting", "status": verdict, "evidence": reason or "-"},
+        ]
+        above = {"name": "clean_above_chance", "status": "pass", "evidence": "80% vs 50%"}
+        body = {"verdict": verdict, "reason": reason, "checks": [*training, *sanity, above]}
+        client.log_text(run_id, json.dumps(body), naming.VERDICT_JSON)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+# ----------------------------------------------------------------------------------- one run
+@pytest.mark.parametrize(
+    ("verdict", "reason", "banner"),
+    [
+        ("fail", FAIL_REASON, f"Verdict: FAIL: {FAIL_REASON}"),
+        ("pass", None, "Verdict: PASS"),
+        (None, None, "Verdict: not recorded"),
+    ],
+)
+def test_single_run_cover_banner_and_checks(
+    migrated_store_template: Path, tmp_path: Path, verdict, reason, banner: str
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("one", artifact_location=str(tmp_path / "artifacts"))
+    _log_run(client, exp, "r", verdict=verdict, reason=reason)
+    pdf = build_report(tracking_uri=uri, experiment="one", runs=None, out_dir=tmp_path)
+    first = _first_page(pdf)
+    assert banner in first
+    assert f"r FINISHED {verdict or 'not recorded'}" in first  # the runs table's verdict column
+    flat = _flat(pdf)
+    if verdict:  # the checks of results/verdict.json, training checks first
+        assert "training_stable pass" in flat and "clean_above_chance pass" in flat
+        assert f"catastrophic_overfitting {verdict}" in flat
+        assert flat.index("training_stable pass") < flat.index("pgd_le_fgsm pass")
+    else:  # an old run: results/sanity.json as before
+        assert "pgd_le_fgsm pass" in flat and "training_stable" not in flat
+
+
+def test_banner_colour_follows_the_verdict(migrated_store_template: Path, tmp_path: Path) -> None:
+    from reportlab.lib.rl_accel import fp_str
+
+    from advlab.report.blocks import VERDICT_COLOURS
+
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("one", artifact_location=str(tmp_path / "artifacts"))
+    ids = {v: _log_run(client, exp, v, verdict=v, reason="why") for v in ("fail", "warn", "pass")}
+
+    def fill(verdict: str) -> str:  # the fill-colour operator reportlab writes for the banner
+        return f"{fp_str(*VERDICT_COLOURS[verdict][0].rgb())} rg"
+
+    for verdict, run_id in ids.items():
+        pdf = build_report(tracking_uri=uri, experiment=None, runs=[run_id], out_dir=tmp_path)
+        page = PdfReader(str(pdf)).pages[0].get_contents().get_data().decode("latin-1")
+        assert fill(verdict) in page, verdict
+        assert all(fill(other) not in page for other in ids if other != verdict), verdict
+
+
+# ---------------------------------------------------------------------------------- learning curves
+def test_learning_curves_draw_fgsm_and_pgd_and_mark_the_collapse(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("one", artifact_location=str(tmp_path / "artifacts"))
+    run_id = _log_run(client, exp, "r", verdict="warn", reason=FAIL_REASON, history=COLLAPSING)
+    (run,) = gather(tracking_uri=uri, experiment=None, runs=[run_id]).runs
+    epochs = [dict(zip(COLLAPSING, v, strict=True)) for v in zip(*COLLAPSING.values(), strict=True)]
+    expected = catastrophic_epochs(epochs)
+    assert expected == [3]  # the history above does collapse, in epoch 3
+    assert figures.catastrophic_marks(run) == expected
+    fig = figures.learning_curves(run)
+    acc = fig.axes[1]
+    labels = [line.get_label() for line in acc.get_lines()]
+    for label in ("validation (clean)", "validation (FGSM)", "validation (PGD)"):
+        assert label in labels
+    notes = [t for t in acc.texts if t.get_text() == "catastrophic overfitting"]
+    assert [t.xy for t in notes] == [(3, COLLAPSING[naming.VAL_PGD_ACC][2])]
+    (marks,) = [c for c in acc.collections if c.get_label() == "catastrophic overfitting"]
+    assert marks.get_offsets().tolist() == [[3, COLLAPSING[naming.VAL_PGD_ACC][2]]]
+    flat = _flat(build_report(tracking_uri=uri, experiment=None, runs=[run_id], out_dir=tmp_path))
+    assert "clean, FGSM and PGD validation accuracy" in flat and "1 such epoch(s) marked" in flat
+
+
+# ----------------------------------------------------------------------------------- many runs
+@dataclass
+class SweepStore:
+    uri: str
+    seeded: list[str]  # the setting (dropout 0, wd 0) run with seeds 0 and 1, verdicts pass
+    failed: str  # seed 2 of that setting: verdict fail, the highest PGD accuracy of all
+    others: dict[str, str]  # name -> run id of the other settings (warn, pass, no verdict)
+
+
+SEEDED_PGD = [0.40, 0.50]
+
+
+@pytest.fixture(scope="module")
+def sweep_store(migrated_store_template: Path, tmp_path_factory) -> SweepStore:
+    """Four settings over dropout x weight decay; one ran with three seeds, one of them fail."""
+    folder = tmp_path_factory.mktemp("verdict-sweep")
+    uri, client = _new_store(migrated_store_template, folder)
+    exp = client.create_experiment("sweep", artifact_location=str(folder / "artifacts"))
+    seeded = [
+        _log_run(client, exp, f"s{seed}", seed=seed, pgd8=pgd, verdict="pass")
+        for seed, pgd in enumerate(SEEDED_PGD)
+    ]
+    failed = _log_run(client, exp, "s2", seed=2, pgd8=0.95, verdict="fail", reason=FAIL_REASON)
+    others = {
+        "b": _log_run(client, exp, "b", dropout=0.5, pgd8=0.30, verdict="pass"),
+        "c": _log_run(
+            client, exp, "c", weight_decay=1e-4, pgd8=0.35, verdict="warn", reason=WARN_REASON
+        ),
+        "old": _log_run(client, exp, "old", dropout=0.5, weight_decay=1e-4, pgd8=0.20),
+    }
+    return SweepStore(uri, seeded, failed, others)
+
+
+def test_fail_run_is_left_out_of_seed_means_best_and_heatmaps(
+    sweep_store: SweepStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sweep_store
+    drawn: list = []
+    real = figures.sweep_heatmaps
+
+    def spy(table, **kwargs):  # the real heatmaps, with the table they were drawn from kept
+        drawn.append(table)
+        return real(table, **kwargs)
+
+    monkeypatch.setattr(figures, "sweep_heatmaps", spy)
+    pdf = build_report(
+        tracking_uri=store.uri, experiment="sweep", runs=None, out_dir=tmp_path, per_run="none"
+    )
+    (heatmap_table,) = drawn
+    assert store.failed not in set(heatmap_table["run_id"]) and len(heatmap_table) == 4
+    seeded_row = heatmap_table[heatmap_table["run_id"] == store.seeded[0]].iloc[0]
+    assert seeded_row["robust"] == pytest.approx(statistics.mean(SEEDED_PGD))
+    assert seeded_row["n_seeds"] == 2
+    flat = _flat(pdf)
+    mean = fmt_spread(statistics.mean(SEEDED_PGD), statistics.stdev(SEEDED_PGD))
+    assert f"Highest PGD robust accuracy at 8/255: dropout=0, weight_decay=0 with {mean}" in flat
+    left_out = (
+        "1 of 6 runs are left out of the comparisons (heatmaps, best settings, seed-group means) "
+        f"because their verdict is fail: s2 ({FAIL_REASON})."
+    )
+    assert flat.count(left_out) == 2  # in the summary and in the sweep section
+    # Still listed: the sweep table's row of its own, marked, and its number as logged.
+    assert f"dropout=0, weight_decay=0 (verdict fail) 1 {fmt_pct(0.8)} {fmt_pct(0.95)}" in flat
+    first = _first_page(pdf)
+    for line in ("FAIL: 1 of 6 runs", "WARN: 1 of 6 runs", "PASS: 3 of 6 runs"):
+        assert line in first
+    assert "Verdict not recorded: 1 of 6 runs" in first
+    assert f"s2: fail: {FAIL_REASON}" in first and f"c: warn: {WARN_REASON}" in first
+    assert "s2 FINISHED fail" in first and "old FINISHED not recorded" in first
+
+
+def test_best_and_worst_pages_never_pick_a_fail_run(sweep_store: SweepStore) -> None:
+    runs = gather(tracking_uri=sweep_store.uri, experiment="sweep", runs=None).runs
+    where = focus(runs, None)
+    groups = seeds.group_runs(runs, where)
+    (alone,) = [g for g in groups if sweep_store.failed in {r.run_id for r in g.runs}]
+    assert alone.failed and alone.n_seeds == 1
+    picks = seeds.detail_runs(groups, where, PerRun.best_worst)
+    assert sweep_store.failed not in {r.run_id for r in picks} and len(picks) == 2
+
+
+def test_results_table_leaves_fail_run_out_of_its_seed_group(
+    sweep_store: SweepStore, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep_store.uri)
+    spec = importlib.util.spec_from_file_location(
+        "results_table", PROJECT_ROOT / "scripts" / "results_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["sweep"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    header, _rule, *rows = lines[: lines.index("")]
+    assert header.endswith("| verdict |") and len(rows) == 5
+    mean, std = statistics.mean(SEEDED_PGD), statistics.stdev(SEEDED_PGD)
+    (seeded,) = [r for r in rows if "| 2 |" in r]
+    assert f"| {mean:.1%} ± {std:.1%} |" in seeded and seeded.endswith("| pass |")
+    (failed,) = [r for r in rows if r.endswith("| **fail** |")]
+    assert "| 1 |" in failed and f"| {0.95:.1%} |" in failed
+    assert [r for r in rows if r.endswith("| not recorded |")]  # the run made before verdicts
+    assert [r for r in rows if r.endswith("| warn |")]
+    assert lines[-1] == (
+        "Left out of the mean ± std groups: 1 run(s) whose verdict is fail, each shown on its "
+        f"own row marked **fail**: sweep/s2 ({FAIL_REASON})."
+    )
