@@ -417,6 +417,7 @@ class ReportConf:
     runs: Any = None  # python -m advlab.report: list of run ids, or an MLflow filter string
     heatmap_eps: float | None = None  # eps (1/255) of sweep heatmaps; null = the largest
     per_run: PerRun = PerRun.best_worst  # sweep reports: whose grids/per-class/confusion pages
+    figures_dir: str | None = None  # also write each figure as a PNG there (slides, web pages)
 
 
 @dataclass

@@ -216,6 +216,29 @@ def test_pdf_is_a4_with_embedded_fonts(pipeline_store: PipelineStore, tmp_path: 
     assert any("DejaVuSans" in f for f in fonts)
 
 
+def test_figures_dir_gets_every_figure_of_the_pdf_as_a_png(
+    pipeline_store: PipelineStore, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    store = pipeline_store
+    figures = tmp_path / "figures"
+    pdf = build_report(
+        tracking_uri=store.uri,
+        experiment=None,
+        runs=[store.good],
+        out_dir=tmp_path,
+        figures_dir=figures,
+    )
+    pngs = sorted(figures.glob("*.png"))
+    # the learning curves and the robustness curve at least, numbered in page order
+    assert len(pngs) >= 2 and pngs[0].name.startswith("01-solid-training")
+    embedded = sum(len(page.images) for page in PdfReader(str(pdf)).pages)
+    assert embedded >= len(pngs)  # the PDF holds these figures (and the example grids)
+    with Image.open(pngs[0]) as image:
+        assert image.format == "PNG" and image.width > 300
+
+
 def test_two_reports_in_the_same_second_do_not_overwrite(
     pipeline_store: PipelineStore, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ def build_report(
     out_dir: Path,
     heatmap_eps: float | None = None,
     per_run: str = "best_worst",
+    figures_dir: Path | None = None,
 ) -> Path:
     """Build the PDF report of some MLflow runs and return its path.
 
@@ -40,6 +41,8 @@ def build_report(
     ``heatmap_eps``: eps (1/255 units) quoted by the sweep heatmaps and summary; None = largest.
     ``per_run``: which runs of a many-run report get per-run pages (grids, per-class, confusion):
     ``best_worst`` (one run of the best and of the worst setting), ``all`` or ``none``.
+    ``figures_dir``: also write every figure of the PDF there as a PNG, numbered in page order
+    and named after its caption (``01-solid-training-dashed-validation.png``).
     Raises :class:`ReportError` (an ``AdvlabError``) when no runs match or ``per_run`` is not
     one of those.
     """
@@ -62,7 +65,7 @@ def build_report(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        render(report, tmp, heatmap_eps=heatmap_eps, per_run=pick)
+        render(report, tmp, heatmap_eps=heatmap_eps, per_run=pick, figures_dir=figures_dir)
         path = _claim(tmp, report_path(out_dir, report.experiment))
     finally:
         tmp.unlink(missing_ok=True)

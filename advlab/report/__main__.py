@@ -41,6 +41,10 @@ def make_report(cfg: DictConfig) -> Path:
     if experiment is None and (runs is None or isinstance(runs, str)):
         experiment = cfg.tracking.experiment
     heatmap_eps = cfg.report.get("heatmap_eps")
+    figures_dir = cfg.report.get("figures_dir")
+    if figures_dir is not None:
+        figures_dir = Path(str(figures_dir)).expanduser()
+        figures_dir = figures_dir if figures_dir.is_absolute() else PROJECT_ROOT / figures_dir
     return build_report(
         tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.paths),
         experiment=None if experiment is None else str(experiment),
@@ -48,6 +52,7 @@ def make_report(cfg: DictConfig) -> Path:
         out_dir=out_dir,
         heatmap_eps=None if heatmap_eps is None else float(heatmap_eps),
         per_run=str(cfg.report.get("per_run", "best_worst")),
+        figures_dir=figures_dir,
     )
 
 

@@ -8,6 +8,7 @@ Fonts are matplotlib's DejaVu TTFs, embedded; tables are text; figures are PNGs 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -183,9 +184,11 @@ class Doc(BaseDocTemplate):
 class Story:
     """The report's flowables in order, with one method per kind of block."""
 
-    def __init__(self) -> None:
+    def __init__(self, figures_dir: Path | None = None) -> None:
         self.s = _styles()
         self.flowables: list[Flowable] = []
+        self.figures_dir = figures_dir
+        self.figures_written: list[Path] = []
 
     def mono(self, label: str, text: str) -> None:
         """A bold label over a line of monospaced text (a command line)."""
@@ -292,12 +295,22 @@ class Story:
         """Embed a matplotlib figure as a PNG scaled to ``width`` x text width, with a caption."""
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI)
+        if self.figures_dir is not None:
+            self._write_png(buf.getvalue(), caption)
         w_in, h_in = fig.get_size_inches()
         buf.seek(0)
         w = min(width * TEXT_W, w_in * 72)  # never upscale: a 7-inch figure shows at 100%
         image = Image(buf, width=w, height=w * h_in / w_in)
         image.hAlign = "LEFT"
         self.keep([image, Paragraph(escape(caption), self.s["caption"])])
+
+    def _write_png(self, png: bytes, caption: str) -> None:
+        """``<figures_dir>/<nn>-<first words of the caption>.png``, written whole (atomic)."""
+        from advlab.fileio import atomic_write_bytes
+
+        words = re.findall(r"[a-z0-9]+", caption.lower())[:5]
+        name = f"{len(self.figures_written) + 1:02d}-{'-'.join(words) or 'figure'}.png"
+        self.figures_written.append(atomic_write_bytes(Path(self.figures_dir) / name, png))
 
     def png(self, data: bytes, caption: str) -> None:
         """Embed a PNG artifact (an adversarial-example grid) near its natural size.

@@ -23,14 +23,16 @@ def render(
     *,
     heatmap_eps: float | None = None,
     per_run: PerRun = PerRun.best_worst,
+    figures_dir: Path | None = None,
 ) -> Path:
     """Write the PDF for ``report`` to ``path`` (A4, fonts embedded) and return ``path``.
 
     ``heatmap_eps``: eps (1/255) quoted by the sweep heatmaps, scatter and summary; None = the
     largest evaluated. ``per_run``: which runs of a many-run report get per-run pages.
+    ``figures_dir``: where each figure is also written as a PNG (None: nowhere).
     """
     register_fonts()
-    story = Story()
+    story = Story(figures_dir=figures_dir)
     focus = data.focus(report.runs, heatmap_eps)
     cover(story, report)
     story.page_break()
