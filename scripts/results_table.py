@@ -1,20 +1,22 @@
 """Print the README's results table (Markdown) from what MLflow holds: nothing is recomputed.
 
-    .venv/bin/python scripts/results_table.py [EXPERIMENT ...]
+    .venv/bin/python scripts/results_table.py [--eps EPS] [EXPERIMENT ...]
 
 One row per setting of each experiment (finished runs; sweep parents left out): the settings that
-differ between the experiment's runs, data sizes, clean accuracy, FGSM/PGD robust accuracy at
-8/255, best/stopped epoch and the wall time of a run. Runs that differ only in their seed are one
-setting (``advlab.results.seed_groups``); when some setting ran with several seeds the table gains
-an "n seeds" column and quotes mean ± std over the seeds, epochs as their range and the mean wall
-time per run. The verdict column holds each setting's run verdicts (tag advlab.verdict; "not
-recorded" for runs made before verdicts existed). A run whose verdict is fail gets a row of its
-own, marked **fail**, and is left out of the seed groups' mean ± std; a line under the table says
-how many runs were left out and why.
+differ between the experiment's runs, data sizes, clean accuracy, FGSM, PGD and worst-case robust
+accuracy at EPS/255 (default 8; the worst case is the reported figure: per point, every attack and
+the escalation), best/stopped epoch and the wall time of a run. Runs that differ only in their
+seed are one setting (``advlab.results.seed_groups``); when some setting ran with several seeds
+the table gains an "n seeds" column and quotes mean ± std over the seeds, epochs as their range
+and the mean wall time per run. The verdict column holds each setting's run verdicts (tag
+advlab.verdict; "not recorded" for runs made before verdicts existed). A run whose verdict is
+fail gets a row of its own, marked **fail**, and is left out of the seed groups' mean ± std; a
+line under the table says how many runs were left out and why.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -30,6 +32,7 @@ DEFAULT_EXPERIMENTS = [
     "gender_cnn_dropout",
     "gender_fool",
     "gender_overfitting",
+    "gender_adversarial_training",
     "cifar10_fool",
     "cifar10_regularization_sweep",
     "cifar10_adversarial_training",
@@ -155,15 +158,16 @@ def _left_out_line(frames: list[pd.DataFrame]) -> str | None:
     )
 
 
-def main(experiments: list[str]) -> None:
+def main(experiments: list[str], eps: float = 8.0) -> None:
     loaded = {name: tables for name in experiments if (tables := _load(name)) is not None}
     seeded = any((groups["n_seeds"] > 1).any() for _, groups in loaded.values())
     seeds_head = " n seeds |" if seeded else ""
+    at = f"{naming.format_eps(eps)}/255"
     print(
         f"| experiment | settings |{seeds_head} train / val / test | evaluated | clean acc "
-        "| FGSM 8/255 | PGD 8/255 | best / stopped epoch | wall time | verdict |"
+        f"| FGSM {at} | PGD {at} | worst case {at} | best / stopped epoch | wall time | verdict |"
     )
-    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|")
+    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|---|")
     for experiment, (frame, groups) in loaded.items():
         varied = [
             key
@@ -182,8 +186,9 @@ def main(experiments: list[str]) -> None:
                 f"| {experiment} | {_settings(row, varied)} |"
                 + (f" {row['n_seeds']} |" if seeded else "")
                 + f" {sizes} | {_evaluated(by_id, row['run_ids'])} | {_pct(row, naming.CLEAN_ACC)} "
-                f"| {_pct(row, naming.robust_acc_key('fgsm', 8))} "
-                f"| {_pct(row, naming.robust_acc_key('pgd', 8))} "
+                f"| {_pct(row, naming.robust_acc_key('fgsm', eps))} "
+                f"| {_pct(row, naming.robust_acc_key('pgd', eps))} "
+                f"| {_pct(row, naming.robust_acc_key(naming.WORST_CASE, eps))} "
                 f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
                 f"| {_verdict_cell(by_id, row['run_ids'], bool(row['left_out']))} |"
             )
@@ -194,4 +199,8 @@ def main(experiments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or DEFAULT_EXPERIMENTS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eps", type=float, default=8.0, help="eps of the columns, 1/255 units")
+    parser.add_argument("experiments", nargs="*", help="default: every experiment of README")
+    args = parser.parse_args()
+    main(args.experiments or DEFAULT_EXPERIMENTS, args.eps)
