@@ -154,7 +154,10 @@ def test_relative_root_is_resolved_against_the_project(tmp_path: Path) -> None:
 GENDER_EXPERIMENTS = ["gender_perceptron", "gender_cnn", "gender_cnn_dropout", "gender_fool"]
 
 
-@pytest.mark.parametrize("experiment", [*GENDER_EXPERIMENTS, "gender_overfitting", "transfer"])
+@pytest.mark.parametrize(
+    "experiment",
+    [*GENDER_EXPERIMENTS, "gender_overfitting", "gender_adversarial_training", "transfer"],
+)
 def test_the_course_folder_works_with_no_tag_overrides(tmp_path: Path, experiment: str) -> None:
     # The course ships data_1k/10k/100k.bin and data_test10k.bin: a student gives data.root only.
     for tag, n in (("1k", 10), ("10k", 40), ("test10k", 20)):

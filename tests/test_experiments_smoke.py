@@ -78,6 +78,7 @@ def _run_smoke(
         "gender_cnn_dropout",
         "gender_fool",
         "gender_overfitting",
+        "gender_adversarial_training",
         "cifar10_fool",
         "cifar10_regularization_sweep",
         "cifar10_adversarial_training",
