@@ -1,0 +1,98 @@
+"""How far a run's reported robust accuracy is from AutoAttack's on the very same test points.
+
+    .venv/bin/python scripts/autoattack_gap.py RUN_DIR [--eps 8] [--device cpu]
+
+RUN_DIR is a run directory (``config.json`` + ``model/model.pt``). The script rebuilds the points
+the run's evaluation attacked (its data config, ``eval.n_examples`` and seed), runs torchattacks'
+AutoAttack (version ``standard``: APGD-CE, APGD-T, FAB-T, Square) at each eps (1/255 units) and
+prints, per eps, the run's own ``worst_case`` figure, AutoAttack's and the gap in points; it writes
+``RUN_DIR/results/autoattack_gap.json``. This is the check behind the adversarial-training figures
+of README and docs/attacks.md ("within 1 point of AutoAttack"), not part of a run: AutoAttack
+costs minutes per eps on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--eps", type=float, nargs="+", default=[8.0], help="1/255 units")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+    import torchattacks
+
+    from advlab import naming
+    from advlab.attacks.evaluate import select_subset
+    from advlab.attacks.runner import clean_pass, eval_mode, load_points
+    from advlab.audit.source import locate
+    from advlab.data import load_data
+    from advlab.fileio import atomic_write_text
+    from advlab.models.io import load_model
+
+    run_dir = args.run_dir.resolve()
+    source = locate(str(run_dir), tracking_uri="", download_dir=run_dir)
+    cfg = OmegaConf.create(source.config)
+    seed, device = int(cfg.seed), torch.device(args.device)
+    data = load_data(cfg.data, seed=seed, cache_dir=Path(cfg.paths.cache_dir))
+    indices = select_subset(len(data.test.labels), cfg.eval.n_examples, seed)
+    x, y = load_points(data, indices, device)
+    model, _ = load_model(source.model_path, map_location=device)
+    rows = []
+    with eval_mode(model):
+        clean = float(clean_pass(model, x, y, int(cfg.eval.batch_size)).correct.mean())
+        for eps in args.eps:
+            attack = torchattacks.AutoAttack(
+                model, norm="Linf", eps=eps / 255, version="standard",
+                n_classes=data.num_classes, seed=seed,
+            )  # fmt: skip
+            start = time.perf_counter()
+            robust = _accuracy(model, attack, x, y, int(cfg.eval.batch_size))
+            reported = source.logged.get(naming.robust_acc_key(naming.WORST_CASE, eps))
+            rows.append(
+                {
+                    "eps": eps,
+                    "n": len(indices),
+                    "autoattack": robust,
+                    "run_worst_case": reported,
+                    "gap_points": None if reported is None else 100 * (reported - robust),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+    payload = {"run_dir": str(run_dir), "clean_acc": clean, "rows": rows}
+    atomic_write_text(run_dir / "results" / "autoattack_gap.json", json.dumps(payload, indent=2))
+    print(f"{run_dir}: clean {clean:.1%} on {len(indices)} points")
+    for row in rows:
+        run = "n/a" if row["run_worst_case"] is None else f"{row['run_worst_case']:.1%}"
+        gap = "n/a" if row["gap_points"] is None else f"{row['gap_points']:+.1f}"
+        print(
+            f"  eps {row['eps']:g}/255: advlab worst case {run}, AutoAttack standard "
+            f"{row['autoattack']:.1%} (gap {gap} points, {row['seconds']:.0f} s)"
+        )
+    return 0
+
+
+def _accuracy(model, attack, x, y, batch_size: int) -> float:
+    import torch
+
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        adv = attack(xb, yb)
+        with torch.no_grad():
+            correct += int((model(adv).argmax(dim=1) == yb).sum())
+    return correct / len(y)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
