@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The course's steps on the gender faces, each over 3 seeds: the measurements of docs/course.md.
 #   GENDER_ROOT=/path/to/DataBases scripts/run_course.sh [STEP ...]
-# STEP: perceptron cnn dropout fool overfitting adversarial (default: all, in that order).
+# STEP: perceptron cnn dropout fool overfitting adversarial figures (default: all, in that order).
 # Without GENDER_ROOT it reads the development copy in ../shared/data/gender (tags 5k / test1k,
 # added only for it). Each step prints its wall time and appends it to runs/course-logs/times.tsv;
 # then `scripts/results_table.py <experiment>` prints its mean ± std over the seeds and
@@ -47,5 +47,15 @@ want overfitting && step overfitting -m +experiment=gender_overfitting "${data[@
   data.limit_train=1000 train.early_stopping.enabled=true seed=$SEEDS
 want adversarial && step adversarial -m +experiment=gender_adversarial_training "${data[@]}" \
   "${tags[@]}" seed=$SEEDS
+if want figures || [ ${#wanted[@]} -eq 0 ]; then
+  # Each experiment's PDF (reports/) with its figures also as PNGs in runs/course-figures/<name>/:
+  # docs/course.md shows a few of them.
+  for e in gender_perceptron gender_cnn gender_cnn_dropout gender_fool gender_overfitting \
+    gender_adversarial_training; do
+    $PY -m advlab.report report.experiment=$e report.figures_dir=runs/course-figures/$e \
+      > "$LOGS/report-$e.log" 2>&1 || echo "   report of $e failed (log: $LOGS/report-$e.log)"
+  done
+fi
 $PY scripts/results_table.py gender_perceptron gender_cnn gender_cnn_dropout gender_fool \
-  gender_overfitting gender_adversarial_training
+  gender_overfitting
+$PY scripts/results_table.py --eps 4 gender_adversarial_training
