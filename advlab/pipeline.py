@@ -198,14 +198,15 @@ def _verdict_fields(verdict: Verdict) -> dict[str, str]:
 
 
 def _track_verdict(tracker, verdict: Verdict, results_dir: Path) -> None:
-    """Tags ``advlab.verdict`` / ``advlab.verdict_reason`` (and ``advlab.sanity.<check>`` for the
-    training checks, which the evaluation's tags lack) and ``results/verdict.json``."""
+    """Tags ``advlab.verdict`` / ``advlab.verdict_reason`` and ``advlab.sanity.<check>`` for every
+    check behind it (the evaluation tagged its own already; the training checks are new here),
+    and ``results/verdict.json``."""
     path = results_dir / Path(naming.VERDICT_JSON).name
     _write_json(path, verdict.to_dict())
-    training = {f"advlab.sanity.{c.name}": c.status for c in verdict.checks}
+    statuses = {f"advlab.sanity.{c.name}": c.status for c in verdict.checks}
     tracker.set_tags(
         {
-            **training,
+            **statuses,
             naming.VERDICT_TAG: verdict.status,
             naming.VERDICT_REASON_TAG: verdict.reason,
         }
