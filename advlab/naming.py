@@ -39,6 +39,9 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_
 # Per-epoch robust validation accuracies of adversarial training (train.adversarial.val_robust).
 VAL_PGD_ACC = "val_robust_acc"  # PGD (val_robust_steps); the early-stopping monitor
 VAL_FGSM_ACC = "val_fgsm_acc"  # FGSM on the same subset: with PGD's, shows catastrophic overfitting
+# Statuses of a sanity check, of a training check and of the run's verdict (no dependencies here,
+# so the report and scripts name them without importing the attack code).
+PASS, WARN, FAIL = "pass", "warn", "fail"
 # The run's verdict (advlab.verdict): pass | warn | fail, and the one line naming the first problem.
 VERDICT_TAG = "advlab.verdict"
 VERDICT_REASON_TAG = "advlab.verdict_reason"

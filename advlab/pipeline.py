@@ -212,7 +212,7 @@ def _track_verdict(tracker, verdict: Verdict, results_dir: Path) -> None:
         }
     )
     tracker.log_artifact(path, "results")
-    if verdict.status != "pass":
+    if verdict.status != naming.PASS:
         log.warning("verdict %s: %s", verdict.status, verdict.reason)
 
 

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from advlab import naming
 from advlab.errors import AttackError
 from advlab.naming import MARGIN, WORST_CASE, format_eps
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
+PASS, WARN, FAIL = naming.PASS, naming.WARN, naming.FAIL
 BOUND_TOL = 1e-6  # float32 slack on ||x_adv - x||_inf <= eps (pixel units)
 
 

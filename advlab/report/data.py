@@ -103,7 +103,7 @@ class RunData:
     @property
     def failed_verdict(self) -> bool:
         """True only for a run whose verdict is fail (a run without a verdict is not failed)."""
-        return self.verdict == "fail"
+        return self.verdict == naming.FAIL
 
     @property
     def checks(self) -> list[dict[str, str]] | None:
@@ -416,7 +416,8 @@ def runs_with_warnings(runs: Sequence[RunData]) -> list[RunData]:
 
 
 # ----------------------------------------------------------------------------------------- verdicts
-VERDICT_ORDER = ("fail", "warn", "pass")  # worst first: the order counts and reasons are shown in
+# Worst first: the order the cover shows verdict counts and reasons in.
+VERDICT_ORDER = (naming.FAIL, naming.WARN, naming.PASS)
 NOT_RECORDED = "not recorded"  # runs made before verdicts existed; they count as not failed
 REASONS_SHOWN = 5  # reasons of failed/warned runs named on the cover; the rest are counted
 
@@ -440,7 +441,7 @@ def verdict_reasons(
 ) -> tuple[list[tuple[str, str]], int]:
     """(verdict, '<run>: <verdict>: <reason>') of the failed, then the warned runs (at most
     ``shown``), and how many more failed or warned runs there are."""
-    flagged = [r for v in ("fail", "warn") for r in runs if r.verdict == v]
+    flagged = [r for v in (naming.FAIL, naming.WARN) for r in runs if r.verdict == v]
     lines = [
         (str(r.verdict), f"{r.name}: {r.verdict}: {r.verdict_reason or 'no reason recorded'}")
         for r in flagged
