@@ -58,10 +58,10 @@ class AdversarialMethod(StrEnum):
 
 
 class Monitor(StrEnum):
-    auto = "auto"  # val_robust_acc under adversarial training, else val_loss (set at validation)
+    auto = "auto"  # val_pgd_acc under adversarial training, else val_loss (set at validation)
     val_loss = "val_loss"
     val_acc = "val_acc"
-    val_robust_acc = "val_robust_acc"
+    val_pgd_acc = "val_pgd_acc"
 
 
 class Mode(StrEnum):
@@ -210,7 +210,7 @@ class AdamWConf(AdamConf):
 @dataclass
 class EarlyStoppingConf:
     enabled: bool = True
-    monitor: Monitor = Monitor.auto  # val_robust_acc needs adversarial validation
+    monitor: Monitor = Monitor.auto  # val_pgd_acc needs adversarial validation
     mode: Mode = Mode.auto
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement

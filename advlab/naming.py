@@ -1,6 +1,34 @@
-"""Names shared by evaluation, tracking, results.json and reports: one source for each."""
+"""The recorded contract: every name a run writes and a reader reads back, defined once.
+
+A run leaves MLflow params, metrics, tags and artifacts, and the same files in its run directory.
+Writers (pipeline, tracking, the evaluation's tables, fit) and readers (report, ``advlab.results``,
+the audit, the checkpoint sources, ``scripts/``) import these names; ``tests/test_contract.py``
+fails on a recorded name spelled as a literal anywhere else. docs/architecture.md ("The recorded
+contract") lists each name with its writer and readers.
+
+Names written by earlier releases are still read: :data:`LEGACY_METRICS`, :data:`LEGACY_ARTIFACTS`
+and :data:`LEGACY_TAG_PREFIXES` map them onto today's names, and every reader goes through
+:func:`current_metric` / :func:`artifact_candidates`.
+
+Units: eps is in 1/255 units in configs, metric names and tables, and in pixel units ([0, 1]
+images) only where a tensor is perturbed (:func:`to_pixels`).
+"""
 
 from __future__ import annotations
+
+# ----------------------------------------------------------------------------------- units
+PIXEL_LEVELS = 255.0  # eps of the config, metric names and tables is in 1/255 units
+
+
+def to_pixels(eps: float) -> float:
+    """Eps (or a step size) from 1/255 units to pixel units of a [0, 1] image: 8 -> 8/255."""
+    return float(eps) / PIXEL_LEVELS
+
+
+def madry_step(eps: float, steps: int) -> float:
+    """Madry et al.'s PGD step size 2.5 * eps / steps (same units as ``eps``): enough to reach
+    the ball's boundary from its centre and move along it."""
+    return 2.5 * float(eps) / max(int(steps), 1)
 
 
 def format_eps(eps: float) -> str:
@@ -9,48 +37,185 @@ def format_eps(eps: float) -> str:
     return str(int(eps)) if eps.is_integer() else f"{eps:g}"
 
 
+# ------------------------------------------------------------------------- run directory
+# Paths relative to a run directory; each file is also the MLflow artifact of the same path.
+CONFIG_DIR = "config"
+CONFIG_FILE = "config.json"  # the resolved config with its types (run dir root; artifact below)
+CONFIG_ARTIFACT = f"{CONFIG_DIR}/{CONFIG_FILE}"
+HYDRA_DIR = "hydra"  # Hydra's own .hydra/ files (config.yaml, overrides.yaml)
+RESULTS_DIR = "results"
+GRIDS_DIR = "grids"  # example-grid PNGs (artifact path; results/grids/ in the run dir)
+MODEL_DIR = "model"
+MODEL_FILE = "model.pt"  # the trained weights (state dict + what rebuilds the model)
+MODEL_ARTIFACT = f"{MODEL_DIR}/{MODEL_FILE}"
+CHECKPOINTS_DIR = "checkpoints"  # last.pt / best.pt for train.resume
+MLFLOW_RUN_FILE = "mlflow_run.json"  # the MLflow run this directory belongs to (resume)
+SWEEP_FILE = "mlflow_sweep.json"  # in a Hydra sweep dir: the sweep's parent run (cluster jobs)
+
+
+def _result(name: str) -> str:
+    return f"{RESULTS_DIR}/{name}"
+
+
+RESULTS_JSON = _result("results.json")  # every headline metric of the run, as logged
+VERDICT_JSON = _result("verdict.json")  # {"verdict", "reason", "checks": [...]}, as CHECKS_JSON
+CHECKS_JSON = _result("checks.json")  # the evaluation's checks: [{name, status, evidence}]
+ROBUSTNESS_JSON = _result("robustness.json")  # the eps curve per attack, with n and CIs
+ROBUSTNESS_CSV = _result("robustness.csv")
+ROBUSTNESS_TABLE = _result("robustness_table.json")  # the same, as an MLflow table (UI)
+PER_CLASS_CSV = _result("per_class.csv")
+CONFUSION_JSON = _result("confusion.json")
+AUDIT_JSON = _result("audit.json")  # python -m advlab.audit
+RUN_INFO_JSON = _result("run_info.json")  # descriptive facts that are not tags (INFO_KEYS)
+# Earlier releases' artifact names -> today's (readers try both, today's first).
+LEGACY_ARTIFACTS = {CHECKS_JSON: (_result("sanity.json"),)}
+
+
+def artifact_candidates(path: str) -> tuple[str, ...]:
+    """``path`` and the names earlier releases wrote the same artifact under, today's first."""
+    return (path, *LEGACY_ARTIFACTS.get(path, ()))
+
+
+# ------------------------------------------------------------------------------------ tags
+# Tags are what users filter and sort on in the MLflow UI, and what the lifecycle needs.
+TAG_PREFIX = "advlab."
+DATASET_TAG = "advlab.dataset"
+MODEL_TAG = "advlab.model"
+ADVERSARIAL_TRAINING_TAG = "advlab.adversarial_training"
+SEED_TAG = "advlab.seed"
+VERDICT_TAG = "advlab.verdict"  # pass | warn | fail
+VERDICT_REASON_TAG = "advlab.verdict_reason"  # the one line naming the first problem
+CHECK_TAG_PREFIX = "advlab.check."  # advlab.check.<name> = warn | fail (passing checks: no tag)
+RUN_DIR_TAG = "advlab.run_dir"  # where a run's files (model/model.pt, results/) live
+ERROR_TAG = "advlab.error"  # a FAILED run: the exception
+STOP_REASON_TAG = "advlab.stop_reason"  # a KILLED run: the signal or Ctrl-C that stopped it
+KILLED_REASON_TAG = "advlab.killed_reason"  # a run found dead by the liveness sweep
+RESUMED_FROM_TAG = "advlab.resumed_from"
+RESUMED_CHANGES_TAG = "advlab.resumed_changes"
+# liveness: which process owns a RUNNING run, and when it last said so
+HOST_TAG = "advlab.host"
+PID_TAG = "advlab.pid"
+PID_NAMESPACE_TAG = "advlab.pid_namespace"
+PROCESS_START_TAG = "advlab.process_start"
+HEARTBEAT_TAG = "advlab.heartbeat"
+# sweeps: a job's sweep, and the parent run's description of it
+SWEEP_TAG = "advlab.sweep"
+SWEEP_PARENT_TAG = "advlab.sweep_parent"
+SWEEP_DIR_TAG = "advlab.sweep_dir"
+SWEEP_PARAMS_TAG = "advlab.sweep_params"
+LAUNCHER_TAG = "advlab.launcher"
+CLUSTER_TAG = "advlab.cluster"
+# Descriptive facts: in results/run_info.json (RUN_INFO_JSON), no longer tags. Readers use
+# run_info(), which also reads them from the tags of runs recorded by earlier releases.
+ATTACKS_INFO = "advlab.attacks"
+CONTROLS_INFO = "advlab.controls"
+GIT_COMMIT_INFO = "advlab.git_commit"
+GIT_DIRTY_INFO = "advlab.git_dirty"
+VERSION_INFO = "advlab.version"
+TORCH_VERSION_INFO = "advlab.torch_version"
+TORCHATTACKS_VERSION_INFO = "advlab.torchattacks_version"
+DEVICE_INFO = "advlab.device"
+PRECISION_INFO = "advlab.precision"
+COMMAND_INFO = "advlab.command"
+OVERRIDES_INFO = "advlab.overrides"
+INFO_KEYS = (
+    ATTACKS_INFO,
+    CONTROLS_INFO,
+    GIT_COMMIT_INFO,
+    GIT_DIRTY_INFO,
+    VERSION_INFO,
+    TORCH_VERSION_INFO,
+    TORCHATTACKS_VERSION_INFO,
+    DEVICE_INFO,
+    PRECISION_INFO,
+    COMMAND_INFO,
+    OVERRIDES_INFO,
+)
+# Earlier releases' per-check tags (advlab.sanity.<name>, advlab.sanity = worst status).
+LEGACY_TAG_PREFIXES = {CHECK_TAG_PREFIX: "advlab.sanity."}
+LEGACY_CHECKS_TAG = "advlab.sanity"
+# MLflow's own tags advlab sets
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"
+MLFLOW_RUN_NAME_TAG = "mlflow.runName"
+MLFLOW_NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
+
+
+def check_tag(name: str) -> str:
+    """The tag of check ``name``: ``advlab.check.<name>``."""
+    return f"{CHECK_TAG_PREFIX}{name}"
+
+
+def run_info(tags: dict[str, str], info: dict[str, str] | None) -> dict[str, str]:
+    """The descriptive facts of a run (keys :data:`INFO_KEYS`): from ``results/run_info.json``
+    (``info``), else from the tags of a run recorded before they moved there."""
+    out = {key: tags[key] for key in INFO_KEYS if key in tags}
+    out.update({key: str(value) for key, value in (info or {}).items() if key in INFO_KEYS})
+    return out
+
+
+def checks_from_tags(tags: dict[str, str]) -> dict[str, str]:
+    """check name -> status from a run's tags, today's ``advlab.check.*`` or the older
+    ``advlab.sanity.*`` (which also recorded passing checks)."""
+    out: dict[str, str] = {}
+    for prefix in (LEGACY_TAG_PREFIXES[CHECK_TAG_PREFIX], CHECK_TAG_PREFIX):
+        out.update({k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)})
+    return out
+
+
+# --------------------------------------------------------------------------------- metrics
+WORST_CASE = "worst_case"  # pseudo-attack name: per-example worst case over all attacks run
+MARGIN = "margin"  # the escalation's margin-loss attack (APGD-T, APGD-DLR or logit-margin PGD)
+CLEAN_ACC = "clean_acc"  # on the whole evaluated test split (n: CLEAN_N)
+CLEAN_N = "clean_n"  # how many test points the clean accuracy is over
+ROBUST_N = "robust_n"  # how many points every robust figure is over (eval.n_examples)
+NUM_PARAMS = "num_params"
+BEST_EPOCH = "best_epoch"
+STOPPED_EPOCH = "stopped_epoch"
+# Per-epoch metrics (step = epoch) of every run.
+TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC = "train_loss", "train_acc", "val_loss", "val_acc"
+LR, EPOCH_SECONDS, IMAGES_PER_S, GEN_GAP = "lr", "epoch_seconds", "images_per_s", "gen_gap"
+# Per-epoch accuracies under attack on a validation subset (train.adversarial.val_robust).
+VAL_PGD_ACC = "val_pgd_acc"  # PGD (val_robust_steps): the early-stopping monitor
+VAL_FGSM_ACC = "val_fgsm_acc"  # FGSM on the same subset: with PGD's, shows catastrophic overfitting
+EPOCH_METRICS = (
+    TRAIN_LOSS,
+    TRAIN_ACC,
+    VAL_LOSS,
+    VAL_ACC,
+    LR,
+    EPOCH_SECONDS,
+    IMAGES_PER_S,
+    GEN_GAP,
+    VAL_PGD_ACC,
+    VAL_FGSM_ACC,
+)
+# Earlier releases' metric names -> today's.
+LEGACY_METRICS = {"val_robust_acc": VAL_PGD_ACC}
+
+
+def current_metric(name: str) -> str:
+    """Today's name of metric ``name`` (a name written by an earlier release is mapped)."""
+    return LEGACY_METRICS.get(name, name)
+
+
 def robust_acc_key(attack: str, eps: float) -> str:
-    """MLflow/results.json name of the robust accuracy of ``attack`` at ``eps`` (1/255 units)."""
+    """Robust accuracy of ``attack`` at ``eps`` (1/255 units): ``robust_acc/<attack>/eps_<e>``."""
     return f"robust_acc/{attack}/eps_{format_eps(eps)}"
 
 
 def asr_key(attack: str, eps: float) -> str:
-    """Name of the attack success rate (over points correct before the attack)."""
+    """Attack success rate (over points correct before the attack): ``asr/<attack>/eps_<e>``."""
     return f"asr/{attack}/eps_{format_eps(eps)}"
 
 
 def escalation_points_key(eps: float) -> str:
-    """Name of the number of points the escalation re-attacked at ``eps`` (1/255 units)."""
+    """Number of points the escalation re-attacked at ``eps`` (1/255 units)."""
     return f"escalation/points/eps_{format_eps(eps)}"
 
 
 def escalation_flips_key(eps: float) -> str:
-    """Name of the number of points the escalation broke at ``eps`` (every other attack failed)."""
+    """Number of points the escalation broke at ``eps`` (every other attack failed)."""
     return f"escalation/flips/eps_{format_eps(eps)}"
-
-
-WORST_CASE = "worst_case"  # pseudo-attack name: per-example worst case over all attacks run
-MARGIN = "margin"  # the escalation's margin-loss attack (APGD-T, APGD-DLR or logit-margin PGD)
-CLEAN_ACC = "clean_acc"
-NUM_PARAMS = "num_params"
-BEST_EPOCH = "best_epoch"
-STOPPED_EPOCH = "stopped_epoch"
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")
-# Per-epoch robust validation accuracies of adversarial training (train.adversarial.val_robust).
-VAL_PGD_ACC = "val_robust_acc"  # PGD (val_robust_steps); the early-stopping monitor
-VAL_FGSM_ACC = "val_fgsm_acc"  # FGSM on the same subset: with PGD's, shows catastrophic overfitting
-# Statuses of a sanity check, of a training check and of the run's verdict (no dependencies here,
-# so the report and scripts name them without importing the attack code).
-PASS, WARN, FAIL = "pass", "warn", "fail"
-# The run's verdict (advlab.verdict): pass | warn | fail, and the one line naming the first problem.
-VERDICT_TAG = "advlab.verdict"
-VERDICT_REASON_TAG = "advlab.verdict_reason"
-VERDICT_JSON = "results/verdict.json"  # {"verdict", "reason", "checks": [{name, status, evidence}]}
-
-
-def option_name(target: str) -> str:
-    """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
-    return target.rsplit(".", 1)[-1]
 
 
 _EPS_METRIC_KINDS = ("robust_acc", "asr")
@@ -73,3 +238,8 @@ def parse_eps_metric(name: str) -> tuple[str, str, float] | None:
     except ValueError:
         return None
     return kind, attack, eps
+
+
+def option_name(target: str) -> str:
+    """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
+    return target.rsplit(".", 1)[-1]

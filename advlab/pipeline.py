@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from advlab import naming
 from advlab.fileio import atomic_write_text
 from advlab.validate import validate_config
-from advlab.verdict import Verdict, decide
+from advlab.verdict import PASS, Verdict, decide
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _track_verdict(tracker, verdict: Verdict, results_dir: Path) -> None:
         }
     )
     tracker.log_artifact(path, "results")
-    if verdict.status != naming.PASS:
+    if verdict.status != PASS:
         log.warning("verdict %s: %s", verdict.status, verdict.reason)
 
 

@@ -269,7 +269,7 @@ def metric_history(
     return out.sort_values(["key", "step", "timestamp"]).reset_index(drop=True)
 
 
-_EXTRA_EPOCH_METRICS = ("images_per_s", "gen_gap", "val_robust_acc")
+_EXTRA_EPOCH_METRICS = ("images_per_s", "gen_gap", "val_pgd_acc")
 
 
 def epoch_table(run_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from advlab.errors import ConfigError
 MONITOR_MODE = {
     Monitor.val_loss: Mode.min,
     Monitor.val_acc: Mode.max,
-    Monitor.val_robust_acc: Mode.max,
+    Monitor.val_pgd_acc: Mode.max,
 }
 MIN_IMAGE_SIZE = 4  # pixels: the zoo's conv/pool stacks need at least this much to downsample
 
@@ -155,7 +155,7 @@ def resolve_adversarial_defaults(train: DictConfig) -> None:
     if adv.val_robust is None:
         adv.val_robust = adversarial
     if es.monitor == Monitor.auto:
-        es.monitor = Monitor.val_robust_acc if adversarial else Monitor.val_loss
+        es.monitor = Monitor.val_pgd_acc if adversarial else Monitor.val_loss
     if es.mode == Mode.auto and es.monitor in MONITOR_MODE:
         es.mode = MONITOR_MODE[Monitor(es.monitor)]
 
@@ -184,7 +184,7 @@ def _check_early_stopping(es: DictConfig, *, val_robust: bool) -> None:
     _at_least("train.early_stopping.min_delta", es.min_delta, 0)
     if not es.enabled:
         return  # nothing stops the run, so only names and ranges matter
-    if es.monitor == Monitor.val_robust_acc and not val_robust:
+    if es.monitor == Monitor.val_pgd_acc and not val_robust:
         _fail(
             "train.early_stopping.monitor",
             es.monitor,

@@ -16,20 +16,43 @@ one line, so the terminal summary, the MLflow tag and the PDF banner all say the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
-from advlab.attacks.sanity import FAIL, PASS, WARN, SanityCheck
-
-_RANK = {PASS: 0, WARN: 1, FAIL: 2}
+# The statuses of a check and of the verdict, best first.
+PASS, WARN, FAIL = "pass", "warn", "fail"
+STATUSES = (PASS, WARN, FAIL)
+_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 REASON_CHARS = 500  # MLflow tag values and the PDF banner stay readable
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a run (training's or the evaluation's): its name, status and evidence."""
+
+    name: str
+    status: str  # PASS | WARN | FAIL
+    evidence: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def rank(status: str) -> int:
+    """Order of ``status`` (pass < warn < fail); an unknown status ranks worse than fail."""
+    return _RANK.get(status, len(STATUSES))
+
+
+def worst(statuses: Iterable[str]) -> str | None:
+    """The worst of ``statuses`` (None when there is none)."""
+    return max(statuses, key=rank, default=None)
 
 
 @dataclass(frozen=True)
 class Verdict:
     status: str  # PASS | WARN | FAIL
     reason: str  # one line
-    checks: tuple[SanityCheck, ...]
+    checks: tuple[Check, ...]
 
     def to_dict(self) -> dict[str, object]:
         """The ``results/verdict.json`` payload."""
@@ -40,16 +63,16 @@ class Verdict:
         }
 
 
-def decide(checks: Sequence[SanityCheck]) -> Verdict:
+def decide(checks: Sequence[Check]) -> Verdict:
     """The verdict over ``checks`` (in the order they were run)."""
     checks = tuple(checks)
     if not checks:
         return Verdict(WARN, "no check was run: nothing supports the figures", checks)
-    worst = max(checks, key=lambda check: _RANK[check.status]).status
-    if worst == PASS:
+    status = worst(check.status for check in checks)
+    if status == PASS:
         return Verdict(PASS, f"all {len(checks)} checks pass", checks)
-    first = next(check for check in checks if check.status == worst)
-    return Verdict(worst, _one_line(f"{first.name}: {first.evidence}"), checks)
+    first = next(check for check in checks if check.status == status)
+    return Verdict(status, _one_line(f"{first.name}: {first.evidence}"), checks)
 
 
 def _one_line(text: str) -> str:

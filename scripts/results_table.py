@@ -24,6 +24,7 @@ import pandas as pd
 
 from advlab import naming, results
 from advlab.errors import ConfigError
+from advlab.verdict import FAIL
 
 DEFAULT_EXPERIMENTS = [
     "quickstart",
@@ -134,7 +135,7 @@ def _load(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         print(f"| {experiment} | not run ({error}) | | | | | | | |", file=sys.stderr)
         return None
     frame = frame[frame["status"] == "FINISHED"]
-    failed = _verdicts(frame) == naming.FAIL
+    failed = _verdicts(frame) == FAIL
     kept = results.seed_groups(frame[~failed]).assign(left_out=False)
     alone = [results.seed_groups(frame[failed].iloc[[i]]) for i in range(int(failed.sum()))]
     parts = [part for part in (kept, *(a.assign(left_out=True) for a in alone)) if not part.empty]
@@ -146,7 +147,7 @@ def _left_out_line(frames: list[pd.DataFrame]) -> str | None:
     """How many runs (verdict fail) the seed groups leave out and why; None when none are."""
     named = []
     for frame in frames:
-        for _, run in frame[_verdicts(frame) == naming.FAIL].iterrows():
+        for _, run in frame[_verdicts(frame) == FAIL].iterrows():
             reason = run.get(VERDICT_REASON)
             reason = reason if isinstance(reason, str) and reason else "no reason recorded"
             named.append(f"{run['experiment']}/{run['run_name']} ({reason})")

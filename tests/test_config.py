@@ -99,7 +99,7 @@ def test_typos_wrong_types_and_unknown_options_fail_at_compose_time(override: st
         ("optimizer.lr=0", "optimizer.lr"),
         ("train.batch_size=0", "train.batch_size"),
         ("train.adversarial.eps=-8", "train.adversarial.eps"),
-        ("train.early_stopping.monitor=val_robust_acc", "train.early_stopping.monitor"),
+        ("train.early_stopping.monitor=val_pgd_acc", "train.early_stopping.monitor"),
         (
             "train.early_stopping.monitor=val_acc train.early_stopping.mode=min",
             "train.early_stopping.mode",
@@ -252,7 +252,7 @@ def test_one_spelling_turns_adversarial_training_on_with_its_consequences(method
     cfg = compose_config(["+experiment=cifar10_fool", f"train.adversarial.method={method}"])
     validate_config(cfg)
     assert cfg.train.adversarial.val_robust is True
-    assert cfg.train.early_stopping.monitor == "val_robust_acc"
+    assert cfg.train.early_stopping.monitor == "val_pgd_acc"
     assert cfg.train.early_stopping.mode == "max"
 
 

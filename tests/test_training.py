@@ -288,7 +288,7 @@ def plain(node) -> DictConfig:
         ("train.scheduler.decay_rate", 1.5, ["train.scheduler.name=staircase"]),
         ("train.scheduler.decay_rate", 0, []),
         ("train.early_stopping.monitor", "val_f1", []),
-        ("train.early_stopping.monitor", "val_robust_acc", []),  # needs val_robust=true
+        ("train.early_stopping.monitor", "val_pgd_acc", []),  # needs val_robust=true
         ("train.early_stopping.mode", "max", []),  # val_loss improves downwards
         ("train.adversarial.eps", -1, ["train.adversarial.method=pgd"]),
         ("train.adversarial.method", "fgsm", []),
@@ -341,7 +341,7 @@ def test_disabled_early_stopping_only_checks_names(data, tmp_path: Path) -> None
     # Matches advlab.validate: with early stopping off, monitor/mode consistency does not matter.
     cfg = cfg_for(
         "train.early_stopping.enabled=false",
-        "train.early_stopping.monitor=val_robust_acc",
+        "train.early_stopping.monitor=val_pgd_acc",
         "train.early_stopping.mode=min",
         "train.epochs=2",
     )
@@ -388,15 +388,15 @@ def test_adversarial_training_with_robust_validation(data, tmp_path: Path) -> No
         "train.adversarial.val_robust=true",
         "train.adversarial.val_robust_n=40",
         "train.adversarial.val_robust_steps=3",
-        "train.early_stopping.monitor=val_robust_acc",
+        "train.early_stopping.monitor=val_pgd_acc",
         "train.early_stopping.mode=max",
         "train.epochs=2",
     )
     _, result = run_fit(cfg, data, tmp_path)
     for m in result.history:
-        assert set(m) == EPOCH_KEYS | {"val_robust_acc", "val_fgsm_acc"}
-        assert 0 <= m["val_robust_acc"] <= 1 and 0 <= m["val_fgsm_acc"] <= 1
-        assert m["val_robust_acc"] * 40 == pytest.approx(round(m["val_robust_acc"] * 40))
+        assert set(m) == EPOCH_KEYS | {"val_pgd_acc", "val_fgsm_acc"}
+        assert 0 <= m["val_pgd_acc"] <= 1 and 0 <= m["val_fgsm_acc"] <= 1
+        assert m["val_pgd_acc"] * 40 == pytest.approx(round(m["val_pgd_acc"] * 40))
 
 
 def test_speed_options_bf16_and_channels_last_train(data, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks.sanity import FAIL, PASS, WARN
 from advlab.models import build_model
 from advlab.naming import VAL_FGSM_ACC, VAL_PGD_ACC
 from advlab.training import adversarial, fit
@@ -21,6 +20,7 @@ from advlab.training.diagnostics import (
     training_checks,
 )
 from advlab.training.fit import _robust_subset
+from advlab.verdict import FAIL, PASS, WARN
 from tests.test_training import CPU, cfg_for, run_fit, toy_splits
 
 

@@ -10,16 +10,16 @@ import torch
 from torch import nn
 
 from advlab.attacks.evaluate import evaluate_robustness
-from advlab.attacks.sanity import FAIL, PASS, WARN, SanityCheck, binomial_tail
+from advlab.attacks.sanity import binomial_tail
 from advlab.attacks.sanity import check_clean_above_chance as above_chance
-from advlab.verdict import decide
+from advlab.verdict import FAIL, PASS, WARN, Check, decide
 from tests.test_evaluate import eval_config, synthetic_splits
 
 CPU = torch.device("cpu")
 
 
-def _check(name: str, status: str) -> SanityCheck:
-    return SanityCheck(name, status, f"evidence of {name}")
+def _check(name: str, status: str) -> Check:
+    return Check(name, status, f"evidence of {name}")
 
 
 def test_the_worst_status_decides_and_its_first_check_is_the_reason() -> None:
@@ -40,7 +40,7 @@ def test_the_worst_status_decides_and_its_first_check_is_the_reason() -> None:
 
 
 def test_the_reason_is_one_line_and_the_payload_lists_every_check() -> None:
-    long = SanityCheck("x", WARN, "line one\nline two " + "y" * 1000)
+    long = Check("x", WARN, "line one\nline two " + "y" * 1000)
     verdict = decide([_check("a", PASS), long])
     assert "\n" not in verdict.reason and len(verdict.reason) <= 500
     payload = verdict.to_dict()

@@ -19,8 +19,8 @@ from advlab.attacks import sanity
 from advlab.attacks.escalation import Escalation
 from advlab.attacks.outcome import Outcome
 from advlab.attacks.runner import AttackRunner
-from advlab.attacks.sanity import SanityCheck
 from advlab.config import Norm, PgdConf
+from advlab.verdict import Check
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def run_checks(
     outcomes: dict[str, dict[float, Outcome]],
     cfg_eval: DictConfig,
     escalation: Escalation,
-) -> list[SanityCheck]:
+) -> list[Check]:
     """Checks 11 and 1-10 on the robustness ``table`` of the attacks ``runner`` ran; each is logged.
 
     ``outcomes``: per attack and eps (1/255), the per-example outcomes behind the table;
@@ -73,7 +73,7 @@ def convergence_check(
     attacks: DictConfig,
     outcomes: dict[str, dict[float, Outcome]],
     cfg_eval: DictConfig,
-) -> SanityCheck:
+) -> Check:
     """Check 6: PGD with twice the steps, on the points of the ``pgd`` row it checks.
 
     When ``eval.sanity.convergence_eps`` is in the grid, the main PGD's outcome there is the
@@ -84,7 +84,7 @@ def convergence_check(
     figure: PGD and the doubled run then attack the first ``eval.sanity.convergence_n`` points.
     """
     if "pgd" not in factories:
-        return SanityCheck("pgd_converged", sanity.PASS, "not applicable: pgd was not run")
+        return Check("pgd_converged", sanity.PASS, "not applicable: pgd was not run")
     eps = float(cfg_eval.sanity.convergence_eps)
     steps = int(attacks["pgd"].get("steps", PgdConf.steps))
     if eps in outcomes["pgd"]:  # the figure's own points and numbers

@@ -61,13 +61,13 @@ from advlab.attacks.export import save_adversarial
 from advlab.attacks.grids import attack_grid, grid_rows
 from advlab.attacks.outcome import Outcome
 from advlab.attacks.runner import AttackRunner, assert_eval, clean_pass, eval_mode, load_points
-from advlab.attacks.sanity import SanityCheck
 from advlab.attacks.tables import Tables, write_tables
 from advlab.attacks.zoo import build_factories
 from advlab.config import EscalationConf
 from advlab.errors import ConfigError
 from advlab.runtime import progress
 from advlab.validate import check_eval
+from advlab.verdict import Check
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Evaluation:
     table: pd.DataFrame  # one row per attack x eps (tables.TABLE_COLUMNS), 'worst_case' included
     per_class: pd.DataFrame  # tables.PER_CLASS_COLUMNS
     confusion: dict[str, list[list[int]]]  # "clean" and "<attack>/eps_<e>": [true][pred] counts
-    sanity: list[SanityCheck]
+    sanity: list[Check]
     artifacts: list[Path]  # every file written under out_dir
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points

@@ -1,6 +1,6 @@
 """Sanity checks that make a robustness number believable (Carlini et al. 2019; AutoAttack).
 
-Every check returns a :class:`SanityCheck` with status ``pass``, ``warn`` or ``fail`` and an
+Every check returns a :class:`Check` with status ``pass``, ``warn`` or ``fail`` and an
 evidence string stating the numbers it looked at, on the points of the figure it checks. ``fail``:
 the check's condition fails outright and the figures mean nothing (an adversarial example outside
 its eps ball or [0, 1]; eps 0 not giving the clean accuracy; clean accuracy not significantly
@@ -18,29 +18,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from advlab import naming
 from advlab.errors import AttackError
 from advlab.naming import MARGIN, WORST_CASE, format_eps
+from advlab.verdict import FAIL, PASS, WARN, Check
 
-PASS, WARN, FAIL = naming.PASS, naming.WARN, naming.FAIL
 BOUND_TOL = 1e-6  # float32 slack on ||x_adv - x||_inf <= eps (pixel units)
-
-
-@dataclass(frozen=True)
-class SanityCheck:
-    name: str
-    status: str  # PASS | WARN | FAIL
-    evidence: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 def _pct(value: float) -> str:
@@ -107,20 +95,20 @@ def check_bounds(*args: Any, **kwargs: Any) -> float:
     return largest
 
 
-def bounds_summary(n_checked: int, worst_ratio: float, violations: list[str]) -> SanityCheck:
+def bounds_summary(n_checked: int, worst_ratio: float, violations: list[str]) -> Check:
     """Check 1 verdict over every attack x eps: ``fail`` naming the first violations, if any."""
     ratio = "n/a" if math.isnan(worst_ratio) else f"{worst_ratio:.6f}"
     if violations:
         shown = "; ".join(violations[:3]) + (
             f" (+{len(violations) - 3} more)" * (len(violations) > 3)
         )
-        return SanityCheck(
+        return Check(
             "bounds",
             FAIL,
             f"{len(violations)} attack x eps result(s) outside their eps ball or [0, 1]: {shown}; "
             "their robust accuracies are not measurements of this threat model",
         )
-    return SanityCheck(
+    return Check(
         "bounds",
         PASS,
         f"{n_checked} adversarial examples checked: all finite, in [0, 1] and within their eps "
@@ -129,12 +117,12 @@ def bounds_summary(n_checked: int, worst_ratio: float, violations: list[str]) ->
 
 
 # ------------------------------------------------------------------------------------------ check 2
-def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck:
+def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> Check:
     """Check 2: at eps = 0 every attack's robust accuracy equals the clean accuracy (else
     ``fail``: the adversarial path scores points differently from the clean pass)."""
     rows = table[(table["eps"] == 0) & (table["attack"] != WORST_CASE)]
     if rows.empty:
-        return SanityCheck("eps0_clean", PASS, "not applicable: eps 0 is not in eval.eps")
+        return Check("eps0_clean", PASS, "not applicable: eps 0 is not in eval.eps")
     # Compare counts, not floats: the two must agree example for example.
     clean_count = round(clean_acc * n)
     off = [
@@ -143,13 +131,13 @@ def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck
         if round(r.robust_acc * n) != clean_count
     ]
     if off:
-        return SanityCheck(
+        return Check(
             "eps0_clean",
             FAIL,
             f"at eps 0 robust accuracy differs from clean {_pct(clean_acc)}: {', '.join(off)} "
             "(model not in eval mode, or an attack that moves points at eps 0)",
         )
-    return SanityCheck(
+    return Check(
         "eps0_clean",
         PASS,
         f"eps 0 gives the clean accuracy {_pct(clean_acc)} for {', '.join(rows['attack'])}",
@@ -157,10 +145,10 @@ def check_eps_zero(table: pd.DataFrame, clean_acc: float, n: int) -> SanityCheck
 
 
 # ------------------------------------------------------------------------------------------ check 3
-def check_pgd_le_fgsm(table: pd.DataFrame, tolerance: float) -> SanityCheck:
+def check_pgd_le_fgsm(table: pd.DataFrame, tolerance: float) -> Check:
     """Check 3: PGD robust accuracy <= FGSM robust accuracy (+ tolerance) at each shared eps."""
     if not {"pgd", "fgsm"} <= set(table["attack"]):
-        return SanityCheck("pgd_le_fgsm", PASS, "not applicable: needs both fgsm and pgd")
+        return Check("pgd_le_fgsm", PASS, "not applicable: needs both fgsm and pgd")
     pgd, fgsm = _curve(table, "pgd"), _curve(table, "fgsm")
     shared = pgd.index.intersection(fgsm.index)
     bad = [e for e in shared if pgd[e] > fgsm[e] + tolerance]
@@ -168,14 +156,14 @@ def check_pgd_le_fgsm(table: pd.DataFrame, tolerance: float) -> SanityCheck:
         detail = ", ".join(
             f"eps {format_eps(e)}: pgd {_pct(pgd[e])} > fgsm {_pct(fgsm[e])}" for e in bad
         )
-        return SanityCheck(
+        return Check(
             "pgd_le_fgsm",
             WARN,
             f"{detail} (tolerance {_pct(tolerance)}): PGD is too weak (more steps, larger alpha) "
             "or gradients are masked",
         )
     worst_gap = max((pgd[e] - fgsm[e] for e in shared), default=math.nan)
-    return SanityCheck(
+    return Check(
         "pgd_le_fgsm",
         PASS,
         f"pgd <= fgsm at all {len(shared)} eps (largest pgd - fgsm: {_pct(worst_gap)})",
@@ -183,7 +171,7 @@ def check_pgd_le_fgsm(table: pd.DataFrame, tolerance: float) -> SanityCheck:
 
 
 # ------------------------------------------------------------------------------------------ check 4
-def check_monotone(table: pd.DataFrame, tolerance: float, *, cascade: bool = False) -> SanityCheck:
+def check_monotone(table: pd.DataFrame, tolerance: float, *, cascade: bool = False) -> Check:
     """Check 4: for every attack, robust accuracy does not rise with eps (beyond tolerance).
 
     With the eps cascade on, bounded attacks are monotone by construction and the evidence says
@@ -197,7 +185,7 @@ def check_monotone(table: pd.DataFrame, tolerance: float, *, cascade: bool = Fal
                     f"{attack}: eps {format_eps(e0)} {_pct(a0)} -> eps {format_eps(e1)} {_pct(a1)}"
                 )
     if bad:
-        return SanityCheck(
+        return Check(
             "monotone_eps",
             WARN,
             f"robust accuracy rises with eps: {'; '.join(bad)} (tolerance {_pct(tolerance)}); "
@@ -209,7 +197,7 @@ def check_monotone(table: pd.DataFrame, tolerance: float, *, cascade: bool = Fal
         if cascade
         else ""
     )
-    return SanityCheck(
+    return Check(
         "monotone_eps",
         PASS,
         f"robust accuracy never rises with eps (tolerance {_pct(tolerance)}){note}",
@@ -217,12 +205,12 @@ def check_monotone(table: pd.DataFrame, tolerance: float, *, cascade: bool = Fal
 
 
 # ------------------------------------------------------------------------------------------ check 5
-def check_chance(table: pd.DataFrame, num_classes: int, margin: float) -> SanityCheck:
+def check_chance(table: pd.DataFrame, num_classes: int, margin: float) -> Check:
     """Check 5: at the largest eps the strongest attack brings accuracy near chance (1/K)."""
     largest = float(table["eps"].max())
     chance = 1.0 / num_classes
     if largest <= 0:
-        return SanityCheck("chance_at_max_eps", PASS, "not applicable: the largest eps is 0")
+        return Check("chance_at_max_eps", PASS, "not applicable: the largest eps is 0")
     rows = table[table["eps"] == largest]
     best = rows.loc[rows["robust_acc"].idxmin()]
     evidence = (
@@ -230,13 +218,13 @@ def check_chance(table: pd.DataFrame, num_classes: int, margin: float) -> Sanity
         f"{_pct(best['robust_acc'])}; chance is {_pct(chance)} (+ margin {_pct(margin)})"
     )
     if best["robust_acc"] > chance + margin:
-        return SanityCheck(
+        return Check(
             "chance_at_max_eps",
             WARN,
             evidence + ": possible gradient masking, or the largest eps is simply small for "
             "this task; try a larger eps or a gradient-free attack (square)",
         )
-    return SanityCheck("chance_at_max_eps", PASS, evidence)
+    return Check("chance_at_max_eps", PASS, evidence)
 
 
 # ------------------------------------------------------------------------------------------ check 6
@@ -247,7 +235,7 @@ def check_convergence(
     steps: int,
     eps: float,
     points: str = "examples",
-) -> SanityCheck:
+) -> Check:
     """Check 6: PGD with ``2 * steps`` moves robust accuracy by under 1 point.
 
     ``base_correct`` / ``double_correct``: bool (n,) robust-or-not per example, same examples;
@@ -256,23 +244,23 @@ def check_convergence(
     """
     n = len(base_correct)
     if n == 0:
-        return SanityCheck("pgd_converged", PASS, "not applicable: no examples")
+        return Check("pgd_converged", PASS, "not applicable: no examples")
     base, double = float(np.mean(base_correct)), float(np.mean(double_correct))
     evidence = (
         f"PGD at eps {format_eps(eps)}/255 on the {n} {points}: {steps} steps {_pct(base)}, "
         f"{2 * steps} steps on the points still robust {_pct(double)}"
     )
     if abs(base - double) >= 0.01:
-        return SanityCheck(
+        return Check(
             "pgd_converged",
             WARN,
             evidence + ": not converged (moved by 1 point or more); raise attacks.pgd.steps",
         )
-    return SanityCheck("pgd_converged", PASS, evidence)
+    return Check("pgd_converged", PASS, evidence)
 
 
 # ------------------------------------------------------------------------------------------ check 7
-def check_zero_gradients(zero_grad: np.ndarray, *, escalated: bool = False) -> SanityCheck:
+def check_zero_gradients(zero_grad: np.ndarray, *, escalated: bool = False) -> Check:
     """Check 7: share of examples whose input gradient of the loss is exactly zero.
 
     ``zero_grad``: bool (N,). Any such example is invisible to gradient attacks (saturated
@@ -285,30 +273,28 @@ def check_zero_gradients(zero_grad: np.ndarray, *, escalated: bool = False) -> S
     share = count / n if n else 0.0
     evidence = f"{count} of {n} examples ({_pct(share)}) have an all-zero input gradient"
     if count and escalated:
-        return SanityCheck(
+        return Check(
             "zero_gradients",
             PASS,
             evidence + "; the escalation re-attacked every one left robust (masking_escalated)",
         )
     if count:
-        return SanityCheck(
+        return Check(
             "zero_gradients",
             WARN,
             evidence + ": gradient attacks cannot move them (gradient masking indicator); "
             "check with a black-box attack (eval.escalation, or square)",
         )
-    return SanityCheck("zero_gradients", PASS, evidence)
+    return Check("zero_gradients", PASS, evidence)
 
 
 # ------------------------------------------------------------------------------------------ check 8
-def check_black_box(
-    table: pd.DataFrame, white_box: Mapping[str, bool], tolerance: float
-) -> SanityCheck:
+def check_black_box(table: pd.DataFrame, white_box: Mapping[str, bool], tolerance: float) -> Check:
     """Check 8: a black-box attack never beats (lower accuracy than) every white-box attack."""
     black = [a for a, wb in white_box.items() if not wb]
     white = [a for a, wb in white_box.items() if wb]
     if not black or not white:
-        return SanityCheck(
+        return Check(
             "black_box_not_better", PASS, "not applicable: needs a black-box and a white-box attack"
         )
     bad = []
@@ -322,12 +308,12 @@ def check_black_box(
                     f"{_pct(best_white)}"
                 )
     if bad:
-        return SanityCheck(
+        return Check(
             "black_box_not_better",
             WARN,
             f"{'; '.join(bad)}: gradients mislead the white-box attacks (gradient masking)",
         )
-    return SanityCheck(
+    return Check(
         "black_box_not_better",
         PASS,
         f"black-box {', '.join(black)} never beats the best white-box attack "
@@ -336,7 +322,7 @@ def check_black_box(
 
 
 # ------------------------------------------------------------------------------------------ check 9
-def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -> SanityCheck:
+def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -> Check:
     """Check 9: the margin-loss row (``margin``) is within ``tolerance`` of the best of the
     cross-entropy ``ce_attacks`` at each eps where it ran.
 
@@ -346,9 +332,7 @@ def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -
     margin = _curve(table, MARGIN)
     ce = [a for a in ce_attacks if a in set(table["attack"])]
     if margin.empty or not ce:
-        return SanityCheck(
-            "ce_vs_margin", PASS, "not applicable: no margin attack (eval.escalation)"
-        )
+        return Check("ce_vs_margin", PASS, "not applicable: no margin attack (eval.escalation)")
     frame = table[table["attack"].isin(ce)]
     best = frame.loc[frame.groupby("eps")["robust_acc"].idxmin()].set_index("eps")
     gaps = [
@@ -361,13 +345,13 @@ def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -
         f"eps {format_eps(e)}: {a} {_pct(c)}, margin {_pct(m)}" for e, a, c, m in bad or gaps
     )
     if bad:
-        return SanityCheck(
+        return Check(
             "ce_vs_margin",
             WARN,
             f"{shown} (tolerance {_pct(tolerance)}, same points): the cross-entropy attacks "
             "over-estimate robustness; the worst case includes the margin attack",
         )
-    return SanityCheck(
+    return Check(
         "ce_vs_margin",
         PASS,
         f"the margin loss finds at most {_pct(tolerance)} less than the cross-entropy attacks "
@@ -376,7 +360,7 @@ def check_margin(table: pd.DataFrame, ce_attacks: list[str], tolerance: float) -
 
 
 # ----------------------------------------------------------------------------------------- check 10
-def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> SanityCheck:
+def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> Check:
     """Check 10: every robust point a masking indicator flagged was re-attacked.
 
     ``counts``: one row per eps with ``flagged`` (robust after every other attack and flagged),
@@ -385,7 +369,7 @@ def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> SanityCheck:
     """
     rows = counts[counts["flagged"] > 0]
     if rows.empty:
-        return SanityCheck(
+        return Check(
             "masking_escalated",
             PASS,
             "no point left robust has a zero input gradient or a loss an attack did not raise",
@@ -397,13 +381,13 @@ def check_escalation(counts: pd.DataFrame, *, enabled: bool) -> SanityCheck:
     left = int(rows["left"].sum())
     if left:
         why = "eval.escalation.enabled=false" if not enabled else "eval.escalation.max_points"
-        return SanityCheck(
+        return Check(
             "masking_escalated",
             WARN,
             f"{shown}: {left} flagged point-eps pairs were not re-attacked ({why}); their "
             "robustness may be masked gradients",
         )
-    return SanityCheck("masking_escalated", PASS, f"{shown} (Square and PGD with restarts)")
+    return Check("masking_escalated", PASS, f"{shown} (Square and PGD with restarts)")
 
 
 # ----------------------------------------------------------------------------------------- check 11
@@ -432,7 +416,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 
 def check_clean_above_chance(
     correct: np.ndarray, labels: np.ndarray, num_classes: int, *, alpha: float = CHANCE_ALPHA
-) -> SanityCheck:
+) -> Check:
     """Check 11: the clean accuracy is significantly above chance on the evaluated points (else
     ``fail``: robustness of a model that has learnt nothing means nothing).
 
@@ -443,7 +427,7 @@ def check_clean_above_chance(
     """
     n = len(correct)
     if n == 0:
-        return SanityCheck("clean_above_chance", PASS, "not applicable: no evaluated points")
+        return Check("clean_above_chance", PASS, "not applicable: no evaluated points")
     k = int(np.sum(correct))
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     chance = max(float(counts.max()) / n, 1.0 / num_classes)
@@ -453,10 +437,10 @@ def check_clean_above_chance(
         f"class) {_pct(chance)}; P(>= {k} correct by chance) = {p_value:.2g}"
     )
     if p_value > alpha:
-        return SanityCheck(
+        return Check(
             "clean_above_chance",
             FAIL,
             evidence + f": not significantly above chance (one-sided binomial test, alpha "
             f"{alpha:g}); the model has learnt nothing its robustness could measure",
         )
-    return SanityCheck("clean_above_chance", PASS, evidence)
+    return Check("clean_above_chance", PASS, evidence)

@@ -19,8 +19,8 @@ import pandas as pd
 from advlab import naming
 from advlab.attacks import metrics
 from advlab.attacks.outcome import Clean, Outcome
-from advlab.attacks.sanity import SanityCheck
 from advlab.fileio import atomic_write_text
+from advlab.verdict import Check
 
 TABLE_COLUMNS = [
     "attack",
@@ -123,7 +123,7 @@ def write_tables(
     table: pd.DataFrame,
     per_class: pd.DataFrame,
     confusion: dict[str, list[list[int]]],
-    checks: list[SanityCheck],
+    checks: list[Check],
 ) -> list[Path]:
     """Write the five results files under ``out_dir`` (atomically); return their paths."""
     return [

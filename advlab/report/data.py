@@ -21,6 +21,7 @@ import pandas as pd
 from advlab import naming
 from advlab.errors import AdvlabError
 from advlab.report.summary import MISSING, fmt_eps, fmt_int, fmt_num, fmt_pct, setting_sort_key
+from advlab.verdict import FAIL, PASS, WARN
 
 # Per-epoch metrics the learning curves use (step = epoch, 1-based).
 HISTORY_METRICS = (
@@ -103,7 +104,7 @@ class RunData:
     @property
     def failed_verdict(self) -> bool:
         """True only for a run whose verdict is fail (a run without a verdict is not failed)."""
-        return self.verdict == naming.FAIL
+        return self.verdict == FAIL
 
     @property
     def checks(self) -> list[dict[str, str]] | None:
@@ -417,7 +418,7 @@ def runs_with_warnings(runs: Sequence[RunData]) -> list[RunData]:
 
 # ----------------------------------------------------------------------------------------- verdicts
 # Worst first: the order the cover shows verdict counts and reasons in.
-VERDICT_ORDER = (naming.FAIL, naming.WARN, naming.PASS)
+VERDICT_ORDER = (FAIL, WARN, PASS)
 NOT_RECORDED = "not recorded"  # runs made before verdicts existed; they count as not failed
 REASONS_SHOWN = 5  # reasons of failed/warned runs named on the cover; the rest are counted
 
@@ -441,7 +442,7 @@ def verdict_reasons(
 ) -> tuple[list[tuple[str, str]], int]:
     """(verdict, '<run>: <verdict>: <reason>') of the failed, then the warned runs (at most
     ``shown``), and how many more failed or warned runs there are."""
-    flagged = [r for v in (naming.FAIL, naming.WARN) for r in runs if r.verdict == v]
+    flagged = [r for v in (FAIL, WARN) for r in runs if r.verdict == v]
     lines = [
         (str(r.verdict), f"{r.name}: {r.verdict}: {r.verdict_reason or 'no reason recorded'}")
         for r in flagged

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -185,6 +185,45 @@ def open_client(tracking_uri: str) -> MlflowClient:
         # process, so later clients on the same URI only read the schema version.
         client = retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open store")
     return client
+
+
+def read_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for *reading* ``tracking_uri``: the one read path of every reader
+    (``advlab.results``, the report, the audit, the checkpoint sources).
+
+    A reader never creates a store: a SQLite URI whose file does not exist raises one
+    :class:`ConfigError` line naming the file, and no file is written.
+    """
+    from mlflow import MlflowClient
+
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(
+            f"no MLflow store at {db} (tracking URI {tracking_uri}): run something first"
+        )
+    return retry(lambda: MlflowClient(tracking_uri=tracking_uri), what="open store")
+
+
+def experiment_ids(client: MlflowClient, experiment: str | Sequence[str] | None) -> dict[str, str]:
+    """experiment id -> name for the named experiment(s), or every active experiment if None.
+
+    An unknown name raises one :class:`ConfigError` line naming it and the known experiments.
+    """
+    if experiment is None:
+        found = retry(client.search_experiments, what="list experiments")
+        return {e.experiment_id: e.name for e in found}
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    out = {}
+    for name in names:
+        exp = retry(lambda n=name: client.get_experiment_by_name(n), what="get experiment")
+        if exp is None:
+            known = sorted(e.name for e in client.search_experiments())
+            raise ConfigError(
+                f"experiment {name!r} not found in {client.tracking_uri}; "
+                f"known: {', '.join(known) or 'none'}"
+            )
+        out[exp.experiment_id] = exp.name
+    return out
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:

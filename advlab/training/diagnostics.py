@@ -1,6 +1,6 @@
 """Training diagnostics: did the run diverge, did adversarial training overfit catastrophically.
 
-Pure functions (a metrics history in, :class:`~advlab.attacks.sanity.SanityCheck` out), so the fit
+Pure functions (a metrics history in, :class:`~advlab.attacks.sanity.Check` out), so the fit
 loop, the verdict and the report judge a run by the same rules. A history is one metrics dict per
 epoch (1-based: ``history[0]`` is epoch 1), as :func:`advlab.training.fit.fit` returns it;
 accuracies are fractions in [0, 1].
@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from advlab.attacks.sanity import FAIL, PASS, WARN, SanityCheck
 from advlab.naming import VAL_FGSM_ACC, VAL_PGD_ACC
+from advlab.verdict import FAIL, PASS, WARN, Check
 
 DIVERGENCE_FACTOR = 10.0  # train loss above this many times the start loss: diverged
 # Catastrophic overfitting in epoch e: PGD accuracy at most this fraction of epoch e-1's ...
@@ -71,7 +71,7 @@ def first_divergence(
 
 
 def catastrophic_epochs(history: Sequence[Mapping[str, float]]) -> list[int]:
-    """1-based epochs ``e`` in which the PGD validation accuracy (``val_robust_acc``) collapsed
+    """1-based epochs ``e`` in which the PGD validation accuracy (``val_pgd_acc``) collapsed
     while the FGSM one (``val_fgsm_acc``) rose, against epoch ``e - 1``:
 
     ``pgd[e] <= 0.5 * pgd[e-1]`` and ``pgd[e-1] - pgd[e] >= 0.10`` and ``fgsm[e] > fgsm[e-1]``.
@@ -100,7 +100,7 @@ def training_checks(
     start_loss: float,
     diverged: str | None,
     lr: float,
-) -> list[SanityCheck]:
+) -> list[Check]:
     """The training's checks: ``training_stable`` and ``catastrophic_overfitting``.
 
     ``diverged`` is :func:`divergence`'s reason for the epoch training stopped at (None when it
@@ -114,13 +114,13 @@ def training_checks(
 
 def _stability_check(
     history: Sequence[Mapping[str, float]], *, start_loss: float, diverged: str | None, lr: float
-) -> SanityCheck:
+) -> Check:
     if diverged is not None:
         # The epoch the reason belongs to: the first one the rule flags, else the last one run
         # (a history read back from MLflow lacks the non-finite values that were not logged).
         found = first_divergence(history, start_loss)
         epoch = found[0] if found is not None else len(history)
-        return SanityCheck(
+        return Check(
             TRAINING_STABLE,
             FAIL,
             f"training diverged in epoch {epoch}: {diverged}; training stopped there "
@@ -128,10 +128,10 @@ def _stability_check(
         )
     losses = [m["train_loss"] for m in history if _finite(m.get("train_loss"))]
     if not losses:
-        return SanityCheck(
+        return Check(
             TRAINING_STABLE, PASS, f"start loss {start_loss:.3g}; no epoch's train loss recorded"
         )
-    return SanityCheck(
+    return Check(
         TRAINING_STABLE,
         PASS,
         f"train loss {losses[-1]:.3g} after {len(history)} epoch(s), from a start loss of "
@@ -139,14 +139,14 @@ def _stability_check(
     )
 
 
-def _overfitting_check(history: Sequence[Mapping[str, float]]) -> SanityCheck:
+def _overfitting_check(history: Sequence[Mapping[str, float]]) -> Check:
     both = [
         (epoch, m)
         for epoch, m in enumerate(history, start=1)
         if _finite(m.get(VAL_PGD_ACC)) and _finite(m.get(VAL_FGSM_ACC))
     ]
     if not both:
-        return SanityCheck(
+        return Check(
             CATASTROPHIC_OVERFITTING,
             PASS,
             "not applicable: no robust validation (train.adversarial.val_robust)",
@@ -154,14 +154,14 @@ def _overfitting_check(history: Sequence[Mapping[str, float]]) -> SanityCheck:
     flagged = catastrophic_epochs(history)
     if flagged:
         collapses = "; ".join(_collapse(history, epoch) for epoch in flagged)
-        return SanityCheck(
+        return Check(
             CATASTROPHIC_OVERFITTING,
             WARN,
             f"{collapses} (Wong et al. 2020): the model resists the single-step attack only; "
-            "early-stop on val_robust_acc, lower train.adversarial.alpha or train with pgd",
+            "early-stop on val_pgd_acc, lower train.adversarial.alpha or train with pgd",
         )
     last_epoch, last = both[-1]
-    return SanityCheck(
+    return Check(
         CATASTROPHIC_OVERFITTING,
         PASS,
         f"no epoch's PGD validation accuracy collapsed while FGSM's rose ({len(both)} epoch(s); "

@@ -53,7 +53,7 @@ class EarlyStopping:
         if cfg.enabled:
             return cls(cfg.monitor, cfg.mode, cfg.patience, cfg.min_delta, True)
         monitor = Monitor(cfg.monitor)
-        if monitor == Monitor.val_robust_acc and not val_robust:
+        if monitor == Monitor.val_pgd_acc and not val_robust:
             monitor = Monitor.val_loss
         return cls(monitor, MONITOR_MODE[monitor], cfg.patience, cfg.min_delta, False)
 

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from advlab.attacks.sanity import SanityCheck
 from advlab.config import Loss, Precision
 from advlab.data.base import DataSplits, batches, to_float
 from advlab.errors import DataError, TrainingError
@@ -52,6 +51,7 @@ from advlab.training.early_stopping import EarlyStopping
 from advlab.training.param_groups import build_optimizer
 from advlab.training.schedules import build_scheduler, steps_per_epoch
 from advlab.validate import check_optimizer, check_train
+from advlab.verdict import Check
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class FitResult:
     seconds: float
     start_loss: float
     diverged: str | None
-    checks: list[SanityCheck]
+    checks: list[Check]
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -133,7 +133,7 @@ def fit(
     ``_partial_`` optimizer node; both are checked with :mod:`advlab.validate` first. ``seed``
     seeds the batch order/augmentation, dropout and adversarial random starts. Per-epoch metrics
     (``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``epoch_seconds``,
-    ``images_per_s``, ``gen_gap`` and, with adversarial validation, ``val_robust_acc`` (PGD) and
+    ``images_per_s``, ``gen_gap`` and, with adversarial validation, ``val_pgd_acc`` (PGD) and
     ``val_fgsm_acc`` (FGSM, same subset); accuracies in [0, 1]) go to ``on_epoch(epoch,
     metrics)``, less any non-finite value (a diverged epoch's loss: MLflow refuses it).
     Checkpoints go to ``run_dir / "checkpoints"``. With ``train.resume`` the run continues from a
