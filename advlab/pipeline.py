@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
     # Heavy imports only once the config is known to be good.
     import torch
 
-    from advlab.attacks.evaluate import headline_metrics
+    from advlab.attacks.evaluate import evaluation_metrics
     from advlab.attacks.transfer import load_sources
     from advlab.data import load_data
     from advlab.runtime import seed_everything, select_device, set_threads
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
 
         evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
         verdict = decide([*fitted.checks, *evaluation.sanity])
-        metrics = {**headline_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
+        metrics = {**evaluation_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
         results_json = results_dir / "results.json"
         _write_json(results_json, {**metrics, **_verdict_fields(verdict)})
         tracker.log_evaluation(evaluation, list(cfg.eval.eps))

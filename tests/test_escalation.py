@@ -12,7 +12,7 @@ from torch import nn
 
 from advlab import naming
 from advlab.attacks import zoo
-from advlab.attacks.evaluate import evaluate_robustness, headline_metrics
+from advlab.attacks.evaluate import evaluate_robustness, evaluation_metrics
 from advlab.attacks.margin import margin_attack
 from advlab.attacks.runner import eval_mode
 from advlab.data.base import DataSplits, ImageSet
@@ -84,7 +84,7 @@ def test_a_dead_region_is_broken_by_the_escalation(tmp_path):
     # at 16/255 Square (black-box) wakes the unit on every point: the worst case falls to 0
     assert counts.loc[16.0, "points"] == 40 and counts.loc[16.0, "flips"] == 40
     assert _robust(ev, naming.WORST_CASE, 16) == 0.0
-    metrics = headline_metrics(ev)
+    metrics = evaluation_metrics(ev)
     assert metrics[naming.escalation_flips_key(16)] == 40.0
     checks = {c["name"]: c for c in json.loads((tmp_path / "sanity.json").read_text())}
     assert checks["zero_gradients"]["status"] == "pass"  # every such point was re-attacked

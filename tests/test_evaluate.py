@@ -15,7 +15,7 @@ from torch import nn
 
 from advlab import naming
 from advlab.attacks import zoo
-from advlab.attacks.evaluate import evaluate_robustness, headline_metrics, select_subset
+from advlab.attacks.evaluate import evaluate_robustness, evaluation_metrics, select_subset
 from advlab.attacks.grids import grid_rows
 from advlab.attacks.runner import AttackRunner, clean_pass, eval_mode, run_attack
 from advlab.attacks.tables import TABLE_COLUMNS
@@ -246,9 +246,9 @@ def test_per_class_and_confusion(evaluation, data):
     assert weighted == pytest.approx(_rows(ev.table, "pgd")[8.0])
 
 
-def test_headline_metrics_use_the_shared_names(evaluation):
+def test_evaluation_metrics_use_the_shared_names(evaluation):
     ev, _, _ = evaluation
-    metrics = headline_metrics(ev)
+    metrics = evaluation_metrics(ev)
     assert metrics[naming.CLEAN_ACC] == ev.clean_acc
     assert metrics[naming.robust_acc_key("pgd", 8)] == _rows(ev.table, "pgd")[8.0]
     assert naming.asr_key(naming.WORST_CASE, 16) in metrics

@@ -54,7 +54,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory):
     return cfg, metrics, client, mlflow_run, tmp
 
 
-def test_headline_metrics_are_returned_and_tracked(quickstart) -> None:
+def test_evaluation_metrics_are_returned_and_tracked(quickstart) -> None:
     cfg, metrics, _client, mlflow_run, _tmp = quickstart
     assert mlflow_run.info.status == "FINISHED"
     expected = {naming.CLEAN_ACC, naming.NUM_PARAMS}

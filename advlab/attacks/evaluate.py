@@ -183,7 +183,7 @@ def evaluate_robustness(
     )
 
 
-def headline_metrics(evaluation: Evaluation) -> dict[str, float]:
+def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     """``clean_acc``, ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per row, and
     ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps.
 
