@@ -16,6 +16,8 @@ images) only where a tensor is perturbed (:func:`to_pixels`).
 
 from __future__ import annotations
 
+import re
+
 # ----------------------------------------------------------------------------------- units
 PIXEL_LEVELS = 255.0  # eps of the config, metric names and tables is in 1/255 units
 
@@ -134,6 +136,7 @@ INFO_KEYS = (
 # Earlier releases' per-check tags (advlab.sanity.<name>, advlab.sanity = worst status).
 LEGACY_TAG_PREFIXES = {CHECK_TAG_PREFIX: "advlab.sanity."}
 LEGACY_CHECKS_TAG = "advlab.sanity"
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # how MLflow spells a run id (audit.run, eval.transfer_from)
 # MLflow's own tags advlab sets
 MLFLOW_PARENT_TAG = "mlflow.parentRunId"
 MLFLOW_RUN_NAME_TAG = "mlflow.runName"
@@ -216,6 +219,20 @@ def escalation_points_key(eps: float) -> str:
 def escalation_flips_key(eps: float) -> str:
     """Number of points the escalation broke at ``eps`` (every other attack failed)."""
     return f"escalation/flips/eps_{format_eps(eps)}"
+
+
+AUDIT_TAG = "advlab.audit"  # python -m advlab.audit's verdict on the run (pass | warn)
+
+
+def audit_acc_key(library: str, attack: str, eps: float) -> str:
+    """The audit's robust accuracy of ``library``'s ``attack`` at ``eps``:
+    ``audit/<library>/<attack>/eps_<e>``."""
+    return f"audit/{library}/{attack}/eps_{format_eps(eps)}"
+
+
+def audit_seconds_key(library: str, attack: str) -> str:
+    """The audit's wall time of ``library``'s ``attack`` over the eps grid."""
+    return f"audit/{library}/{attack}/seconds"
 
 
 _EPS_METRIC_KINDS = ("robust_acc", "asr")

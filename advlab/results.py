@@ -5,9 +5,9 @@ sweep it belongs to, and the columns ``params.<key>``, ``metrics.<key>`` (latest
 ``tags.<key>`` with the names of ``docs/architecture.md`` ("What a run leaves in MLflow").
 ``robustness`` turns the ``robust_acc/<attack>/eps_<e>`` metrics into a long table,
 ``metric_history`` reads per-epoch curves, ``download_artifacts``/``read_json``/``read_table``
-fetch artifacts. ``seed_groups`` pools the runs that differ only in their seed (``seed_group_key``
-says what else may differ) into one row per setting with mean, std, min and max over the seeds of
-each headline metric. Nothing here writes to MLflow.
+fetch artifacts (:mod:`advlab.seed_groups` pools the runs that differ only in their seed). Every
+name comes from :mod:`advlab.naming`; names written by earlier releases are read under today's
+names. Nothing here writes to MLflow, and nothing here creates a store.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from advlab import naming
 from advlab.errors import ConfigError
-from advlab.naming import BEST_EPOCH, CLEAN_ACC, EPOCH_METRICS, STOPPED_EPOCH, parse_eps_metric
+from advlab.naming import EPOCH_METRICS, current_metric, parse_eps_metric
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -53,32 +54,9 @@ def default_tracking_uri(tracking_uri: str | None = None) -> str:
 
 
 def _client(tracking_uri: str | None) -> MlflowClient:
-    from mlflow import MlflowClient
+    from advlab.tracking.store import read_client
 
-    uri = default_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        # Reading must not create an empty store where the user expected runs.
-        if not db.is_file():
-            raise ConfigError(f"no MLflow store at {db} (tracking URI {uri}): run something first")
-    return MlflowClient(tracking_uri=uri)
-
-
-def _experiment_ids(client: MlflowClient, experiment: str | Sequence[str] | None) -> dict[str, str]:
-    """experiment id -> name for the named experiment(s), or every active experiment if None."""
-    if experiment is None:
-        return {e.experiment_id: e.name for e in client.search_experiments()}
-    names = [experiment] if isinstance(experiment, str) else list(experiment)
-    out = {}
-    for name in names:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            known = sorted(e.name for e in client.search_experiments())
-            raise ConfigError(
-                f"experiment {name!r} not found in {client.tracking_uri}; known: {', '.join(known)}"
-            )
-        out[exp.experiment_id] = exp.name
-    return out
+    return read_client(default_tracking_uri(tracking_uri))
 
 
 def _coerce(series: pd.Series) -> pd.Series:
@@ -102,7 +80,7 @@ def runs_to_frame(runs: Iterable[Any], experiments: dict[str, str] | None = None
         tags = data.tags
         row: dict[str, Any] = {
             "run_id": info.run_id,
-            "run_name": info.run_name or tags.get("mlflow.runName"),
+            "run_name": info.run_name or tags.get(naming.MLFLOW_RUN_NAME_TAG),
             "experiment": (experiments or {}).get(info.experiment_id),
             "experiment_id": info.experiment_id,
             "status": info.status,
@@ -113,12 +91,12 @@ def runs_to_frame(runs: Iterable[Any], experiments: dict[str, str] | None = None
             "duration_s": (
                 (info.end_time - info.start_time) / 1000.0 if info.end_time else float("nan")
             ),
-            "parent_run_id": tags.get("mlflow.parentRunId"),
-            "sweep": tags.get("advlab.sweep"),
+            "parent_run_id": tags.get(naming.MLFLOW_PARENT_TAG),
+            "sweep": tags.get(naming.SWEEP_TAG),
             "artifact_uri": info.artifact_uri,
         }
         row.update({f"params.{k}": v for k, v in data.params.items()})
-        row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
+        row.update({f"metrics.{current_metric(k)}": v for k, v in data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in tags.items()})
         rows.append(row)
     frame = pd.DataFrame(rows, columns=None if rows else BASE_COLUMNS)
@@ -152,7 +130,8 @@ def load(
     Args:
         experiment: experiment name (or names); None = every active experiment.
         filter: an MLflow search filter, e.g. ``"params.model.dropout = '0.5'"`` or
-            ``"tags.advlab.sweep = '2024-05-01_12-00-00'"`` or ``"metrics.clean_acc > 0.9"``.
+            ``"tags.advlab.sweep = '2024-05-01_12-00-00'"`` or ``"metrics.clean_acc > 0.9"``
+            (a filter names metrics as stored: runs of earlier releases keep their old names).
         tracking_uri: the store; None = ``$MLFLOW_TRACKING_URI``, else the project's
             ``runs/mlflow.db``.
         run_ids: load exactly these runs (``experiment`` and ``filter`` are then ignored).
@@ -165,13 +144,16 @@ def load(
         One row per run: ``run_id, run_name, experiment, experiment_id, status, start_time,
         end_time`` (UTC), ``duration_s, parent_run_id, sweep, artifact_uri``, then
         ``params.<key>`` (numbers/bools converted when the whole column parses), ``metrics.<key>``
-        (latest value; robustness at each eps has its own column) and ``tags.<key>``.
+        (latest value; robustness at each eps has its own column; a name of an earlier release
+        under today's, :func:`advlab.naming.current_metric`) and ``tags.<key>``.
 
     Raises:
         ConfigError: unknown experiment, missing SQLite store, bad filter string or run id.
     """
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
+
+    from advlab.tracking.store import experiment_ids
 
     client = _client(tracking_uri)
     try:
@@ -180,7 +162,7 @@ def load(
             exps = {r.info.experiment_id for r in runs}
             experiments = {e: client.get_experiment(e).name for e in exps}
         else:
-            experiments = _experiment_ids(client, experiment)
+            experiments = experiment_ids(client, experiment)
             runs = []
             if experiments:
                 token = None
@@ -206,8 +188,9 @@ def load(
     frame = runs_to_frame(runs, experiments)
     if frame.empty:
         return frame
-    if not include_sweep_parents and "tags.advlab.sweep_parent" in frame:
-        frame = frame[frame["tags.advlab.sweep_parent"] != "true"]
+    parent_column = f"tags.{naming.SWEEP_PARENT_TAG}"
+    if not include_sweep_parents and parent_column in frame:
+        frame = frame[frame[parent_column] != "true"]
     if not include_running:
         frame = frame[frame["status"].isin(["FINISHED", "FAILED", "KILLED"])]
     return frame.reset_index(drop=True)
@@ -251,25 +234,25 @@ def metric_history(
     """Every logged value of the run's metrics ``keys`` (default: the per-epoch metrics).
 
     Returns a long DataFrame ``key, step, value, timestamp`` (timestamp UTC) sorted by key and
-    step; for epoch metrics ``step`` is the 1-based epoch.
+    step; for epoch metrics ``step`` is the 1-based epoch. Keys are today's names
+    (:data:`advlab.naming.EPOCH_METRICS`): a run recorded by an earlier release, e.g. with
+    ``val_robust_acc``, is read under ``val_pgd_acc``, and asking for either name finds it.
     """
     client = _client(tracking_uri)
+    present = client.get_run(run_id).data.metrics
     if keys is None:
-        present = client.get_run(run_id).data.metrics
-        keys = [k for k in present if k in EPOCH_METRICS or k in _EXTRA_EPOCH_METRICS]
-    elif isinstance(keys, str):
-        keys = [keys]
+        wanted = set(EPOCH_METRICS)
+    else:
+        wanted = {current_metric(k) for k in ([keys] if isinstance(keys, str) else keys)}
+    stored = [k for k in present if current_metric(k) in wanted]
     rows = [
-        {"key": m.key, "step": m.step, "value": m.value, "timestamp": m.timestamp}
-        for key in keys
+        {"key": current_metric(m.key), "step": m.step, "value": m.value, "timestamp": m.timestamp}
+        for key in stored
         for m in client.get_metric_history(run_id, key)
     ]
     out = pd.DataFrame(rows, columns=["key", "step", "value", "timestamp"])
     out["timestamp"] = pd.to_datetime(out["timestamp"], unit="ms", utc=True)
     return out.sort_values(["key", "step", "timestamp"]).reset_index(drop=True)
-
-
-_EXTRA_EPOCH_METRICS = ("images_per_s", "gen_gap", "val_pgd_acc")
 
 
 def epoch_table(run_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -286,7 +269,7 @@ def epoch_table(run_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame
 def list_artifacts(
     run_id: str, path: str | None = None, *, tracking_uri: str | None = None
 ) -> list[str]:
-    """Artifact file paths of a run under ``path``, recursively (``results/results.json``, ...)."""
+    """Artifact file paths of a run under ``path``, recursively (``naming.RESULTS_JSON``, ...)."""
     client = _client(tracking_uri)
     out: list[str] = []
 
@@ -337,7 +320,7 @@ def quiet_downloads() -> Iterator[None]:
 
 
 def read_json(run_id: str, artifact_path: str, *, tracking_uri: str | None = None) -> Any:
-    """A JSON artifact of a run, parsed (e.g. ``results/results.json``, ``results/sanity.json``)."""
+    """A JSON artifact of a run, parsed (e.g. ``naming.RESULTS_JSON``)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="advlab-artifact-") as tmp:
@@ -346,7 +329,7 @@ def read_json(run_id: str, artifact_path: str, *, tracking_uri: str | None = Non
 
 
 def read_table(run_id: str, artifact_path: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """A CSV or records-JSON artifact as a DataFrame (e.g. ``results/robustness.csv``)."""
+    """A CSV or records-JSON artifact as a DataFrame (e.g. ``naming.ROBUSTNESS_CSV``)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="advlab-artifact-") as tmp:
@@ -357,144 +340,3 @@ def read_table(run_id: str, artifact_path: str, *, tracking_uri: str | None = No
         if isinstance(data, dict) and {"columns", "data"} <= data.keys():  # mlflow.log_table
             return pd.DataFrame(data["data"], columns=data["columns"])
         return pd.DataFrame(data)
-
-
-# ------------------------------------------------------------------------------------ seed groups
-CONFIG_ARTIFACT = "config/config.json"  # the resolved config with its types, logged by Tracker
-# Config nodes that say where and how a run was recorded, not what it trained or measured.
-_BOOKKEEPING_NODES = ("paths", "tracking", "report", "audit")
-_BOOKKEEPING_KEYS = (("seed",), ("train", "progress"), ("train", "checkpoint"), ("train", "resume"))
-
-
-def seed_group_key(config: Mapping[str, Any]) -> str | None:
-    """What two runs must share to count as seeds of one setting: the typed config, bookkeeping out.
-
-    ``config`` is a run's ``config/config.json`` (the resolved config with its types). Left out,
-    because they change where or how a run is recorded, not what it trained or measured:
-
-    - ``seed``: what a seed sweep varies;
-    - ``paths.*``: the project root, runs and cache folders (where files land);
-    - ``tracking.*``: store URI, MLflow experiment, run name, artifact root, whether the model file
-      is logged (runs of different MLflow experiments are kept apart by
-      :func:`assign_seed_groups`, which compares the experiment the run is in);
-    - ``report.*``: whether and where PDFs are written; ``audit.*``: the settings of
-      ``python -m advlab.audit``, a later check of the run, not part of it;
-    - ``train.progress`` (progress bars), ``train.checkpoint`` (whether epoch checkpoints are
-      saved) and ``train.resume`` (the checkpoint a killed run continued from: the same training).
-
-    Everything else counts, ``device``, ``threads`` and ``data.root`` included: a different device
-    or thread count may round differently and a different data folder may hold other data, so such
-    runs are not pooled. Returns canonical JSON of what is left; None for a run that logged no
-    config (such a run is never pooled).
-    """
-    if not config:
-        return None
-    kept = json.loads(json.dumps(dict(config), default=str))  # a copy: the caller's stays whole
-    for node in _BOOKKEEPING_NODES:
-        kept.pop(node, None)
-    for *parents, key in _BOOKKEEPING_KEYS:
-        node = kept
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(key, None)
-    return json.dumps(kept, sort_keys=True)
-
-
-def assign_seed_groups(runs: Iterable[tuple[str | None, str, Mapping[str, Any]]]) -> list[int]:
-    """The seed group (0, 1, ... in first-seen order) of each run given as (experiment, status,
-    typed config).
-
-    Runs are pooled when they are in the same MLflow experiment, FINISHED, and have the same
-    :func:`seed_group_key`. A run that did not finish, or logged no config, is a group of its own:
-    a failed seed must not pass for a measured one.
-    """
-    numbers: dict[tuple[Any, ...], int] = {}
-    out = []
-    for i, (experiment, status, config) in enumerate(runs):
-        key = seed_group_key(config)
-        ident = (experiment, key) if key is not None and status == "FINISHED" else (None, i)
-        out.append(numbers.setdefault(ident, len(numbers)))
-    return out
-
-
-SPREAD_STATS = ("mean", "std", "min", "max", "n_seeds")
-
-
-def spread(values: Iterable[float | None]) -> dict[str, float]:
-    """:data:`SPREAD_STATS` of the values that are not None/NaN: mean, sample std (ddof 1; NaN for
-    a single value), min, max and their count ``n_seeds``."""
-    kept = pd.Series([v for v in values if v is not None], dtype=float).dropna()
-    return {
-        "mean": float(kept.mean()) if len(kept) else float("nan"),
-        "std": float(kept.std()) if len(kept) > 1 else float("nan"),
-        "min": float(kept.min()) if len(kept) else float("nan"),
-        "max": float(kept.max()) if len(kept) else float("nan"),
-        "n_seeds": float(len(kept)),
-    }
-
-
-HEADLINE_METRICS = (CLEAN_ACC, BEST_EPOCH, STOPPED_EPOCH)
-
-
-def is_headline_metric(key: str) -> bool:
-    """Metrics a seed group summarises: clean accuracy, best/stopped epoch, and the robust accuracy
-    and attack success rate of every attack at every eps."""
-    return key in HEADLINE_METRICS or parse_eps_metric(key) is not None
-
-
-def seed_groups(frame: pd.DataFrame, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per seed group of the runs in ``frame`` (output of :func:`load`), first-seen order.
-
-    Runs are grouped by :func:`assign_seed_groups` on each run's ``config/config.json``. Columns:
-    ``experiment, status, start_time`` (the group's first start), ``run_ids, seeds`` (lists, in
-    ``frame`` order), ``n_seeds`` (runs in the group), ``duration_s`` (mean per run), every
-    ``params.<key>`` whose value the group's runs share (``params.seed`` is thus absent from
-    groups of several seeds), and for each headline metric (:func:`is_headline_metric`)
-    ``metrics.<key>.<stat>`` for each of :data:`SPREAD_STATS` (:func:`spread` over the runs).
-    """
-    if frame.empty:
-        return pd.DataFrame(columns=["experiment", "status", "start_time", "run_ids", "n_seeds"])
-    with quiet_downloads():
-        configs = [_run_config(run_id, tracking_uri) for run_id in frame["run_id"]]
-    numbers = assign_seed_groups(zip(frame["experiment"], frame["status"], configs, strict=True))
-    params = [c for c in frame.columns if c.startswith("params.")]
-    metrics = [c for c in frame.columns if c.startswith("metrics.") and is_headline_metric(c[8:])]
-    rows = []
-    for number in dict.fromkeys(numbers):
-        members = [i for i, n in enumerate(numbers) if n == number]
-        part = frame.iloc[members]
-        row: dict[str, Any] = {
-            "experiment": part["experiment"].iloc[0],
-            "status": part["status"].iloc[0],
-            "start_time": part["start_time"].min(),
-            "run_ids": list(part["run_id"]),
-            "seeds": [_seed(configs[i], frame.iloc[i]) for i in members],
-            "n_seeds": len(members),
-            "duration_s": float(part["duration_s"].mean()),
-        }
-        for column in params:
-            if part[column].astype(str).nunique() == 1:
-                row[column] = part[column].iloc[0]
-        for column in metrics:
-            for stat, value in spread(part[column]).items():
-                row[f"{column}.{stat}"] = value
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _seed(config: Mapping[str, Any], row: pd.Series) -> Any:
-    """The run's seed from its typed config, else from its params (runs without config.json)."""
-    return config["seed"] if "seed" in config else row.get("params.seed")
-
-
-def _run_config(run_id: str, tracking_uri: str | None) -> dict[str, Any]:
-    """The run's typed config; {} when it logged none (the run then forms a group of its own)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        config = read_json(run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
-    except (MlflowException, OSError, ValueError) as error:
-        log.warning("run %s: no readable %s (%s): not pooled", run_id, CONFIG_ARTIFACT, error)
-        return {}
-    return config if isinstance(config, dict) else {}

@@ -6,7 +6,7 @@ One row per setting of each experiment (finished runs; sweep parents left out): 
 differ between the experiment's runs, data sizes, clean accuracy, FGSM, PGD and worst-case robust
 accuracy at EPS/255 (default 8; the worst case is the reported figure: per point, every attack and
 the escalation), best/stopped epoch and the wall time of a run. Runs that differ only in their
-seed are one setting (``advlab.results.seed_groups``); when some setting ran with several seeds
+seed are one setting (``advlab.seed_groups.seed_groups``); when some setting ran with several seeds
 the table gains an "n seeds" column and quotes mean ± std over the seeds, epochs as their range
 and the mean wall time per run. The verdict column holds each setting's run verdicts (tag
 advlab.verdict; "not recorded" for runs made before verdicts existed). A run whose verdict is
@@ -22,7 +22,7 @@ import sys
 
 import pandas as pd
 
-from advlab import naming, results
+from advlab import naming, results, seed_groups
 from advlab.errors import ConfigError
 from advlab.verdict import FAIL
 
@@ -136,8 +136,8 @@ def _load(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         return None
     frame = frame[frame["status"] == "FINISHED"]
     failed = _verdicts(frame) == FAIL
-    kept = results.seed_groups(frame[~failed]).assign(left_out=False)
-    alone = [results.seed_groups(frame[failed].iloc[[i]]) for i in range(int(failed.sum()))]
+    kept = seed_groups.seed_groups(frame[~failed]).assign(left_out=False)
+    alone = [seed_groups.seed_groups(frame[failed].iloc[[i]]) for i in range(int(failed.sum()))]
     parts = [part for part in (kept, *(a.assign(left_out=True) for a in alone)) if not part.empty]
     rows = pd.concat(parts, ignore_index=True) if parts else kept
     return frame, rows

@@ -21,7 +21,7 @@ from matplotlib.container import ErrorbarContainer
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from advlab import naming, results
+from advlab import naming, results, seed_groups
 from advlab.config import PROJECT_ROOT
 from advlab.report import build_report, figures, seeds
 from advlab.report.data import ReportError, focus
@@ -44,7 +44,7 @@ def _config(*overrides: str) -> dict:
 
 
 def _groups(*configs: dict, experiment: str = "e", status: str = "FINISHED") -> list[int]:
-    return results.assign_seed_groups((experiment, status, c) for c in configs)
+    return seed_groups.assign_seed_groups((experiment, status, c) for c in configs)
 
 
 # ------------------------------------------------------------------------------------ grouping
@@ -102,20 +102,20 @@ def test_anything_else_differing_is_never_pooled(override: str) -> None:
 def test_other_experiments_unfinished_runs_and_missing_configs_stay_alone() -> None:
     a, b = _config("seed=0"), _config("seed=1")
     runs = [("e", "FINISHED", a), ("other", "FINISHED", b), ("e", "FAILED", b)]
-    assert results.assign_seed_groups([*runs, ("e", "FINISHED", {})]) == [0, 1, 2, 3]
-    assert results.seed_group_key({}) is None
+    assert seed_groups.assign_seed_groups([*runs, ("e", "FINISHED", {})]) == [0, 1, 2, 3]
+    assert seed_groups.seed_group_key({}) is None
 
 
 def test_spread_is_mean_sample_std_min_max_and_count() -> None:
     values = [0.2, 0.4, 0.9]
-    assert results.spread([*values, None, float("nan")]) == {
+    assert seed_groups.spread([*values, None, float("nan")]) == {
         "mean": pytest.approx(statistics.mean(values)),
         "std": pytest.approx(statistics.stdev(values)),
         "min": 0.2,
         "max": 0.9,
         "n_seeds": 3.0,
     }
-    one = results.spread([0.5])
+    one = seed_groups.spread([0.5])
     assert one["mean"] == 0.5 and one["std"] != one["std"] and one["n_seeds"] == 1.0
 
 
@@ -132,7 +132,7 @@ def _seeded(store: PipelineStore) -> list[str]:
 def test_results_seed_groups_one_row_per_setting(pipeline_store: PipelineStore) -> None:
     store = pipeline_store
     frame = results.load("sweep", tracking_uri=store.uri)
-    groups = results.seed_groups(frame, tracking_uri=store.uri)
+    groups = seed_groups.seed_groups(frame, tracking_uri=store.uri)
     assert len(groups) == 2
     by_size = {int(row["n_seeds"]): row for _, row in groups.iterrows()}
     three, one = by_size[3], by_size[1]

@@ -33,13 +33,7 @@ from advlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = "results/audit.json"  # under the run directory, and the artifact's path
 WORST = "worst"  # the per-point worst case over the libraries, as a library name
-
-
-def audit_key(library: str, attack: str, eps: float) -> str:
-    """MLflow name of ``library``'s robust accuracy under ``attack`` at ``eps`` (1/255 units)."""
-    return f"audit/{library}/{attack}/eps_{naming.format_eps(eps)}"
 
 
 def run_audit(cfg: DictConfig, *, work_dir: Path) -> dict[str, Any]:
@@ -65,7 +59,7 @@ def run_audit(cfg: DictConfig, *, work_dir: Path) -> dict[str, Any]:
     source = locate(str(cfg.audit.run), tracking_uri=uri, download_dir=Path(work_dir))
     run_cfg = OmegaConf.create(source.config)
     payload = _audit_points(run_cfg, source, extras, device)
-    path = atomic_write_text(source.out_dir / AUDIT_FILE, json.dumps(payload, indent=2))
+    path = atomic_write_text(source.out_dir / naming.AUDIT_JSON, json.dumps(payload, indent=2))
     log.info("%s", summary(payload))
     log.info("audit written to %s", path)
     if source.run_id is None:
@@ -153,24 +147,28 @@ def _log_to_run(source, payload: dict[str, Any], path: Path, eps_grid: list[floa
 
     from mlflow.entities import Metric, RunTag
 
-    from advlab.tracking import open_client, retry
-    from advlab.tracking.store import upload
+    from advlab.tracking.store import open_client, retry, upload
 
     stamp = int(time.time() * 1000)
     metrics = [
-        Metric(audit_key(name, row["attack"], row["eps"]), acc, stamp, eps_grid.index(row["eps"]))
+        Metric(
+            naming.audit_acc_key(name, row["attack"], row["eps"]),
+            acc,
+            stamp,
+            eps_grid.index(row["eps"]),
+        )
         for row in payload["rows"]
         for name, acc in row["robust_acc"].items()
     ]
     metrics += [
-        Metric(f"audit/{name}/{attack}/seconds", seconds, stamp, 0)
+        Metric(naming.audit_seconds_key(name, attack), seconds, stamp, 0)
         for name, by_attack in payload["seconds"].items()
         for attack, seconds in by_attack.items()
     ]
     client = open_client(str(source.tracking_uri))
-    tags = [RunTag("advlab.audit", payload["verdict"])]
+    tags = [RunTag(naming.AUDIT_TAG, payload["verdict"])]
     retry(lambda: client.log_batch(source.run_id, metrics=metrics, tags=tags), what="log audit")
-    upload(client, str(source.run_id), path, "results")
+    upload(client, str(source.run_id), path, naming.RESULTS_DIR)
     log.info("audit logged to MLflow run %s (%s)", source.run_id, source.tracking_uri)
 
 

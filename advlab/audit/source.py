@@ -16,11 +16,15 @@ from typing import Any
 
 from advlab.config import PROJECT_ROOT
 from advlab.errors import ConfigError
-from advlab.tracking import RUN_DIR_TAG, open_client, resolve_tracking_uri
-from advlab.tracking.sources import MODEL_ARTIFACT, RUN_ID
-
-CONFIG_FILE = "config.json"  # in the run directory; logged as config/config.json
-RESULTS_FILE = "results/results.json"  # the run's headline metrics, in its run directory
+from advlab.naming import (
+    CONFIG_ARTIFACT,
+    CONFIG_FILE,
+    MODEL_ARTIFACT,
+    RESULTS_JSON,
+    RUN_DIR_TAG,
+    RUN_ID,
+)
+from advlab.tracking.store import read_client, resolve_tracking_uri
 
 
 @dataclass
@@ -65,7 +69,7 @@ def _from_dir(run_dir: Path) -> RunSource:
             "(was the run made with tracking.log_model=false?)"
         )
     config, model = files
-    results = run_dir / RESULTS_FILE
+    results = run_dir / RESULTS_JSON
     source = RunSource(config, model, run_dir)
     if results.is_file():
         written = json.loads(results.read_text())  # metrics, plus the verdict's two strings
@@ -79,7 +83,7 @@ def _from_dir(run_dir: Path) -> RunSource:
 
 def _attach_run(source: RunSource, uri: str, run_dir: Path) -> None:
     """Fill in the MLflow run tagged with ``run_dir`` (left None when the store has none)."""
-    client = open_client(uri)
+    client = read_client(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(ids, filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'")
     if found:
@@ -91,7 +95,7 @@ def _attach_run(source: RunSource, uri: str, run_dir: Path) -> None:
 def _from_run_id(run_id: str, uri: str, download_dir: Path) -> RunSource:
     from mlflow.exceptions import MlflowException
 
-    client = open_client(uri)
+    client = read_client(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -102,14 +106,14 @@ def _from_run_id(run_id: str, uri: str, download_dir: Path) -> RunSource:
         run_dir = download_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         try:  # artifacts keep their paths: <run_dir>/config/config.json, <run_dir>/model/model.pt
-            for artifact in (f"config/{CONFIG_FILE}", MODEL_ARTIFACT):
+            for artifact in (CONFIG_ARTIFACT, MODEL_ARTIFACT):
                 client.download_artifacts(run_id, artifact, dst_path=str(run_dir))
         except (MlflowException, OSError):
             raise ConfigError(
                 f"audit.run={run_id}: the run's directory is not on this machine and it has no "
-                f"config/{CONFIG_FILE} and {MODEL_ARTIFACT} artifacts"
+                f"{CONFIG_ARTIFACT} and {MODEL_ARTIFACT} artifacts"
             ) from None
-        (run_dir / "config" / CONFIG_FILE).replace(run_dir / CONFIG_FILE)
+        (run_dir / CONFIG_ARTIFACT).replace(run_dir / CONFIG_FILE)
         files = _files_of(run_dir)
         assert files is not None
     config, model = files

@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from advlab import naming
+from advlab.naming import CONFIG_ARTIFACT
 from advlab.report.data import HISTORY_METRICS, ROBUSTNESS_COLUMNS, ReportData, ReportError, RunData
-from advlab.results import CONFIG_ARTIFACT, quiet_downloads
+from advlab.results import quiet_downloads
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Seed groups: the runs of one setting that differ only in their seed, and their statistics.
 
 A sweep over ``seed`` (``-m ... seed=0,1,2``) repeats each setting; the report pools those runs
-(:func:`advlab.results.assign_seed_groups`: same experiment, FINISHED, same config once bookkeeping
-is left out) into a :class:`SeedGroup` and quotes mean ± std over its seeds. A setting run once is
-a group of one, shown exactly as a single run.
+(:func:`advlab.seed_groups.assign_seed_groups`: same experiment, FINISHED, same config once
+bookkeeping is left out) into a :class:`SeedGroup` and quotes mean ± std over its seeds. A
+setting run once is a group of one, shown exactly as a single run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from advlab import naming, results
+from advlab import naming, seed_groups
 from advlab.config import PerRun
 from advlab.report.data import ROBUSTNESS_COLUMNS, Focus, RunData, best_epoch_gap, eps_union
 from advlab.report.summary import MISSING, fmt_num
@@ -63,8 +63,8 @@ class SeedGroup:
         return eps_union(self.runs)
 
     def spread(self, value: Callable[[RunData], float | None]) -> dict[str, float]:
-        """:func:`advlab.results.spread` of ``value(run)`` over the group's runs."""
-        return results.spread(value(run) for run in self.runs)
+        """:func:`advlab.seed_groups.spread` of ``value(run)`` over the group's runs."""
+        return seed_groups.spread(value(run) for run in self.runs)
 
     @cached_property
     def robustness(self) -> pd.DataFrame:
@@ -106,7 +106,7 @@ def group_runs(runs: Sequence[RunData], focus: Focus) -> list[SeedGroup]:
     after the swept settings other than the seed (``dropout=0.5, weight_decay=0.0001``)."""
     # A run whose verdict is fail joins no group (as an unfinished run joins none): its numbers
     # must not move a setting's mean over seeds.
-    numbers = results.assign_seed_groups(
+    numbers = seed_groups.assign_seed_groups(
         (r.experiment, VERDICT_FAIL if r.failed_verdict else r.status, r.config) for r in runs
     )
     members: dict[int, list[RunData]] = {}
