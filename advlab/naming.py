@@ -106,7 +106,6 @@ SWEEP_PARENT_TAG = "advlab.sweep_parent"
 SWEEP_DIR_TAG = "advlab.sweep_dir"
 SWEEP_PARAMS_TAG = "advlab.sweep_params"
 LAUNCHER_TAG = "advlab.launcher"
-CLUSTER_TAG = "advlab.cluster"
 # Descriptive facts: in results/run_info.json (RUN_INFO_JSON), no longer tags. Readers use
 # run_info(), which also reads them from the tags of runs recorded by earlier releases.
 ATTACKS_INFO = "advlab.attacks"

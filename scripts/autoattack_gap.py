@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": time.perf_counter() - start,
                 }
             )
-    payload = {"run_dir": str(run_dir), "clean_acc": clean, "rows": rows}
+    payload = {"run_dir": str(run_dir), naming.CLEAN_ACC: clean, "rows": rows}
     atomic_write_text(run_dir / "results" / "autoattack_gap.json", json.dumps(payload, indent=2))
     print(f"{run_dir}: clean {clean:.1%} on {len(indices)} points")
     for row in rows:

@@ -116,7 +116,7 @@ def _audit_points(run_cfg: DictConfig, source, extras: dict, device) -> dict[str
         "run_id": source.run_id,
         "run_dir": str(source.out_dir),
         "n": len(indices),
-        "clean_acc": float(correct.mean()),
+        naming.CLEAN_ACC: float(correct.mean()),
         "run_clean_acc": source.logged.get(naming.CLEAN_ACC),
         "cascade": bool(run_cfg.eval.cascade),
         "device": str(device),
@@ -197,7 +197,7 @@ def summary(payload: dict[str, Any]) -> str:
 
     names = [*LIBRARIES, WORST]
     lines = [
-        f"audit of {payload['n']} points (clean accuracy {payload['clean_acc']:.1%}): "
+        f"audit of {payload['n']} points (clean accuracy {payload[naming.CLEAN_ACC]:.1%}): "
         f"{payload['verdict']}",
         f"  {'attack':<6} {'eps':>4}  " + "  ".join(f"{n:>12}" for n in names) + "  disagree",
     ]
