@@ -22,7 +22,7 @@ from advlab.attacks.tables import TABLE_COLUMNS
 from advlab.attacks.transfer import as_matrix, evaluate_transfer, transfer_matrix
 from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import AttackError, ConfigError
-from advlab.tracking import resolve_checkpoint
+from advlab.models.sources import resolve_checkpoint
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
@@ -429,7 +429,7 @@ def test_transfer_from_saved_checkpoint(data, model, tmp_path):
     }
     run_dir = tmp_path / "run"
     save_model(run_dir / "model" / "model.pt", source, cfg_model, spec)
-    assert resolve_checkpoint(str(run_dir)) == run_dir / "model" / "model.pt"
+    assert resolve_checkpoint(str(run_dir)) == run_dir / naming.MODEL_ARTIFACT
 
     cfg_eval, attacks = eval_config(
         f"eval.transfer_from=[{run_dir}]", "eval.eps=[0,8]", "eval.grid_eps=null"
@@ -472,7 +472,7 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
     experiment = client.create_experiment("src", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(experiment).info.run_id
     client.log_artifact(run_id, str(saved), "model")
-    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "on-another-machine"))
+    client.set_tag(run_id, naming.RUN_DIR_TAG, str(tmp_path / "on-another-machine"))
 
     path = resolve_checkpoint(run_id, tracking_uri=uri, download_dir=tmp_path / "downloads")
     assert path.is_relative_to(tmp_path / "downloads")
@@ -482,12 +482,14 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
         assert torch.equal(loaded.eval()(x), source(x))
 
     # The run directory is preferred when it is on this machine: nothing is downloaded.
-    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "elsewhere"))
+    client.set_tag(run_id, naming.RUN_DIR_TAG, str(tmp_path / "elsewhere"))
     assert resolve_checkpoint(run_id, tracking_uri=uri) == saved
     with pytest.raises(ConfigError, match=f"no MLflow run {'0' * 32} in {uri}"):
         resolve_checkpoint("0" * 32, tracking_uri=uri)
     no_model = client.create_run(experiment).info.run_id  # e.g. tracking.log_model=false
-    with pytest.raises(ConfigError, match=f"run {no_model} has no model/model.pt artifact"):
+    with pytest.raises(
+        ConfigError, match=f"run {no_model} has no {naming.MODEL_ARTIFACT} artifact"
+    ):
         resolve_checkpoint(no_model, tracking_uri=uri, download_dir=tmp_path / "downloads")
 
 

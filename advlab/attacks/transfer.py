@@ -28,7 +28,7 @@ from advlab.attacks.runner import eval_mode, load_points
 from advlab.attacks.zoo import build_factories
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
-from advlab.tracking.sources import resolve_checkpoint
+from advlab.models.sources import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def load_sources(
 ) -> dict[str, nn.Module]:
     """Load every ``eval.transfer_from`` model and check it fits the evaluated data's shape.
 
-    ``checkpoints`` maps each ref to its file (:func:`advlab.tracking.resolve_sources`); without
-    it refs must be paths.
+    ``checkpoints`` maps each ref to its file (:func:`advlab.models.sources.resolve_sources`);
+    without it refs must be paths.
     """
     from advlab.models.io import load_model
 
