@@ -151,7 +151,7 @@ def test_table_shape_and_definitions(evaluation):
         assert row.robust_acc * row.n == pytest.approx(row.n_clean_correct * (1 - row.asr))
         assert row.ci_low <= row.robust_acc <= row.ci_high
         assert row.robust_acc <= ev.clean_acc + 1e-12
-        assert row.linf_max <= row.eps + 1e-4  # 1/255 units
+        assert row.linf_max_255 <= row.eps + 1e-4  # 1/255 units
     assert (ev.table.n_clean_correct == round(ev.clean_acc * 120)).all()
 
 
@@ -159,7 +159,7 @@ def test_eps_zero_gives_clean_accuracy(evaluation):
     ev, _, _ = evaluation
     at_zero = ev.table[ev.table.eps == 0]
     assert (at_zero.robust_acc == ev.clean_acc).all()
-    assert (at_zero.asr == 0).all() and (at_zero.linf_max == 0).all()
+    assert (at_zero.asr == 0).all() and (at_zero.linf_max_255 == 0).all()
 
 
 def test_pgd_not_weaker_than_fgsm_and_curves_fall(evaluation):
@@ -295,7 +295,7 @@ def test_same_seed_same_numbers(data, model, tmp_path):
     cfg_eval, attacks = eval_config("eval.grid_eps=null", "eval.eps=[0,8]")
     a = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
     b = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
-    cols = ["attack", "eps", "robust_acc", "asr", "linf_mean", "l2_mean"]
+    cols = ["attack", "eps", "robust_acc", "asr", "linf_mean_255", "l2_mean_255"]
     pd.testing.assert_frame_equal(a.table[cols], b.table[cols])
     assert not (tmp_path / "grids").exists()  # grid_eps null: no grids
 
@@ -380,9 +380,9 @@ def test_every_attack_option_through_the_evaluator(data, model, tmp_path):
         assert _rows(ev.table, name).sort_index().is_monotonic_decreasing
     # the L-inf rows respect the L-inf ball, minimum-norm attacks included
     linf = ev.table[ev.table.attack != "pgd_l2"]
-    assert (linf.linf_max.fillna(0) <= linf.eps + 1e-4).all()
+    assert (linf.linf_max_255.fillna(0) <= linf.eps + 1e-4).all()
     l2 = ev.table[ev.table.attack == "pgd_l2"]
-    assert (l2.l2_max.fillna(0) <= l2.eps * 0.1 + 1e-4).all()
+    assert (l2.l2_max_255.fillna(0) <= l2.eps * 0.1 * 255 + 1e-2).all()  # radius eps * 0.1 px
     assert {c.name for c in ev.sanity} == set(SANITY_NAMES)
 
 
@@ -525,7 +525,7 @@ def test_eps_cascade_is_never_weaker_than_independent_runs(model, data, tmp_path
         curve = cascaded.loc[attack, "robust_acc"].to_numpy()
         assert (np.diff(curve) <= 1e-12).all()
     # every adversarial example still lies in its own ball (check 1 would have raised otherwise)
-    assert (cascaded["linf_max"] <= cascaded.index.get_level_values("eps") + 1e-3).all()
+    assert (cascaded["linf_max_255"] <= cascaded.index.get_level_values("eps") + 1e-3).all()
 
 
 def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:

@@ -7,7 +7,7 @@ Definitions (docs/attacks.md has the user's version):
   Points misclassified before the attack are *not attacked* (they count as not robust whatever an
   attack would do), which saves the attack's steps without changing the number.
 - **attack success rate** = points correct before and wrong after / points correct before.
-- Perturbation norms (``linf_*`` in 1/255 units, ``l2_*`` in pixel units) and the true-class
+- Perturbation norms (``linf_*_255``, ``l2_*_255``, both in 1/255 units like eps) and the true-class
   confidences (``conf_true_clean`` / ``conf_true_adv``) are averaged over the *attacked* points
   (those correct before the attack), so clean and adversarial confidences compare like for like.
 - **worst_case** (when two or more L-inf attacks ran, or the escalation is on): per example, robust

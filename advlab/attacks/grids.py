@@ -137,7 +137,7 @@ def save_grid(
     n, _, height, width = clean.shape
     delta = adversarial - clean
     scale = perturbation_scale(delta)
-    largest = float(np.abs(delta).max()) * 255 if delta.size else 0.0
+    largest = float(np.abs(delta).max()) * naming.PIXEL_LEVELS if delta.size else 0.0
 
     layout = _Layout.of(n, height, width)
     canvas = Image.new("RGB", layout.size, WHITE)

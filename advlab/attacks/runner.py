@@ -23,6 +23,7 @@ from advlab.attacks.outcome import Clean, Outcome, outcome_of
 from advlab.config import Norm
 from advlab.data.base import to_float
 from advlab.errors import AttackError
+from advlab.naming import to_pixels
 
 # (adversarial images, their logits, seconds, points counted as attacked)
 _Run = tuple[torch.Tensor, torch.Tensor, float, np.ndarray]
@@ -192,7 +193,7 @@ class AttackRunner:
             run, norm, budget = self._at_zero(x, y, mask, clean_logits), Norm.linf, 0.0
         elif atk.advlab_budget is None:
             run = self._thresholded(name, atk, eps, rows, x, y, mask, clean_logits)
-            norm, budget = Norm.linf, eps / 255
+            norm, budget = Norm.linf, to_pixels(eps)
         else:
             run = self._cascaded(atk, x, y, mask, clean_logits, carry)
             norm, budget = atk.advlab_norm, atk.advlab_budget
@@ -222,7 +223,7 @@ class AttackRunner:
         t0 = time.perf_counter()
         linf, _ = metrics.perturbation_norms(x_full, x)
         # float32 (k/255) rounding: a perturbation of exactly eps must count as inside.
-        inside = linf <= eps / 255 + sanity.BOUND_TOL
+        inside = linf <= to_pixels(eps) + sanity.BOUND_TOL
         x_adv = torch.where(inside.view(-1, 1, 1, 1), x_full, x)
         logits = torch.where(inside.view(-1, 1), logits_full, clean_logits)
         # The one unbounded run is charged to the first eps that needed it.
