@@ -89,7 +89,7 @@ def test_a_constant_model_gets_a_fail_verdict_from_its_evaluation(tmp_path) -> N
     evaluation = evaluate_robustness(
         _Constant(data.num_classes), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path
     )
-    verdict = decide(evaluation.sanity)
+    verdict = decide(evaluation.checks)
     assert verdict.status == FAIL
     assert verdict.reason.startswith("clean_above_chance: ")
 
@@ -102,7 +102,7 @@ def test_a_learnt_model_is_not_failed(tmp_path) -> None:
     evaluation = evaluate_robustness(
         train_tiny(data), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path
     )
-    assert decide(evaluation.sanity).status in {PASS, WARN}
+    assert decide(evaluation.checks).status in {PASS, WARN}
 
 
 @pytest.mark.e2e

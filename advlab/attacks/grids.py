@@ -204,7 +204,7 @@ def attack_grid(
         adv_logits = runner.model(adv).float()
         adv_conf = torch.softmax(adv_logits, dim=1).max(dim=1).values.cpu().numpy()
     return save_grid(
-        out_dir / "grids" / f"{name}_eps_{naming.format_eps(eps)}.png",
+        out_dir / naming.GRIDS_DIR / f"{name}_eps_{naming.format_eps(eps)}.png",
         runner.x[sel].cpu().numpy(),
         adv.cpu().numpy(),
         runner.y[sel].cpu().numpy(),

@@ -65,6 +65,19 @@ def load_points(data: Any, indices: np.ndarray, device: torch.device) -> tuple[t
     return x, y
 
 
+@torch.no_grad()
+def split_accuracy(model: nn.Module, split: Any, batch_size: int, device: torch.device) -> float:
+    """Accuracy in [0, 1] of ``model`` (in eval mode) on a whole split (an ``ImageSet``: uint8
+    images, int labels): one forward pass in batches, no gradient, nothing kept but the count."""
+    correct, n = 0, len(split.labels)
+    for start in range(0, n, batch_size):
+        images = np.ascontiguousarray(split.images[start : start + batch_size])
+        x = to_float(torch.from_numpy(images)).to(device)
+        y = torch.from_numpy(np.asarray(split.labels[start : start + batch_size], dtype=np.int64))
+        correct += int((model(x).argmax(dim=1).cpu() == y).sum())
+    return correct / n if n else math.nan
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -2,15 +2,17 @@
 
 ``robustness.csv`` / ``robustness.json`` (one row per attack x eps, :data:`TABLE_COLUMNS`),
 ``per_class.csv`` (:data:`PER_CLASS_COLUMNS`), ``confusion.json`` (``[true][predicted]`` counts
-per ``clean`` and ``<attack>/eps_<e>``) and ``sanity.json``. The definitions are in
-:mod:`advlab.attacks.evaluate`.
+per ``clean`` and ``<attack>/eps_<e>``) and ``checks.json`` (the evaluation's checks), under the
+names of :mod:`advlab.naming`. Every row and count is over the evaluated points (``robust_n``);
+the ``clean`` per-class rows and confusion matrix too, so they compare with the attacks' rows.
+The definitions are in :mod:`advlab.attacks.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -121,6 +123,12 @@ class Tables:
         )
 
 
+def results_file(out_dir: Path, artifact: str) -> Path:
+    """Where ``artifact`` (a run-directory path under ``results/``, from :mod:`advlab.naming`)
+    lies in ``out_dir``, the evaluation's results directory."""
+    return Path(out_dir) / PurePosixPath(artifact).relative_to(naming.RESULTS_DIR)
+
+
 def write_tables(
     out_dir: Path,
     table: pd.DataFrame,
@@ -129,12 +137,11 @@ def write_tables(
     checks: list[Check],
 ) -> list[Path]:
     """Write the five results files under ``out_dir`` (atomically); return their paths."""
-    return [
-        atomic_write_text(out_dir / "robustness.csv", table.to_csv(index=False)),
-        atomic_write_text(out_dir / "robustness.json", table.to_json(orient="records", indent=2)),
-        atomic_write_text(out_dir / "per_class.csv", per_class.to_csv(index=False)),
-        atomic_write_text(out_dir / "confusion.json", json.dumps(confusion, indent=2)),
-        atomic_write_text(
-            out_dir / "sanity.json", json.dumps([c.to_dict() for c in checks], indent=2)
-        ),
-    ]
+    files = {
+        naming.ROBUSTNESS_CSV: table.to_csv(index=False),
+        naming.ROBUSTNESS_JSON: table.to_json(orient="records", indent=2),
+        naming.PER_CLASS_CSV: per_class.to_csv(index=False),
+        naming.CONFUSION_JSON: json.dumps(confusion, indent=2),
+        naming.CHECKS_JSON: json.dumps([c.to_dict() for c in checks], indent=2),
+    }
+    return [atomic_write_text(results_file(out_dir, name), text) for name, text in files.items()]
