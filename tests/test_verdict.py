@@ -127,7 +127,7 @@ def test_a_diverged_run_ends_with_a_fail_verdict_everywhere(make_cfg) -> None:
     assert mlflow_run.info.status == "FINISHED"  # the run ended normally, with its curves
     assert mlflow_run.data.tags[naming.VERDICT_TAG] == FAIL
     assert mlflow_run.data.metrics[naming.STOPPED_EPOCH] < 3  # training stopped early
-    run_dir = Path(mlflow_run.data.tags["advlab.run_dir"])
+    run_dir = Path(mlflow_run.data.tags[naming.RUN_DIR_TAG])
     written = json.loads((run_dir / naming.VERDICT_JSON).read_text())
     assert written["verdict"] == FAIL and written["checks"][0]["name"] == "training_stable"
-    assert json.loads((run_dir / "results" / "results.json").read_text())["verdict"] == FAIL
+    assert json.loads((run_dir / naming.RESULTS_JSON).read_text())["verdict"] == FAIL

@@ -87,7 +87,8 @@ def clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     """One forward pass over ``x`` (float (N, C, H, W) in [0, 1]) with the input gradient.
 
     The logits serve every attack (clean accuracy, points to attack, confidences); the gradient of
-    the summed cross-entropy w.r.t. the input gives the zero-gradient share (sanity check 7).
+    the summed cross-entropy w.r.t. the input gives the zero-gradient share (check
+    ``zero_gradients``).
     """
     logits_all, zero_all = [], []
     for start in range(0, len(x), batch_size):
@@ -146,7 +147,7 @@ def _identity(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class AttackRunner:
     """Runs the attacks of one evaluation on its points (the model in eval mode, the clean pass
-    done) and keeps what the sanity checks need: bound-check counts and violations, norms,
+    done) and keeps what the checks need: bound-check counts and violations, norms,
     white-box flags."""
 
     def __init__(

@@ -59,7 +59,7 @@ class FitResult:
     included; ``on_epoch`` got them without). ``seconds``: wall-clock training time, summed over
     resumed segments. ``start_loss``: the untrained model's mean validation loss, the reference of
     the divergence rule. ``diverged``: why training diverged
-    (:func:`advlab.training.diagnostics.divergence`), or None. ``checks``: the training's sanity
+    (:func:`advlab.training.diagnostics.divergence`), or None. ``checks``: the training's
     checks (:func:`advlab.training.diagnostics.training_checks`: ``training_stable``,
     ``catastrophic_overfitting``), for the run's verdict.
     """
@@ -202,8 +202,8 @@ def _epoch(loop: Loop, state: TrainingState, epoch: int) -> dict[str, float]:
         naming.VAL_ACC: val_acc,
         naming.LR: float(state.optimizer.param_groups[0]["lr"]),
     }
-    if loop.robust is not None:
-        metrics.update(attacked_metrics(state.model, loop.robust, loop.val))
+    if loop.attacked is not None:
+        metrics.update(attacked_metrics(state.model, loop.attacked, loop.val))
     metrics[naming.EPOCH_SECONDS] = time.perf_counter() - t_epoch
     metrics[naming.IMAGES_PER_S] = seen / max(train_seconds, 1e-9)
     metrics[naming.GEN_GAP] = train_acc - val_acc
