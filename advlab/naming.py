@@ -259,3 +259,10 @@ def parse_eps_metric(name: str) -> tuple[str, str, float] | None:
 def option_name(target: str) -> str:
     """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
     return target.rsplit(".", 1)[-1]
+
+
+# --- added by training and attacks
+# The evaluation's other files, relative to a run directory like RESULTS_JSON.
+ADVERSARIAL_DIR = "adversarial"  # eval.save_adversarial: <attack>_eps_<e>.npz (under results/)
+TRANSFER_CSV = _result("transfer.csv")  # eval.transfer_from: source x target accuracies
+TRANSFER_JSON = _result("transfer.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,8 @@ def test_a_dead_region_is_broken_by_the_escalation(tmp_path):
     assert _robust(ev, naming.WORST_CASE, 16) == 0.0
     metrics = evaluation_metrics(ev)
     assert metrics[naming.escalation_flips_key(16)] == 40.0
-    checks = {c["name"]: c for c in json.loads((tmp_path / "sanity.json").read_text())}
+    written = json.loads((tmp_path / Path(naming.CHECKS_JSON).name).read_text())
+    checks = {c["name"]: c for c in written}
     assert checks["zero_gradients"]["status"] == "pass"  # every such point was re-attacked
     assert "40 of 40 examples" in checks["zero_gradients"]["evidence"]
     assert checks["masking_escalated"]["status"] == "pass"
@@ -102,7 +104,7 @@ def test_without_the_escalation_the_masked_points_stay_robust_and_warn(tmp_path)
     ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
     assert _robust(ev, naming.WORST_CASE, 16) == 1.0
     assert (ev.escalation.points == 0).all()
-    checks = {c.name: c for c in ev.sanity}
+    checks = {c.name: c for c in ev.checks}
     assert checks["zero_gradients"].status == "warn"
     assert checks["masking_escalated"].status == "warn"
     assert "eval.escalation.enabled=false" in checks["masking_escalated"].evidence
@@ -115,7 +117,7 @@ def test_the_cap_on_points_is_kept_and_reported(tmp_path):
     counts = ev.escalation.set_index("eps")
     assert counts.loc[16.0, "points"] == 10 and counts.loc[16.0, "left"] == 30
     assert _robust(ev, naming.WORST_CASE, 16) == pytest.approx(30 / 40)
-    check = {c.name: c for c in ev.sanity}["masking_escalated"]
+    check = {c.name: c for c in ev.checks}["masking_escalated"]
     assert check.status == "warn" and "eval.escalation.max_points" in check.evidence
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from advlab.attacks.tables import TABLE_COLUMNS
 from advlab.attacks.transfer import as_matrix, evaluate_transfer, transfer_matrix
 from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import AttackError, ConfigError
-from advlab.tracking import resolve_checkpoint
+from advlab.models.sources import resolve_checkpoint
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
@@ -144,29 +145,54 @@ def test_table_shape_and_definitions(evaluation):
     assert list(ev.table.columns) == TABLE_COLUMNS
     assert set(ev.table.attack) == {"fgsm", "pgd", naming.MARGIN, naming.WORST_CASE}
     assert len(ev.table) == 4 * 4  # (2 attacks + margin + worst case) x 4 eps
-    assert ev.n == 120 and (ev.table.n == 120).all()
-    assert 0.5 < ev.clean_acc < 1.0  # learnt, with some test points wrong (they are not attacked)
+    assert ev.robust_n == 120 and (ev.table.n == 120).all()
+    # learnt, with some test points wrong (they are not attacked)
+    assert 0.5 < ev.points_clean_acc < 1.0
     for row in ev.table.itertuples():
         # robust = correct before and not fooled: robust_acc * n == n_clean_correct * (1 - asr)
         assert row.robust_acc * row.n == pytest.approx(row.n_clean_correct * (1 - row.asr))
         assert row.ci_low <= row.robust_acc <= row.ci_high
-        assert row.robust_acc <= ev.clean_acc + 1e-12
-        assert row.linf_max <= row.eps + 1e-4  # 1/255 units
-    assert (ev.table.n_clean_correct == round(ev.clean_acc * 120)).all()
+        assert row.robust_acc <= ev.points_clean_acc + 1e-12
+        assert row.linf_max_255 <= row.eps + 1e-4  # 1/255 units
+    assert (ev.table.n_clean_correct == round(ev.points_clean_acc * 120)).all()
+
+
+def test_clean_accuracy_covers_the_whole_test_split_and_robust_figures_the_subset(
+    evaluation, data, model
+):
+    ev, out, _ = evaluation
+    assert ev.clean_n == len(data.test.labels) == 240 and ev.robust_n == 120
+    x = torch.from_numpy(data.test.images).float() / 255
+    with torch.no_grad():
+        oracle = (model(x).argmax(1).numpy() == data.test.labels).mean()
+    assert ev.clean_acc == pytest.approx(oracle, abs=1e-12)
+    records = json.loads((out / "robustness.json").read_text())
+    assert {r["n"] for r in records} == {120}
+    metrics = evaluation_metrics(ev)
+    assert (metrics[naming.CLEAN_N], metrics[naming.ROBUST_N]) == (240.0, 120.0)
+    # eps0_clean compares the eps-0 rows with the clean accuracy of the same points
+    eps0 = {c.name: c for c in ev.checks}["eps0_clean"]
+    assert eps0.status == "pass" and f"{100 * ev.points_clean_acc:.1f}%" in eps0.evidence
+
+
+def test_robust_n_is_the_split_when_n_examples_exceeds_it(data, model, tmp_path):
+    cfg_eval, attacks = eval_config("eval.n_examples=1000", "eval.eps=[0,2]", "eval.grid_eps=null")
+    ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
+    assert ev.clean_n == ev.robust_n == 240 and ev.clean_acc == ev.points_clean_acc
 
 
 def test_eps_zero_gives_clean_accuracy(evaluation):
     ev, _, _ = evaluation
     at_zero = ev.table[ev.table.eps == 0]
-    assert (at_zero.robust_acc == ev.clean_acc).all()
-    assert (at_zero.asr == 0).all() and (at_zero.linf_max == 0).all()
+    assert (at_zero.robust_acc == ev.points_clean_acc).all()
+    assert (at_zero.asr == 0).all() and (at_zero.linf_max_255 == 0).all()
 
 
 def test_pgd_not_weaker_than_fgsm_and_curves_fall(evaluation):
     ev, _, _ = evaluation
     pgd, fgsm = _rows(ev.table, "pgd"), _rows(ev.table, "fgsm")
     assert (pgd <= fgsm).all()
-    assert pgd[16.0] < 0.5 * ev.clean_acc  # the attack does something
+    assert pgd[16.0] < 0.5 * ev.points_clean_acc  # the attack does something
     for attack in ("fgsm", "pgd", naming.MARGIN, naming.WORST_CASE):
         curve = _rows(ev.table, attack).sort_index()
         assert curve.is_monotonic_decreasing
@@ -198,13 +224,16 @@ def test_adversarial_sets_are_in_the_ball_and_the_box(evaluation, data):
 
 def test_files_and_sanity_checks(evaluation):
     ev, out, _ = evaluation
-    for name in ("robustness.csv", "robustness.json", "per_class.csv", "confusion.json"):
-        assert (out / name).is_file() and (out / name) in ev.artifacts
+    for name in (naming.ROBUSTNESS_CSV, naming.ROBUSTNESS_JSON, naming.PER_CLASS_CSV):
+        path = out / Path(name).name
+        assert path.is_file() and path in ev.artifacts
+    (legacy,) = naming.LEGACY_ARTIFACTS[naming.CHECKS_JSON]
+    assert not (out / Path(legacy).name).exists()  # only today's name is written
     assert pd.read_csv(out / "robustness.csv").shape == ev.table.shape
     records = json.loads((out / "robustness.json").read_text())
     assert records[0].keys() == set(TABLE_COLUMNS)
-    sanity = json.loads((out / "sanity.json").read_text())
-    assert sanity == [c.to_dict() for c in ev.sanity]
+    sanity = json.loads((out / Path(naming.CHECKS_JSON).name).read_text())
+    assert sanity == [c.to_dict() for c in ev.checks]
     assert [c["name"] for c in sanity] == SANITY_NAMES
     # a learnt model, a 20-step PGD and eps up to 16/255: every check passes (the cases that warn
     # or fail are the tests below and test_sanity.py) but one: at 16/255 the DLR loss breaks
@@ -236,7 +265,7 @@ def test_per_class_and_confusion(evaluation, data):
     clean = np.array(ev.confusion["clean"])
     assert clean.shape == (3, 3) and clean.sum() == 120
     np.testing.assert_array_equal(clean.sum(axis=1), np.bincount(labels, minlength=3))
-    assert np.trace(clean) == round(ev.clean_acc * 120)
+    assert np.trace(clean) == round(ev.points_clean_acc * 120)
     pgd8 = np.array(ev.confusion["pgd/eps_8"])
     assert np.trace(pgd8) == round(_rows(ev.table, "pgd")[8.0] * 120)
     assert json.loads((out / "confusion.json").read_text()).keys() == ev.confusion.keys()
@@ -254,7 +283,7 @@ def test_evaluation_metrics_use_the_shared_names(evaluation):
     assert naming.asr_key(naming.WORST_CASE, 16) in metrics
     assert metrics[naming.escalation_points_key(8)] == ev.escalation.set_index("eps").points[8.0]
     assert naming.escalation_flips_key(16) in metrics
-    assert len(metrics) == 1 + 2 * len(ev.table) + 2 * len(ev.escalation)
+    assert len(metrics) == 3 + 2 * len(ev.table) + 2 * len(ev.escalation)
     assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
 
 
@@ -270,11 +299,11 @@ def test_an_attack_leaving_its_eps_ball_fails_the_bounds_check(data, model, tmp_
     cfg_eval.attacks = ["leaky"]
     attacks = OmegaConf.create({"leaky": {"_target_": f"{__name__}.leaky_fgsm", "_partial_": True}})
     ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
-    sanity = json.loads((tmp_path / "sanity.json").read_text())
+    sanity = json.loads((tmp_path / Path(naming.CHECKS_JSON).name).read_text())
     bounds = next(c for c in sanity if c["name"] == "bounds")
     assert bounds["status"] == "fail"
     assert "'leaky' at eps 4/255: perturbation linf norm" in bounds["evidence"]
-    assert {c.name: c.status for c in ev.sanity}["bounds"] == "fail"
+    assert {c.name: c.status for c in ev.checks}["bounds"] == "fail"
 
 
 def test_a_weak_pgd_is_flagged_in_sanity_json(data, model, tmp_path):
@@ -283,7 +312,7 @@ def test_a_weak_pgd_is_flagged_in_sanity_json(data, model, tmp_path):
         "eval.eps=[0,16]", "eval.grid_eps=null", "attacks.pgd.steps=1", "attacks.pgd.alpha=0.1"
     )
     evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
-    sanity = json.loads((tmp_path / "sanity.json").read_text())
+    sanity = json.loads((tmp_path / Path(naming.CHECKS_JSON).name).read_text())
     warned = {c["name"]: c["evidence"] for c in sanity if c["status"] != "pass"}
     # the margin attack also finds more than the CE attacks at 16/255 (as on the strong PGD)
     assert list(warned) == ["pgd_le_fgsm", "ce_vs_margin"]
@@ -295,7 +324,7 @@ def test_same_seed_same_numbers(data, model, tmp_path):
     cfg_eval, attacks = eval_config("eval.grid_eps=null", "eval.eps=[0,8]")
     a = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
     b = evaluate_robustness(model, data, cfg_eval, attacks, seed=3, device=CPU, out_dir=tmp_path)
-    cols = ["attack", "eps", "robust_acc", "asr", "linf_mean", "l2_mean"]
+    cols = ["attack", "eps", "robust_acc", "asr", "linf_mean_255", "l2_mean_255"]
     pd.testing.assert_frame_equal(a.table[cols], b.table[cols])
     assert not (tmp_path / "grids").exists()  # grid_eps null: no grids
 
@@ -320,7 +349,7 @@ def test_model_mode_and_parameters_restored(data, tmp_path):
     assert model.training  # restored
     assert all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
-    assert _rows(ev.table, "fgsm")[0.0] == ev.clean_acc
+    assert _rows(ev.table, "fgsm")[0.0] == ev.points_clean_acc
     assert naming.WORST_CASE in set(ev.table.attack)  # one attack + the escalation's margin
     cfg_eval.escalation.enabled = False
     ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
@@ -374,16 +403,16 @@ def test_every_attack_option_through_the_evaluator(data, model, tmp_path):
     ev = evaluate_robustness(model, data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path)
     assert set(ev.table.attack) == {*names, naming.MARGIN, naming.WORST_CASE}
     for name in names:
-        assert _rows(ev.table, name)[0.0] == ev.clean_acc
+        assert _rows(ev.table, name)[0.0] == ev.points_clean_acc
     # one unbounded run thresholded at nested balls: monotone by construction
     for name in ("cw", "deepfool"):
         assert _rows(ev.table, name).sort_index().is_monotonic_decreasing
     # the L-inf rows respect the L-inf ball, minimum-norm attacks included
     linf = ev.table[ev.table.attack != "pgd_l2"]
-    assert (linf.linf_max.fillna(0) <= linf.eps + 1e-4).all()
+    assert (linf.linf_max_255.fillna(0) <= linf.eps + 1e-4).all()
     l2 = ev.table[ev.table.attack == "pgd_l2"]
-    assert (l2.l2_max.fillna(0) <= l2.eps * 0.1 + 1e-4).all()
-    assert {c.name for c in ev.sanity} == set(SANITY_NAMES)
+    assert (l2.l2_max_255.fillna(0) <= l2.eps * 0.1 * 255 + 1e-2).all()  # radius eps * 0.1 px
+    assert {c.name for c in ev.checks} == set(SANITY_NAMES)
 
 
 # ---------------------------------------------------------------------------------- transfer
@@ -429,7 +458,7 @@ def test_transfer_from_saved_checkpoint(data, model, tmp_path):
     }
     run_dir = tmp_path / "run"
     save_model(run_dir / "model" / "model.pt", source, cfg_model, spec)
-    assert resolve_checkpoint(str(run_dir)) == run_dir / "model" / "model.pt"
+    assert resolve_checkpoint(str(run_dir)) == run_dir / naming.MODEL_ARTIFACT
 
     cfg_eval, attacks = eval_config(
         f"eval.transfer_from=[{run_dir}]", "eval.eps=[0,8]", "eval.grid_eps=null"
@@ -443,7 +472,7 @@ def test_transfer_from_saved_checkpoint(data, model, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(written[0]), frame, check_dtype=False)
     assert set(frame.source) == {"this_run", str(run_dir)}
     assert set(frame.attack) == {"fgsm", "pgd"} and len(frame) == 2 * 4
-    assert (frame.n == ev.n).all()  # the evaluation's points
+    assert (frame.n == ev.robust_n).all()  # the evaluation's points
     # the diagonal for this model is white-box PGD on all points: not above its robust accuracy
     diag = as_matrix(frame, "pgd", 8.0).loc["this_run", "this_run"]
     assert diag <= _rows(ev.table, "pgd")[8.0] + 0.05
@@ -472,7 +501,7 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
     experiment = client.create_experiment("src", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(experiment).info.run_id
     client.log_artifact(run_id, str(saved), "model")
-    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "on-another-machine"))
+    client.set_tag(run_id, naming.RUN_DIR_TAG, str(tmp_path / "on-another-machine"))
 
     path = resolve_checkpoint(run_id, tracking_uri=uri, download_dir=tmp_path / "downloads")
     assert path.is_relative_to(tmp_path / "downloads")
@@ -482,12 +511,14 @@ def test_transfer_source_by_mlflow_run_id_is_downloaded_when_its_run_dir_is_else
         assert torch.equal(loaded.eval()(x), source(x))
 
     # The run directory is preferred when it is on this machine: nothing is downloaded.
-    client.set_tag(run_id, "advlab.run_dir", str(tmp_path / "elsewhere"))
+    client.set_tag(run_id, naming.RUN_DIR_TAG, str(tmp_path / "elsewhere"))
     assert resolve_checkpoint(run_id, tracking_uri=uri) == saved
     with pytest.raises(ConfigError, match=f"no MLflow run {'0' * 32} in {uri}"):
         resolve_checkpoint("0" * 32, tracking_uri=uri)
     no_model = client.create_run(experiment).info.run_id  # e.g. tracking.log_model=false
-    with pytest.raises(ConfigError, match=f"run {no_model} has no model/model.pt artifact"):
+    with pytest.raises(
+        ConfigError, match=f"run {no_model} has no {naming.MODEL_ARTIFACT} artifact"
+    ):
         resolve_checkpoint(no_model, tracking_uri=uri, download_dir=tmp_path / "downloads")
 
 
@@ -523,7 +554,7 @@ def test_eps_cascade_is_never_weaker_than_independent_runs(model, data, tmp_path
         curve = cascaded.loc[attack, "robust_acc"].to_numpy()
         assert (np.diff(curve) <= 1e-12).all()
     # every adversarial example still lies in its own ball (check 1 would have raised otherwise)
-    assert (cascaded["linf_max"] <= cascaded.index.get_level_values("eps") + 1e-3).all()
+    assert (cascaded["linf_max_255"] <= cascaded.index.get_level_values("eps") + 1e-3).all()
 
 
 def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from advlab import runtime
+from advlab import naming, runtime
 from advlab.config import AugmentConf
 from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import ConfigError, TrainingError
@@ -26,16 +26,8 @@ from advlab.training.schedules import build_scheduler
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")
-EPOCH_KEYS = {
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "epoch_seconds",
-    "images_per_s",
-    "gen_gap",
-}
+# Every epoch metric of the contract but the two of adversarial validation.
+EPOCH_KEYS = set(naming.EPOCH_METRICS) - {naming.VAL_PGD_ACC, naming.VAL_FGSM_ACC}
 
 
 def toy_splits(n_train: int = 192, n_val: int = 96, size: int = 12, seed: int = 0) -> DataSplits:
@@ -394,7 +386,7 @@ def test_adversarial_training_with_robust_validation(data, tmp_path: Path) -> No
     )
     _, result = run_fit(cfg, data, tmp_path)
     for m in result.history:
-        assert set(m) == EPOCH_KEYS | {"val_pgd_acc", "val_fgsm_acc"}
+        assert set(m) == EPOCH_KEYS | {naming.VAL_PGD_ACC, naming.VAL_FGSM_ACC}
         assert 0 <= m["val_pgd_acc"] <= 1 and 0 <= m["val_fgsm_acc"] <= 1
         assert m["val_pgd_acc"] * 40 == pytest.approx(round(m["val_pgd_acc"] * 40))
 

@@ -19,7 +19,7 @@ from advlab.training.diagnostics import (
     divergence,
     training_checks,
 )
-from advlab.training.fit import _robust_subset
+from advlab.training.validation import val_subset
 from advlab.verdict import FAIL, PASS, WARN
 from tests.test_training import CPU, cfg_for, run_fit, toy_splits
 
@@ -179,13 +179,20 @@ def test_robust_validation_logs_fgsm_and_leaves_pgd_unchanged(data, tmp_path: Pa
     assert 0 <= m[VAL_FGSM_ACC] <= 1 and 0 <= m[VAL_PGD_ACC] <= 1
     # Recompute both on the trained model (one epoch, no restore): PGD's number is what its own
     # freshly seeded generator gives, as before FGSM validation existed.
-    subset = _robust_subset(data, cfg.train.adversarial, seed=0, device=CPU)
+    subset = val_subset(data, cfg.train.adversarial, seed=0, device=CPU)
     loss = nn.CrossEntropyLoss()
-    pgd = adversarial.robust_accuracy(
-        model, subset.x, subset.y, eps=8, steps=3, batch_size=256, loss_fn=loss,
-        generator=torch.Generator().manual_seed(subset.seed),
-    )  # fmt: skip
-    fgsm = adversarial.fgsm_accuracy(model, subset.x, subset.y, eps=8, batch_size=256, loss_fn=loss)
+    starts = torch.Generator().manual_seed(subset.seed)
+
+    def pgd_attack(xb, yb):  # Madry's step 2.5 eps / steps, 3 steps
+        return adversarial.pgd(
+            model, xb, yb, eps=8, alpha=2.5 * 8 / 3, steps=3, loss_fn=loss, generator=starts
+        )
+
+    def fgsm_attack(xb, yb):
+        return adversarial.fgsm(model, xb, yb, eps=8, loss_fn=loss)
+
+    pgd = adversarial.accuracy_under(model, subset.x, subset.y, pgd_attack, 256)
+    fgsm = adversarial.accuracy_under(model, subset.x, subset.y, fgsm_attack, 256)
     assert (m[VAL_PGD_ACC], m[VAL_FGSM_ACC]) == (pgd, fgsm)
     assert check(result, "catastrophic_overfitting").status == PASS
 

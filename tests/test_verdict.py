@@ -89,7 +89,7 @@ def test_a_constant_model_gets_a_fail_verdict_from_its_evaluation(tmp_path) -> N
     evaluation = evaluate_robustness(
         _Constant(data.num_classes), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path
     )
-    verdict = decide(evaluation.sanity)
+    verdict = decide(evaluation.checks)
     assert verdict.status == FAIL
     assert verdict.reason.startswith("clean_above_chance: ")
 
@@ -102,7 +102,7 @@ def test_a_learnt_model_is_not_failed(tmp_path) -> None:
     evaluation = evaluate_robustness(
         train_tiny(data), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=tmp_path
     )
-    assert decide(evaluation.sanity).status in {PASS, WARN}
+    assert decide(evaluation.checks).status in {PASS, WARN}
 
 
 @pytest.mark.e2e
@@ -127,7 +127,7 @@ def test_a_diverged_run_ends_with_a_fail_verdict_everywhere(make_cfg) -> None:
     assert mlflow_run.info.status == "FINISHED"  # the run ended normally, with its curves
     assert mlflow_run.data.tags[naming.VERDICT_TAG] == FAIL
     assert mlflow_run.data.metrics[naming.STOPPED_EPOCH] < 3  # training stopped early
-    run_dir = Path(mlflow_run.data.tags["advlab.run_dir"])
+    run_dir = Path(mlflow_run.data.tags[naming.RUN_DIR_TAG])
     written = json.loads((run_dir / naming.VERDICT_JSON).read_text())
     assert written["verdict"] == FAIL and written["checks"][0]["name"] == "training_stable"
-    assert json.loads((run_dir / "results" / "results.json").read_text())["verdict"] == FAIL
+    assert json.loads((run_dir / naming.RESULTS_JSON).read_text())["verdict"] == FAIL

@@ -1,4 +1,4 @@
-"""The sanity checks of one evaluation, in order (verdicts from :mod:`advlab.attacks.sanity`).
+"""The checks of one evaluation, in order (verdicts from :mod:`advlab.attacks.sanity`).
 
 Check 11 (clean accuracy above chance) comes first: it decides whether the others mean anything.
 All but check 6 judge what the evaluation already measured; check 6 (convergence) attacks the
@@ -20,7 +20,7 @@ from advlab.attacks.escalation import Escalation
 from advlab.attacks.outcome import Outcome
 from advlab.attacks.runner import AttackRunner
 from advlab.config import Norm, PgdConf
-from advlab.verdict import Check
+from advlab.verdict import PASS, Check
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def run_checks(
         sanity.check_escalation(counts, enabled=escalation.enabled),
     ]
     for check in checks:
-        (log.warning if check.status != sanity.PASS else log.info)(
-            "sanity %s: %s: %s", check.name, check.status, check.evidence
+        (log.warning if check.status != PASS else log.info)(
+            "check %s: %s: %s", check.name, check.status, check.evidence
         )
     return checks
 
@@ -84,7 +84,7 @@ def convergence_check(
     figure: PGD and the doubled run then attack the first ``eval.sanity.convergence_n`` points.
     """
     if "pgd" not in factories:
-        return Check("pgd_converged", sanity.PASS, "not applicable: pgd was not run")
+        return Check("pgd_converged", PASS, "not applicable: pgd was not run")
     eps = float(cfg_eval.sanity.convergence_eps)
     steps = int(attacks["pgd"].get("steps", PgdConf.steps))
     if eps in outcomes["pgd"]:  # the figure's own points and numbers

@@ -2,12 +2,16 @@
 
 Definitions (docs/attacks.md has the user's version):
 
-- The evaluated points are a fixed, seeded subset of ``eval.n_examples`` test images (all if null).
+- **clean accuracy** (``clean_acc``) is over the whole test split (``clean_n`` points: one forward
+  pass is cheap). Every robust figure is over the evaluated points, a fixed, seeded subset of
+  ``eval.n_examples`` test images (all if null): ``robust_n`` points, the ``n`` of each table row.
+  The eps-0 rows hold the clean accuracy on those same points (``points_clean_acc``), which is
+  what the checks ``eps0_clean`` and ``clean_above_chance`` judge.
 - **robust accuracy** = correct after the attack / all evaluated points, with a 95% Wilson interval.
   Points misclassified before the attack are *not attacked* (they count as not robust whatever an
   attack would do), which saves the attack's steps without changing the number.
 - **attack success rate** = points correct before and wrong after / points correct before.
-- Perturbation norms (``linf_*`` in 1/255 units, ``l2_*`` in pixel units) and the true-class
+- Perturbation norms (``linf_*_255``, ``l2_*_255``, both in 1/255 units like eps) and the true-class
   confidences (``conf_true_clean`` / ``conf_true_adv``) are averaged over the *attacked* points
   (those correct before the attack), so clean and adversarial confidences compare like for like.
 - **worst_case** (when two or more L-inf attacks ran, or the escalation is on): per example, robust
@@ -34,7 +38,8 @@ so that backward passes compute input gradients only.
 This module is the sequence of steps; each step's work lives in its own module: ``runner``
 (clean pass, attack runs, eps cascade, bound checks), ``outcome`` (per-example results),
 ``escalation`` (margin attack, re-attack of flagged points, worst case), ``tables`` (results
-tables, written once), ``checks`` (sanity checks), ``grids`` and ``export`` (adversarial sets).
+tables, written once), ``checks`` (the evaluation's checks), ``grids`` and ``export``
+(adversarial sets).
 Transfer attacks are a separate evaluation (:mod:`advlab.attacks.transfer`) that the pipeline
 runs on the same points.
 """
@@ -60,7 +65,14 @@ from advlab.attacks.escalation import COUNT_COLUMNS, Escalation
 from advlab.attacks.export import save_adversarial
 from advlab.attacks.grids import attack_grid, grid_rows
 from advlab.attacks.outcome import Outcome
-from advlab.attacks.runner import AttackRunner, assert_eval, clean_pass, eval_mode, load_points
+from advlab.attacks.runner import (
+    AttackRunner,
+    assert_eval,
+    clean_pass,
+    eval_mode,
+    load_points,
+    split_accuracy,
+)
 from advlab.attacks.tables import Tables, write_tables
 from advlab.attacks.zoo import build_factories
 from advlab.config import EscalationConf
@@ -76,16 +88,29 @@ log = logging.getLogger(__name__)
 class Evaluation:
     """Everything one robustness evaluation measured (see the module docstring for definitions)."""
 
-    clean_acc: float
-    n: int
+    clean_acc: float  # on the whole test split
+    clean_n: int  # its size
+    robust_n: int  # the evaluated points: n of every table row
+    points_clean_acc: float  # clean accuracy on the evaluated points (the eps-0 rows)
     table: pd.DataFrame  # one row per attack x eps (tables.TABLE_COLUMNS), 'worst_case' included
     per_class: pd.DataFrame  # tables.PER_CLASS_COLUMNS
     confusion: dict[str, list[list[int]]]  # "clean" and "<attack>/eps_<e>": [true][pred] counts
-    sanity: list[Check]
+    checks: list[Check]
     artifacts: list[Path]  # every file written under out_dir
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points
     escalation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
+
+    # Earlier names, still read by callers written against them.
+    @property
+    def n(self) -> int:
+        """The number of evaluated points (:attr:`robust_n`)."""
+        return self.robust_n
+
+    @property
+    def sanity(self) -> list[Check]:
+        """The evaluation's checks (:attr:`checks`)."""
+        return self.checks
 
 
 @dataclass
@@ -129,10 +154,11 @@ def evaluate_robustness(
     sorts and deduplicates ``cfg_eval.eps`` in place). ``data`` is a
     :class:`advlab.data.base.DataSplits`; the model takes float (N, C, H, W) in [0, 1]
     and returns logits (N, K). Writes robustness.csv/.json, per_class.csv, confusion.json,
-    sanity.json, grids/<attack>_eps_<e>.png and (``eval.save_adversarial``)
-    adversarial/<attack>_eps_<e>.npz under ``out_dir``, all listed in ``artifacts``. Raises
-    :class:`AttackError` when an attack cannot run on this task; an adversarial example outside
-    its eps ball or [0, 1] fails the ``bounds`` sanity check (status ``fail``) instead.
+    checks.json, grids/<attack>_eps_<e>.png and (``eval.save_adversarial``)
+    adversarial/<attack>_eps_<e>.npz under ``out_dir`` (the run's results directory; names from
+    :mod:`advlab.naming`), all listed in ``artifacts``. Raises :class:`AttackError` when an
+    attack cannot run on this task; an adversarial example outside its eps ball or [0, 1] fails
+    the ``bounds`` check (status ``fail``) instead.
     """
     check_eval(cfg_eval, attacks)
     out_dir = Path(out_dir)
@@ -149,7 +175,7 @@ def evaluate_robustness(
     with eval_mode(model):
         assert_eval(model)
         clean = clean_pass(model, x, y, int(cfg_eval.batch_size))
-        log.info("clean accuracy %.1f%% on %d test points", 100 * clean.correct.mean(), len(x))
+        clean_acc = _split_clean_acc(model, data, clean, int(cfg_eval.batch_size), device)
         runner = AttackRunner(
             model,
             x,
@@ -171,37 +197,59 @@ def evaluate_robustness(
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
     return Evaluation(
-        clean_acc=float(clean.correct.mean()),
-        n=len(indices),
+        clean_acc=clean_acc,
+        clean_n=len(data.test.labels),
+        robust_n=len(indices),
+        points_clean_acc=float(clean.correct.mean()),
         table=table,
         per_class=per_class,
         confusion=tables.confusion,
-        sanity=checks,
+        checks=checks,
         artifacts=[*sweep.saved, *grids, *written],
         indices=indices,
         escalation=escalation.counts,
     )
 
 
-def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """``clean_acc``, ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per row, and
-    ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps.
+def _split_clean_acc(
+    model: nn.Module, data: Any, clean: Any, batch_size: int, device: torch.device
+) -> float:
+    """Clean accuracy on the whole test split; the clean pass's own when it covered the split."""
+    n_test, n_points = len(data.test.labels), len(clean.correct)
+    points_acc = float(clean.correct.mean())
+    whole = (
+        points_acc if n_points == n_test else split_accuracy(model, data.test, batch_size, device)
+    )
+    log.info(
+        "clean accuracy %.1f%% on the %d test points; %.1f%% on the %d evaluated points",
+        100 * whole,
+        n_test,
+        100 * points_acc,
+        n_points,
+    )
+    return whole
 
-    Names come from :mod:`advlab.naming`. An undefined value (ASR with no point correct before the
-    attack) is left out rather than logged as NaN.
+
+def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """The evaluation's metrics, the one builder of their names (:mod:`advlab.naming`).
+
+    ``clean_acc`` (whole test split) with ``clean_n``, and ``robust_n`` (evaluated points);
+    ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per table row;
+    ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps. An undefined value
+    (NaN: ASR with no point correct before the attack) is left out rather than logged.
     """
-    out: dict[str, float] = {naming.CLEAN_ACC: float(evaluation.clean_acc)}
+    pairs: list[tuple[str, Any]] = [
+        (naming.CLEAN_ACC, evaluation.clean_acc),
+        (naming.CLEAN_N, evaluation.clean_n),
+        (naming.ROBUST_N, evaluation.robust_n),
+    ]
     for row in evaluation.table.itertuples():
-        for key, value in (
-            (naming.robust_acc_key(row.attack, row.eps), row.robust_acc),
-            (naming.asr_key(row.attack, row.eps), row.asr),
-        ):
-            if value is not None and not math.isnan(value):
-                out[key] = float(value)
+        pairs.append((naming.robust_acc_key(row.attack, row.eps), row.robust_acc))
+        pairs.append((naming.asr_key(row.attack, row.eps), row.asr))
     for row in evaluation.escalation.itertuples():
-        out[naming.escalation_points_key(row.eps)] = float(row.points)
-        out[naming.escalation_flips_key(row.eps)] = float(row.flips)
-    return out
+        pairs.append((naming.escalation_points_key(row.eps), row.points))
+        pairs.append((naming.escalation_flips_key(row.eps), row.flips))
+    return {k: float(v) for k, v in pairs if v is not None and not math.isnan(float(v))}
 
 
 def _escalation_cfg(cfg_eval: DictConfig) -> DictConfig:

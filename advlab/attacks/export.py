@@ -23,7 +23,7 @@ def save_adversarial(
     indices: np.ndarray,
 ) -> Path:
     """adversarial/<attack>_eps_<e>.npz: float32 images in [0, 1] plus what reusing them needs."""
-    path = out_dir / "adversarial" / f"{name}_eps_{naming.format_eps(eps)}.npz"
+    path = out_dir / naming.ADVERSARIAL_DIR / f"{name}_eps_{naming.format_eps(eps)}.npz"
     # np.savez appends .npz to a name without it, so the temporary file keeps that ending.
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(

@@ -137,7 +137,7 @@ def save_grid(
     n, _, height, width = clean.shape
     delta = adversarial - clean
     scale = perturbation_scale(delta)
-    largest = float(np.abs(delta).max()) * 255 if delta.size else 0.0
+    largest = float(np.abs(delta).max()) * naming.PIXEL_LEVELS if delta.size else 0.0
 
     layout = _Layout.of(n, height, width)
     canvas = Image.new("RGB", layout.size, WHITE)
@@ -204,7 +204,7 @@ def attack_grid(
         adv_logits = runner.model(adv).float()
         adv_conf = torch.softmax(adv_logits, dim=1).max(dim=1).values.cpu().numpy()
     return save_grid(
-        out_dir / "grids" / f"{name}_eps_{naming.format_eps(eps)}.png",
+        out_dir / naming.GRIDS_DIR / f"{name}_eps_{naming.format_eps(eps)}.png",
         runner.x[sel].cpu().numpy(),
         adv.cpu().numpy(),
         runner.y[sel].cpu().numpy(),

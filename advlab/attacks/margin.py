@@ -23,6 +23,7 @@ from torch import nn
 
 from advlab.attacks.zoo import adapt, autoattack, import_torchattacks, square
 from advlab.config import MarginAttack, Norm
+from advlab.naming import madry_step, to_pixels
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -43,14 +44,15 @@ class LossPGD:
     """L-inf PGD on ``loss`` ('ce' or 'margin') from ``restarts`` uniform random starts.
 
     ``steps`` signed-gradient steps of Madry et al.'s 2.5 * eps / steps, projected on the eps ball
-    and [0, 1] after every step. A point keeps the first adversarial example any step of any
-    start finds; a restart attacks only the points still robust. Called like a torchattacks
-    attack: ``atk(x, y)``, x float (N, C, H, W) in [0, 1], y int64 (N,).
+    and [0, 1] after every step; ``eps`` is in pixel units here (the factories convert). A point
+    keeps the first adversarial example any step of any start finds; a restart attacks only the
+    points still robust. Called like a torchattacks attack: ``atk(x, y)``, x float (N, C, H, W)
+    in [0, 1], y int64 (N,).
     """
 
     def __init__(self, model: nn.Module, *, eps: float, steps: int, restarts: int, loss: str):
         self.model, self.eps, self.steps, self.restarts = model, eps, steps, restarts
-        self.alpha = 2.5 * eps / steps
+        self.alpha = madry_step(eps, steps)  # pixel units, as eps
         self.loss = _LOSSES[loss]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,7 @@ class LossPGD:
 
 
 def _adapted(atk: Any, eps: float, seed: int, *, white_box: bool = True) -> Any:
-    return adapt(atk, seed=seed, norm=Norm.linf, budget=eps / 255, white_box=white_box)
+    return adapt(atk, seed=seed, norm=Norm.linf, budget=to_pixels(eps), white_box=white_box)
 
 
 def margin_attack(
@@ -117,13 +119,13 @@ def margin_attack(
         return autoattack(model, eps=eps, seed=seed, num_classes=num_classes)
     if num_classes >= 4:
         atk = ta.APGDT(
-            model, norm="Linf", eps=eps / 255, steps=steps, seed=seed, n_classes=num_classes
+            model, norm="Linf", eps=to_pixels(eps), steps=steps, seed=seed, n_classes=num_classes
         )
         atk.n_target_classes = min(targets, num_classes - 1)
     elif num_classes == 3:
-        atk = ta.APGD(model, norm="Linf", eps=eps / 255, steps=steps, seed=seed, loss="dlr")
+        atk = ta.APGD(model, norm="Linf", eps=to_pixels(eps), steps=steps, seed=seed, loss="dlr")
     else:
-        atk = LossPGD(model, eps=eps / 255, steps=steps, restarts=1, loss="margin")
+        atk = LossPGD(model, eps=to_pixels(eps), steps=steps, restarts=1, loss="margin")
     return _adapted(atk, eps, seed)
 
 
@@ -131,7 +133,7 @@ def pgd_restarts(
     model: nn.Module, *, eps: float, seed: int = 0, steps: int, restarts: int, **_: Any
 ) -> Any:
     """Cross-entropy PGD from ``restarts`` random starts (``steps`` each) at ``eps`` (1/255)."""
-    atk = LossPGD(model, eps=eps / 255, steps=steps, restarts=restarts, loss="ce")
+    atk = LossPGD(model, eps=to_pixels(eps), steps=steps, restarts=restarts, loss="ce")
     return _adapted(atk, eps, seed)
 
 

@@ -23,6 +23,7 @@ from advlab.attacks.outcome import Clean, Outcome, outcome_of
 from advlab.config import Norm
 from advlab.data.base import to_float
 from advlab.errors import AttackError
+from advlab.naming import to_pixels
 
 # (adversarial images, their logits, seconds, points counted as attacked)
 _Run = tuple[torch.Tensor, torch.Tensor, float, np.ndarray]
@@ -64,6 +65,19 @@ def load_points(data: Any, indices: np.ndarray, device: torch.device) -> tuple[t
     return x, y
 
 
+@torch.no_grad()
+def split_accuracy(model: nn.Module, split: Any, batch_size: int, device: torch.device) -> float:
+    """Accuracy in [0, 1] of ``model`` (in eval mode) on a whole split (an ``ImageSet``: uint8
+    images, int labels): one forward pass in batches, no gradient, nothing kept but the count."""
+    correct, n = 0, len(split.labels)
+    for start in range(0, n, batch_size):
+        images = np.ascontiguousarray(split.images[start : start + batch_size])
+        x = to_float(torch.from_numpy(images)).to(device)
+        y = torch.from_numpy(np.asarray(split.labels[start : start + batch_size], dtype=np.int64))
+        correct += int((model(x).argmax(dim=1).cpu() == y).sum())
+    return correct / n if n else math.nan
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -73,7 +87,8 @@ def clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     """One forward pass over ``x`` (float (N, C, H, W) in [0, 1]) with the input gradient.
 
     The logits serve every attack (clean accuracy, points to attack, confidences); the gradient of
-    the summed cross-entropy w.r.t. the input gives the zero-gradient share (sanity check 7).
+    the summed cross-entropy w.r.t. the input gives the zero-gradient share (check
+    ``zero_gradients``).
     """
     logits_all, zero_all = [], []
     for start in range(0, len(x), batch_size):
@@ -132,7 +147,7 @@ def _identity(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 class AttackRunner:
     """Runs the attacks of one evaluation on its points (the model in eval mode, the clean pass
-    done) and keeps what the sanity checks need: bound-check counts and violations, norms,
+    done) and keeps what the checks need: bound-check counts and violations, norms,
     white-box flags."""
 
     def __init__(
@@ -192,7 +207,7 @@ class AttackRunner:
             run, norm, budget = self._at_zero(x, y, mask, clean_logits), Norm.linf, 0.0
         elif atk.advlab_budget is None:
             run = self._thresholded(name, atk, eps, rows, x, y, mask, clean_logits)
-            norm, budget = Norm.linf, eps / 255
+            norm, budget = Norm.linf, to_pixels(eps)
         else:
             run = self._cascaded(atk, x, y, mask, clean_logits, carry)
             norm, budget = atk.advlab_norm, atk.advlab_budget
@@ -222,7 +237,7 @@ class AttackRunner:
         t0 = time.perf_counter()
         linf, _ = metrics.perturbation_norms(x_full, x)
         # float32 (k/255) rounding: a perturbation of exactly eps must count as inside.
-        inside = linf <= eps / 255 + sanity.BOUND_TOL
+        inside = linf <= to_pixels(eps) + sanity.BOUND_TOL
         x_adv = torch.where(inside.view(-1, 1, 1, 1), x_full, x)
         logits = torch.where(inside.view(-1, 1), logits_full, clean_logits)
         # The one unbounded run is charged to the first eps that needed it.

@@ -2,15 +2,17 @@
 
 ``robustness.csv`` / ``robustness.json`` (one row per attack x eps, :data:`TABLE_COLUMNS`),
 ``per_class.csv`` (:data:`PER_CLASS_COLUMNS`), ``confusion.json`` (``[true][predicted]`` counts
-per ``clean`` and ``<attack>/eps_<e>``) and ``sanity.json``. The definitions are in
-:mod:`advlab.attacks.evaluate`.
+per ``clean`` and ``<attack>/eps_<e>``) and ``checks.json`` (the evaluation's checks), under the
+names of :mod:`advlab.naming`. Every row and count is over the evaluated points (``robust_n``);
+the ``clean`` per-class rows and confusion matrix too, so they compare with the attacks' rows.
+The definitions are in :mod:`advlab.attacks.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -20,8 +22,12 @@ from advlab import naming
 from advlab.attacks import metrics
 from advlab.attacks.outcome import Clean, Outcome
 from advlab.fileio import atomic_write_text
+from advlab.naming import PIXEL_LEVELS
 from advlab.verdict import Check
 
+# Perturbation norms over the attacked points, in 1/255 units like ``eps`` (a pixel step of 1/255
+# is 1): ``linf_max_255 <= eps`` inside the ball; L2 on the same scale (255 x the pixel-unit L2).
+NORM_COLUMNS = ["linf_mean_255", "linf_max_255", "l2_mean_255", "l2_max_255"]
 TABLE_COLUMNS = [
     "attack",
     "eps",
@@ -31,10 +37,7 @@ TABLE_COLUMNS = [
     "asr",
     "n",
     "n_clean_correct",
-    "linf_mean",
-    "linf_max",
-    "l2_mean",
-    "l2_max",
+    *NORM_COLUMNS,
     "conf_true_clean",
     "conf_true_adv",
     "seconds",
@@ -43,12 +46,14 @@ PER_CLASS_COLUMNS = ["attack", "eps", "class", "robust_acc", "n"]
 
 
 def table_row(attack: str, eps: float, out: Outcome, clean: Clean) -> dict[str, Any]:
-    """One row of the robustness table (:data:`TABLE_COLUMNS`); norms and confidences are
-    averaged over the attacked points (those correct before the attack)."""
+    """One row of the robustness table (:data:`TABLE_COLUMNS`); norms (1/255 units,
+    :data:`NORM_COLUMNS`) and confidences are averaged over the attacked points (those correct
+    before the attack); ``n`` is the number of evaluated points (``robust_n``)."""
     n = len(out.correct)
     k = int(out.correct.sum())
     low, high = metrics.wilson_interval(k, n)
     attacked = clean.correct
+    linf, l2 = out.linf[attacked] * PIXEL_LEVELS, out.l2[attacked] * PIXEL_LEVELS
     return {
         "attack": attack,
         "eps": float(eps),
@@ -58,10 +63,10 @@ def table_row(attack: str, eps: float, out: Outcome, clean: Clean) -> dict[str, 
         "asr": metrics.success_rate(clean.correct, out.correct),
         "n": n,
         "n_clean_correct": int(attacked.sum()),
-        "linf_mean": metrics.mean_or_nan(out.linf[attacked] * 255),
-        "linf_max": metrics.max_or_nan(out.linf[attacked] * 255),
-        "l2_mean": metrics.mean_or_nan(out.l2[attacked]),
-        "l2_max": metrics.max_or_nan(out.l2[attacked]),
+        "linf_mean_255": metrics.mean_or_nan(linf),
+        "linf_max_255": metrics.max_or_nan(linf),
+        "l2_mean_255": metrics.mean_or_nan(l2),
+        "l2_max_255": metrics.max_or_nan(l2),
         "conf_true_clean": metrics.mean_or_nan(clean.conf_true[attacked]),
         "conf_true_adv": metrics.mean_or_nan(out.conf_true[attacked]),
         "seconds": out.seconds,
@@ -118,6 +123,12 @@ class Tables:
         )
 
 
+def results_file(out_dir: Path, artifact: str) -> Path:
+    """Where ``artifact`` (a run-directory path under ``results/``, from :mod:`advlab.naming`)
+    lies in ``out_dir``, the evaluation's results directory."""
+    return Path(out_dir) / PurePosixPath(artifact).relative_to(naming.RESULTS_DIR)
+
+
 def write_tables(
     out_dir: Path,
     table: pd.DataFrame,
@@ -126,12 +137,11 @@ def write_tables(
     checks: list[Check],
 ) -> list[Path]:
     """Write the five results files under ``out_dir`` (atomically); return their paths."""
-    return [
-        atomic_write_text(out_dir / "robustness.csv", table.to_csv(index=False)),
-        atomic_write_text(out_dir / "robustness.json", table.to_json(orient="records", indent=2)),
-        atomic_write_text(out_dir / "per_class.csv", per_class.to_csv(index=False)),
-        atomic_write_text(out_dir / "confusion.json", json.dumps(confusion, indent=2)),
-        atomic_write_text(
-            out_dir / "sanity.json", json.dumps([c.to_dict() for c in checks], indent=2)
-        ),
-    ]
+    files = {
+        naming.ROBUSTNESS_CSV: table.to_csv(index=False),
+        naming.ROBUSTNESS_JSON: table.to_json(orient="records", indent=2),
+        naming.PER_CLASS_CSV: per_class.to_csv(index=False),
+        naming.CONFUSION_JSON: json.dumps(confusion, indent=2),
+        naming.CHECKS_JSON: json.dumps([c.to_dict() for c in checks], indent=2),
+    }
+    return [atomic_write_text(results_file(out_dir, name), text) for name, text in files.items()]

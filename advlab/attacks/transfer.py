@@ -25,10 +25,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from advlab.attacks.runner import eval_mode, load_points
+from advlab.attacks.tables import results_file
 from advlab.attacks.zoo import build_factories
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
-from advlab.tracking.sources import resolve_checkpoint
+from advlab.models.sources import resolve_checkpoint
+from advlab.naming import TRANSFER_CSV, TRANSFER_JSON
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ def load_sources(
 ) -> dict[str, nn.Module]:
     """Load every ``eval.transfer_from`` model and check it fits the evaluated data's shape.
 
-    ``checkpoints`` maps each ref to its file (:func:`advlab.tracking.resolve_sources`); without
-    it refs must be paths.
+    ``checkpoints`` maps each ref to its file (:func:`advlab.models.sources.resolve_sources`);
+    without it refs must be paths.
     """
     from advlab.models.io import load_model
 
@@ -166,9 +168,10 @@ def evaluate_transfer(
     )
     out_dir = Path(out_dir)
     written = [
-        atomic_write_text(out_dir / "transfer.csv", frame.to_csv(index=False)),
+        atomic_write_text(results_file(out_dir, TRANSFER_CSV), frame.to_csv(index=False)),
         atomic_write_text(
-            out_dir / "transfer.json", json.dumps(frame.to_dict(orient="records"), indent=2)
+            results_file(out_dir, TRANSFER_JSON),
+            json.dumps(frame.to_dict(orient="records"), indent=2),
         ),
     ]
     for (attack, eps), _ in frame.groupby(["attack", "eps"]):

@@ -57,7 +57,7 @@ from advlab.config import (
     Targeted,
 )
 from advlab.errors import AttackError, MissingDependencyError
-from advlab.naming import option_name
+from advlab.naming import madry_step, option_name, to_pixels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torchattacks import Attack
@@ -184,11 +184,11 @@ def linf_attack(
     ``eps`` (1/255 units), switched to ``options.targeted`` where the options have it, adapted."""
     if attack_class in _CROCE_HEIN:
         kwargs.update(norm="Linf", seed=int(seed))
-    atk = getattr(import_torchattacks(), attack_class)(model, eps=eps / 255, **kwargs)
+    atk = getattr(import_torchattacks(), attack_class)(model, eps=to_pixels(eps), **kwargs)
     targeted = getattr(options, "targeted", None)
     if targeted is not None:
         getattr(atk, _TARGETED_MODES[Targeted(targeted)])(quiet=True)
-    return adapt(atk, seed=seed, norm=Norm.linf, budget=eps / 255, white_box=options.white_box)
+    return adapt(atk, seed=seed, norm=Norm.linf, budget=to_pixels(eps), white_box=options.white_box)
 
 
 def _unbounded(atk: Any, seed: int, options: AttackConf) -> Attack:
@@ -217,10 +217,10 @@ def pgd(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attac
     o = _options("pgd", PgdConf, options)
     alpha = o.alpha
     if alpha is None:
-        alpha = 2.5 * eps / o.steps if eps > 0 else 1.0  # eps 0: no step can move x
+        alpha = madry_step(eps, o.steps) if eps > 0 else 1.0  # eps 0: no step can move x
     steps, start = int(o.steps), bool(o.random_start)
     return linf_attack(
-        model, eps, seed, o, "PGD", alpha=alpha / 255, steps=steps, random_start=start
+        model, eps, seed, o, "PGD", alpha=to_pixels(alpha), steps=steps, random_start=start
     )
 
 

@@ -1,11 +1,11 @@
 """Adversarial training as a defence, written by hand (no torchattacks in the training loop).
 
 All budgets are L-infinity. ``eps`` and ``alpha`` arguments are in **1/255 units** (as in the
-config); they become pixel units (``/ 255``) here, where the tensor is perturbed. Inputs are float
-(N, C, H, W) pixels in [0, 1]; adversarial examples are detached, clamped to [0, 1] and satisfy
-``||x_adv - x||_inf <= eps / 255``; eps = 0 returns the batch without computing a gradient. The
-attacks leave the model's train/eval mode as it is. Random starts draw from the ``generator`` given
-(on the inputs' device), so a seeded run is reproducible.
+config); they become pixel units (:func:`advlab.naming.to_pixels`) here, where the tensor is
+perturbed. Inputs are float (N, C, H, W) pixels in [0, 1]; adversarial examples are detached,
+clamped to [0, 1] and satisfy ``||x_adv - x||_inf <= eps / 255``; eps = 0 returns the batch
+without computing a gradient. The attacks leave the model's train/eval mode as it is. Random
+starts draw from the ``generator`` given (on the inputs' device), so a seeded run is reproducible.
 
 - ``fgsm_rs``: FGSM from a uniform random start with step ``alpha`` (Wong, Rice & Kolter 2020,
   "Fast is better than free"; they use alpha = 1.25 eps).
@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from advlab.config import AdversarialMethod
+from advlab.naming import madry_step, to_pixels
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> scalar
 # (model, x, y, generator=...) -> adversarial x: a training attack with its settings bound.
@@ -33,7 +34,7 @@ Perturbation = Callable[..., torch.Tensor]
 
 
 def _in_pixels(eps: float, alpha: float) -> tuple[float, float]:
-    return eps / 255.0, alpha / 255.0
+    return to_pixels(eps), to_pixels(alpha)
 
 
 def _uniform_delta(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -99,15 +100,10 @@ def pgd(
     return x_adv.detach()
 
 
-def val_pgd_alpha(eps: float, steps: int) -> float:
-    """Step size (1/255 units) of the robust-validation PGD: 2.5 eps / steps (Madry et al.)."""
-    return 2.5 * float(eps) / max(int(steps), 1)
-
-
 # Published step-size rules (1/255 units) for a null train.adversarial.alpha, from (eps, steps).
 _DEFAULT_ALPHA: dict[AdversarialMethod, Callable[[float, int], float]] = {
     AdversarialMethod.fgsm_rs: lambda eps, steps: 1.25 * eps,  # Wong et al. 2020
-    AdversarialMethod.pgd: val_pgd_alpha,  # Madry et al. 2018
+    AdversarialMethod.pgd: madry_step,  # Madry et al. 2018
 }
 _ATTACKS: dict[AdversarialMethod, Perturbation] = {
     AdversarialMethod.fgsm_rs: fgsm_rs,
@@ -146,14 +142,15 @@ def fgsm(
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, loss_fn=loss_fn, random_start=False)
 
 
-def _accuracy_under(
+def accuracy_under(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batch_size: int,
 ) -> float:
-    """Accuracy in [0, 1] of ``model`` on ``attack(xb, yb)``, batch by batch."""
+    """Accuracy in [0, 1] of ``model`` (its train/eval mode as the caller set it) on
+    ``attack(xb, yb)``, batch by batch; x float (N, C, H, W) in [0, 1], y int64 (N,)."""
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -161,44 +158,3 @@ def _accuracy_under(
         with torch.no_grad():
             correct += (model(x_adv).argmax(1) == yb).sum()
     return correct.item() / max(x.shape[0], 1)
-
-
-def robust_accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    steps: int,
-    batch_size: int,
-    loss_fn: LossFn,
-    generator: torch.Generator | None,
-) -> float:
-    """Accuracy in [0, 1] of ``model`` (put in eval mode by the caller) under L-inf PGD with
-    ``steps`` steps of size 2.5 eps / steps and a random start. eps in 1/255 units."""
-    alpha = val_pgd_alpha(eps, steps)
-
-    def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return pgd(
-            model, xb, yb, eps=eps, alpha=alpha, steps=steps, loss_fn=loss_fn, generator=generator
-        )
-
-    return _accuracy_under(model, x, y, attack, batch_size)
-
-
-def fgsm_accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    batch_size: int,
-    loss_fn: LossFn,
-) -> float:
-    """Accuracy in [0, 1] of ``model`` (put in eval mode by the caller) under :func:`fgsm` at
-    ``eps`` (1/255 units). Deterministic: it uses no generator."""
-
-    def attack(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return fgsm(model, xb, yb, eps=eps, loss_fn=loss_fn)
-
-    return _accuracy_under(model, x, y, attack, batch_size)

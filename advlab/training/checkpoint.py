@@ -10,7 +10,10 @@ metrics. Everything is stored as tensors or built-in types so no pickled code ru
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from advlab.config import Scheduler
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_path
+from advlab.naming import CHECKPOINTS_DIR, TRAIN_LOSS
 from advlab.training.early_stopping import EarlyStopping
 from advlab.training.schedules import SPAN_THE_RUN
 
@@ -34,6 +38,10 @@ LAST = "last.pt"
 BEST = "best.pt"
 # Keys of the train config that may change on resume without changing the result.
 _RESUME_FREE_KEYS = {"resume", "progress", "checkpoint", "epochs"}
+# Key of the start loss in the checkpoint's ``config`` entry (the one entry of last.pt that fit
+# fills freely; a resume compares only its "train" and "optimizer" groups). A resumed model is
+# trained, so its start loss cannot be measured again.
+START_LOSS_KEY = "start_loss"
 
 
 @dataclass
@@ -54,9 +62,37 @@ class TrainingState:
     best_model: dict[str, torch.Tensor] | None = None
     prior_seconds: float = 0.0
 
+    def record(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Add the epoch to the history and early stopping; keep its weights if it is the best;
+        whether it improved on the best so far."""
+        improved = self.stopper.step(epoch, metrics)
+        self.history.append(metrics)
+        if improved:
+            self.best_model = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+            }
+        return improved
+
+    def append(self, metrics: dict[str, float]) -> bool:
+        """Add a diverged epoch to the history only (early stopping never sees it, its weights
+        are not kept); not improved."""
+        self.history.append(metrics)
+        return False
+
+    def restore_best(self, es_cfg: DictConfig, weights_epoch: int) -> int:
+        """With ``restore_best``, load the best epoch's weights; the epoch the model ends with.
+        ``weights_epoch``: the epoch whose weights the model holds now."""
+        if not (es_cfg.enabled and es_cfg.restore_best and self.best_model is not None):
+            return weights_epoch
+        if self.stopper.best_epoch != weights_epoch:
+            self.model.load_state_dict(self.best_model)
+            best, monitor = self.stopper.best_epoch, es_cfg.monitor
+            log.info("restored the weights of epoch %d (best %s)", best, monitor)
+        return self.stopper.best_epoch
+
 
 def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS_DIR
 
 
 def run_config(cfg_train: DictConfig, cfg_optimizer: DictConfig) -> dict[str, Any]:
@@ -105,6 +141,19 @@ def save_epoch(
         "config": config,
     }
     save_checkpoint(ckpt_dir / LAST, last)
+
+
+def epoch_saver(
+    state: TrainingState, ckpt_dir: Path, config: dict[str, Any], t_start: float
+) -> Callable[[bool], None]:
+    """``save(improved)``: write the epoch's checkpoints (:func:`save_epoch`), with the training
+    time since ``t_start`` (a ``time.perf_counter()``) added to the earlier segments'."""
+
+    def save(improved: bool) -> None:
+        seconds = state.prior_seconds + time.perf_counter() - t_start
+        save_epoch(ckpt_dir, state, improved=improved, seconds=seconds, config=config)
+
+    return save
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -157,6 +206,35 @@ def restore(state: TrainingState, path: Path, ckpt: dict[str, Any]) -> None:
     state.history = [dict(m) for m in ckpt["history"]]
     state.best_model = ckpt["best_model"]
     state.prior_seconds = float(ckpt["seconds"])
+
+
+def resume(state: TrainingState, cfg_train: DictConfig, cfg_optimizer: DictConfig) -> float:
+    """Continue from ``train.resume``: check the settings against the checkpoint's run, restore
+    ``state`` (its history holds the finished epochs); return the start loss that run measured."""
+    path = resolve_resume(cfg_train.resume)
+    ckpt = load_checkpoint(path)
+    check_resume_config(path, ckpt, run_config(cfg_train, cfg_optimizer))
+    restore(state, path, ckpt)
+    log.info("resuming from %s after epoch %d of %d", path, len(state.history), cfg_train.epochs)
+    return saved_start_loss(path, ckpt, state.history)
+
+
+def saved_start_loss(path: Path, ckpt: dict[str, Any], history: list[dict[str, float]]) -> float:
+    """The start loss stored in the checkpoint. A checkpoint written before it was stored gets
+    the first epoch's mean train loss instead: that epoch starts from the untrained model, so its
+    loss is the closest record of the start (slightly below it) and never flags epoch 1 itself;
+    the first epoch's validation loss could be 10 x below it on an easy task."""
+    saved = (ckpt.get("config") or {}).get(START_LOSS_KEY)
+    if saved is not None:
+        return float(saved)
+    fallback = float(history[0][TRAIN_LOSS]) if history else math.nan
+    log.warning(
+        "train.resume=%s: the checkpoint has no start loss; judging divergence against the "
+        "first epoch's train loss (%.4g)",
+        path,
+        fallback,
+    )
+    return fallback
 
 
 def check_resume_config(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> None:

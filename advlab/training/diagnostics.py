@@ -1,6 +1,6 @@
 """Training diagnostics: did the run diverge, did adversarial training overfit catastrophically.
 
-Pure functions (a metrics history in, :class:`~advlab.attacks.sanity.Check` out), so the fit
+Pure functions (a metrics history in, :class:`~advlab.verdict.Check` out), so the fit
 loop, the verdict and the report judge a run by the same rules. A history is one metrics dict per
 epoch (1-based: ``history[0]`` is epoch 1), as :func:`advlab.training.fit.fit` returns it;
 accuracies are fractions in [0, 1].
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from advlab.naming import VAL_FGSM_ACC, VAL_PGD_ACC
+from advlab.naming import TRAIN_LOSS, VAL_FGSM_ACC, VAL_LOSS, VAL_PGD_ACC
 from advlab.verdict import FAIL, PASS, WARN, Check
 
 DIVERGENCE_FACTOR = 10.0  # train loss above this many times the start loss: diverged
@@ -48,10 +48,10 @@ def divergence(metrics: Mapping[str, float], start_loss: float) -> str | None:
 
     Only the losses present are judged: a missing one is no evidence either way.
     """
-    for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+    for key, label in ((TRAIN_LOSS, "train loss"), (VAL_LOSS, "validation loss")):
         if key in metrics and not math.isfinite(metrics[key]):
             return f"{label} became {metrics[key]}"
-    train_loss = metrics.get("train_loss")
+    train_loss = metrics.get(TRAIN_LOSS)
     limit = DIVERGENCE_FACTOR * start_loss
     if train_loss is not None and _finite(start_loss) and start_loss > 0 and train_loss > limit:
         ratio = train_loss / start_loss
@@ -126,7 +126,7 @@ def _stability_check(
             f"training diverged in epoch {epoch}: {diverged}; training stopped there "
             f"(lower optimizer.lr, now {lr:g})",
         )
-    losses = [m["train_loss"] for m in history if _finite(m.get("train_loss"))]
+    losses = [m[TRAIN_LOSS] for m in history if _finite(m.get(TRAIN_LOSS))]
     if not losses:
         return Check(
             TRAINING_STABLE, PASS, f"start loss {start_loss:.3g}; no epoch's train loss recorded"

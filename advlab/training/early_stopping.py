@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from advlab.config import Mode, Monitor
 from advlab.errors import ConfigError
+from advlab.naming import VAL_LOSS
 from advlab.validate import MONITOR_MODE
 
 
@@ -28,7 +29,7 @@ class EarlyStopping:
 
     def __init__(
         self,
-        monitor: str = "val_loss",
+        monitor: str = VAL_LOSS,
         mode: str = "min",
         patience: int = 5,
         min_delta: float = 0.0,
