@@ -387,6 +387,7 @@ class EvalConf:
     grid_n: int = 8  # examples per grid
     save_adversarial: bool = False  # save the adversarial sets as .npz
     transfer_from: list[str] = field(default_factory=list)  # runs or checkpoints to craft on
+    transfer_required: bool = False  # refuse an empty transfer_from (+experiment=transfer sets it)
     sanity: SanityConf = field(default_factory=SanityConf)
     escalation: EscalationConf = field(default_factory=EscalationConf)
 

@@ -243,3 +243,7 @@ def parse_eps_metric(name: str) -> tuple[str, str, float] | None:
 def option_name(target: str) -> str:
     """Option name from a ``_target_``: 'advlab.models.zoo.course_cnn' -> 'course_cnn'."""
     return target.rsplit(".", 1)[-1]
+
+
+# --- added by config
+AUTOATTACK_GAP_JSON = _result("autoattack_gap.json")  # scripts/autoattack_gap.py, in the run dir

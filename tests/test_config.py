@@ -64,7 +64,9 @@ def test_every_attack_option_is_composed_under_attacks() -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
-    cfg = compose_config([f"+experiment={experiment}", "data.root=/somewhere"])
+    # transfer refuses to start without its sources (tests/test_cli.py)
+    sources = ["eval.transfer_from=[somerun]"] if experiment == "transfer" else []
+    cfg = compose_config([f"+experiment={experiment}", "data.root=/somewhere", *sources])
     OmegaConf.resolve(cfg)
     validate_config(cfg)
 
