@@ -387,6 +387,7 @@ class EvalConf:
     grid_n: int = 8  # examples per grid
     save_adversarial: bool = False  # save the adversarial sets as .npz
     transfer_from: list[str] = field(default_factory=list)  # runs or checkpoints to craft on
+    transfer_required: bool = False  # refuse an empty transfer_from (+experiment=transfer sets it)
     sanity: SanityConf = field(default_factory=SanityConf)
     escalation: EscalationConf = field(default_factory=EscalationConf)
 
@@ -483,6 +484,49 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "report": {"default": ReportConf},
     "audit": {"default": AuditConf},
 }
+
+
+def experiment_names(data: str | None = None) -> list[str]:
+    """Sorted names of the experiments in ``conf/experiment/`` (``+experiment=<name>``).
+
+    With ``data``, only those whose data option is ``data`` (``override /data: gender`` in the
+    experiment's defaults list or in one of the experiments it builds on). Scripts and tests take
+    the list from here, so a new experiment file is run and tested without editing them.
+    """
+    names = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    if data is None:
+        return names
+    return [name for name in names if experiment_option(name, "data") == data]
+
+
+def experiment_option(name: str, group: str) -> str | None:
+    """The ``group`` option an experiment picks (``override /<group>: <option>``), its own or the
+    one of the first experiment it builds on that picks one; None when none does."""
+    for entry in _experiment_defaults(name):
+        if isinstance(entry, dict) and f"override /{group}" in entry:
+            return str(entry[f"override /{group}"])
+    for parent in _experiment_defaults(name):
+        if isinstance(parent, str) and parent != "_self_":
+            option = experiment_option(parent, group)
+            if option is not None:
+                return option
+    return None
+
+
+def experiment_sweeps(name: str) -> bool:
+    """Whether an experiment (or one it builds on) is a sweep (``hydra.sweeper.params``): it is
+    run with ``-m``."""
+    node = OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml")
+    if OmegaConf.select(node, "hydra.sweeper.params"):
+        return True
+    parents = [p for p in _experiment_defaults(name) if isinstance(p, str) and p != "_self_"]
+    return any(experiment_sweeps(parent) for parent in parents)
+
+
+def _experiment_defaults(name: str) -> list[Any]:
+    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return list(node.get("defaults") or [])
 
 
 def schema_name(group: str, option: str) -> str:

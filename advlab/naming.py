@@ -266,3 +266,6 @@ def option_name(target: str) -> str:
 ADVERSARIAL_DIR = "adversarial"  # eval.save_adversarial: <attack>_eps_<e>.npz (under results/)
 TRANSFER_CSV = _result("transfer.csv")  # eval.transfer_from: source x target accuracies
 TRANSFER_JSON = _result("transfer.json")
+
+# --- added by config
+AUTOATTACK_GAP_JSON = _result("autoattack_gap.json")  # scripts/autoattack_gap.py, in the run dir

@@ -206,6 +206,14 @@ def check_eval(ev: DictConfig, attacks: DictConfig) -> None:
     After this, ``ev.eps`` is sorted ascending without duplicates, so every consumer (the attack
     loop, MLflow steps, reports) sees the same eps order whatever order the user typed.
     """
+    if ev.get("transfer_required") and not list(ev.transfer_from):
+        # a transfer experiment without sources would run, and transfer nothing
+        raise ConfigError(
+            "eval.transfer_from is required (eval.transfer_required=true, as in "
+            "+experiment=transfer): the models to craft "
+            "the adversarial examples on, as MLflow run ids, run directories or model.pt files, "
+            "e.g. 'eval.transfer_from=[<run id>]'"
+        )
     ev.eps = normalised_eps(ev.eps)
     known = list(attacks.keys())
     if len(set(ev.attacks)) != len(ev.attacks):

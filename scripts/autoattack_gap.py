@@ -1,14 +1,16 @@
+#!/usr/bin/env python3
 """How far a run's reported robust accuracy is from AutoAttack's on the very same test points.
 
     .venv/bin/python scripts/autoattack_gap.py RUN_DIR [--eps 8] [--device cpu]
+    scripts/autoattack_gap.py RUN_DIR ...          (with .venv activated)
 
 RUN_DIR is a run directory (``config.json`` + ``model/model.pt``). The script rebuilds the points
 the run's evaluation attacked (its data config, ``eval.n_examples`` and seed), runs torchattacks'
 AutoAttack (version ``standard``: APGD-CE, APGD-T, FAB-T, Square) at each eps (1/255 units) and
 prints, per eps, the run's own ``worst_case`` figure, AutoAttack's and the gap in points; it writes
-``RUN_DIR/results/autoattack_gap.json``. This is the check behind the adversarial-training figures
-of README and docs/attacks.md ("within 1 point of AutoAttack"), not part of a run: AutoAttack
-costs minutes per eps on a CPU.
+them into the run directory (``naming.AUTOATTACK_GAP_JSON``, under results/). This is the check
+behind the adversarial-training figures of README and docs/attacks.md ("within 1 point of
+AutoAttack"), not part of a run: AutoAttack costs minutes per eps on a CPU.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     payload = {"run_dir": str(run_dir), naming.CLEAN_ACC: clean, "rows": rows}
-    atomic_write_text(run_dir / "results" / "autoattack_gap.json", json.dumps(payload, indent=2))
+    atomic_write_text(run_dir / naming.AUTOATTACK_GAP_JSON, json.dumps(payload, indent=2))
     print(f"{run_dir}: clean {clean:.1%} on {len(indices)} points")
     for row in rows:
         run = "n/a" if row["run_worst_case"] is None else f"{row['run_worst_case']:.1%}"

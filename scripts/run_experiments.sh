@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Re-run the full-size experiments behind the README's results table, then print the table.
 #   GENDER_ROOT=/path/to/DataBases CIFAR_ROOT=/path/to/folder/with/archive scripts/run_experiments.sh [NAME ...]
+# NAME: any experiment of conf/experiment/ (default: every one, transfer last: it crafts on the
+# latest finished gender_cnn run). Sweep experiments run with -m.
 # Without GENDER_ROOT/CIFAR_ROOT it reads the development copies in ../shared/data, which carry
 # other tags (5k, test1k) and a reconstructed CIFAR-10 archive with its own MD5; those overrides are
 # added only for them. Your own folders get the course's tags (10k, test10k) and the official MD5.
@@ -23,6 +25,15 @@ CIFAR_EXTRA=${CIFAR_EXTRA-$dev_cifar}
 PY=.venv/bin/python
 mkdir -p runs/experiment-logs
 
+# Per experiment: "<name> <data option> <sweep|single>", from conf/experiment/.
+mapfile -t EXPERIMENTS < <($PY -c '
+from advlab.config import experiment_names, experiment_option, experiment_sweeps
+for name in experiment_names():
+    print(name, experiment_option(name, "data"), "sweep" if experiment_sweeps(name) else "single")
+')
+# What an experiment needs beyond its data: the overfitting sweep's 48 small jobs run 2 at a time.
+declare -A EXTRA=([gender_overfitting]="hydra/launcher=joblib_local threads=1")
+
 run() {  # name, then the full command line arguments
   local name=$1; shift
   echo "== $name: python -m advlab $*"
@@ -33,34 +44,40 @@ run() {  # name, then the full command line arguments
 
 wanted=("$@")
 want() { [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " == *" $1 "* ]]; }
-
-want quickstart && run quickstart +experiment=quickstart
-for e in gender_perceptron gender_cnn gender_cnn_dropout gender_fool; do
-  # shellcheck disable=SC2086
-  want $e && run $e +experiment=$e data.root="$GENDER_ROOT" $GENDER_TAGS
+known=" ${EXPERIMENTS[*]%% *} "
+for name in "${wanted[@]}"; do
+  [[ $known == *" $name "* ]] || { echo "unknown experiment $name; options:$known" >&2; exit 2; }
 done
-# shellcheck disable=SC2086
-want gender_overfitting && run gender_overfitting -m +experiment=gender_overfitting \
-  data.root="$GENDER_ROOT" $GENDER_TAGS hydra/launcher=joblib_local threads=1
-# shellcheck disable=SC2086
-want cifar10_fool && run cifar10_fool +experiment=cifar10_fool data.root="$CIFAR_ROOT" $CIFAR_EXTRA
-# shellcheck disable=SC2086
-want cifar10_regularization_sweep && run cifar10_regularization_sweep -m \
-  +experiment=cifar10_regularization_sweep data.root="$CIFAR_ROOT" $CIFAR_EXTRA
-# shellcheck disable=SC2086
-want cifar10_adversarial_training && run cifar10_adversarial_training -m \
-  +experiment=cifar10_adversarial_training data.root="$CIFAR_ROOT" $CIFAR_EXTRA
+
+args_for() {  # name data mode -> the arguments of python -m advlab, one per line
+  local name=$1 data=$2 mode=$3
+  [ "$mode" = sweep ] && echo -m
+  echo "+experiment=$name"
+  case $data in
+    gender) echo "data.root=$GENDER_ROOT"; for a in $GENDER_TAGS; do echo "$a"; done ;;
+    cifar10) echo "data.root=$CIFAR_ROOT"; for a in $CIFAR_EXTRA; do echo "$a"; done ;;
+  esac
+  for a in ${EXTRA[$name]:-}; do echo "$a"; done
+}
+
+for line in "${EXPERIMENTS[@]}"; do
+  read -r name data mode <<< "$line"
+  [ "$name" = transfer ] && continue  # below: it needs a source run
+  want "$name" || continue
+  mapfile -t args < <(args_for "$name" "$data" "$mode")
+  run "$name" "${args[@]}"
+done
 if want transfer; then
   # craft on the gender_cnn run (no dropout), evaluate on the dropout model
   source_dir=$($PY - <<'PY'
-from advlab import results
+from advlab import naming, results
 frame = results.load(experiment="gender_cnn")
 frame = frame[frame["status"] == "FINISHED"].sort_values("start_time")
-print(frame.iloc[-1]["tags.advlab.run_dir"])
+print(frame.iloc[-1][f"tags.{naming.RUN_DIR_TAG}"])
 PY
 )
-  # shellcheck disable=SC2086
-  run transfer -m +experiment=transfer data.root="$GENDER_ROOT" $GENDER_TAGS "eval.transfer_from=[$source_dir]"
+  mapfile -t args < <(args_for transfer gender sweep)
+  run transfer "${args[@]}" "eval.transfer_from=[$source_dir]"
 fi
 
 $PY scripts/results_table.py

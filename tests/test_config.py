@@ -6,16 +6,23 @@ import subprocess
 import sys
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from advlab.config import CONF_DIR, PROJECT_ROOT
+from advlab.config import (
+    CONF_DIR,
+    PROJECT_ROOT,
+    experiment_names,
+    experiment_option,
+    experiment_sweeps,
+)
 from advlab.errors import ConfigError
 from advlab.validate import validate_config
 from tests.conftest import compose_config
 
 GROUPS = ["data", "model", "optimizer"]
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = experiment_names()
 
 
 def _options(group: str) -> list[str]:
@@ -57,9 +64,22 @@ def test_every_attack_option_is_composed_under_attacks() -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
-    cfg = compose_config([f"+experiment={experiment}", "data.root=/somewhere"])
+    # transfer refuses to start without its sources (tests/test_cli.py)
+    sources = ["eval.transfer_from=[somerun]"] if experiment == "transfer" else []
+    cfg = compose_config([f"+experiment={experiment}", "data.root=/somewhere", *sources])
     OmegaConf.resolve(cfg)
     validate_config(cfg)
+
+
+def test_the_experiment_list_is_conf_experiment_with_each_one_s_data_and_sweep() -> None:
+    assert EXPERIMENTS == sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    for experiment in EXPERIMENTS:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", [f"+experiment={experiment}"], return_hydra_config=True)
+        assert experiment_option(experiment, "data") == cfg.data.name, experiment
+        assert experiment_sweeps(experiment) == bool(cfg.hydra.sweeper.params), experiment
+    assert "transfer" in experiment_names(data="gender")
+    assert experiment_names(data="mnist") == ["quickstart"]
 
 
 def test_paths_resolve_against_the_project_root() -> None:

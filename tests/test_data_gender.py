@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from advlab.config import experiment_names
 from advlab.data import load_data
 from advlab.data.gender import read_pair
 from advlab.errors import ConfigError, DataError
@@ -151,13 +152,7 @@ def test_relative_root_is_resolved_against_the_project(tmp_path: Path) -> None:
     assert 0.3 < splits.mean[0] < 0.7 and 0.1 < splits.std[0] < 0.4
 
 
-GENDER_EXPERIMENTS = ["gender_perceptron", "gender_cnn", "gender_cnn_dropout", "gender_fool"]
-
-
-@pytest.mark.parametrize(
-    "experiment",
-    [*GENDER_EXPERIMENTS, "gender_overfitting", "gender_adversarial_training", "transfer"],
-)
+@pytest.mark.parametrize("experiment", experiment_names(data="gender"))
 def test_the_course_folder_works_with_no_tag_overrides(tmp_path: Path, experiment: str) -> None:
     # The course ships data_1k/10k/100k.bin and data_test10k.bin: a student gives data.root only.
     for tag, n in (("1k", 10), ("10k", 40), ("test10k", 20)):
