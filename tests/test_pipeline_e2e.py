@@ -209,6 +209,8 @@ def test_the_logged_model_loads_from_mlflow_and_reproduces_the_clean_accuracy(qu
     assert model_info.name == naming.LOGGED_MODEL_NAME
     assert model_info.source_run_id == mlflow_run.info.run_id
     assert model_info.experiment_id == mlflow_run.info.experiment_id
+    note = naming.MLFLOW_NOTE_TAG  # the model's page describes it as the run's does
+    assert model_info.tags[note] == mlflow_run.data.tags[note]
     # the evaluation's metrics are the model's, on the test dataset
     test_name = naming.dataset_name("mnist", "test")
     linked = {m.key: m for m in model_info.metrics if m.dataset_name == test_name}

@@ -239,7 +239,10 @@ def _multirun(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProc
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(_APP))
     cmd = [sys.executable, str(app), "-m", *_store_overrides(tmp_path), *overrides]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}  # this checkout's advlab
+    proc = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     return proc, MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 

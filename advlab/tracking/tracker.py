@@ -340,8 +340,13 @@ class Tracker:
             self.log_artifact(path, naming.GRIDS_DIR if is_grid else naming.RESULTS_DIR)
 
     def set_description(self, markdown: str) -> None:
-        """The run's description in the MLflow UI (tag ``mlflow.note.content``)."""
+        """The run's description in the MLflow UI (tag ``mlflow.note.content``), and its logged
+        model's, so the model's page says what it was measured to do."""
         self.set_tags({naming.MLFLOW_NOTE_TAG: markdown})
+        client = self._active()
+        if client is not None and self.model_id is not None:
+            note = {naming.MLFLOW_NOTE_TAG: markdown}
+            store.retry(lambda: client.set_logged_model_tags(self.model_id, note), what="tag")
 
     def log_run_info(self, facts: Mapping[str, str]) -> None:
         """``results/run_info.json`` (facts :data:`advlab.naming.INFO_KEYS`), run dir + artifact."""
