@@ -269,3 +269,30 @@ TRANSFER_JSON = _result("transfer.json")
 
 # --- added by config
 AUTOATTACK_GAP_JSON = _result("autoattack_gap.json")  # scripts/autoattack_gap.py, in the run dir
+
+# --- added by tracking
+TRAIN_SECONDS = "train_seconds"  # wall-clock seconds of the fit loop
+# Sweep parent run: how many of its jobs ended in each status (jobs_finished, jobs_failed, ...).
+SWEEP_JOBS = "jobs"
+
+
+def sweep_jobs_key(status: str) -> str:
+    """Number of a sweep's jobs that ended ``status``: ``jobs_finished``, ``jobs_failed``, ..."""
+    return f"{SWEEP_JOBS}_{status.lower()}"
+
+
+# results.json (and the dict pipeline.run returns): the verdict beside the metrics.
+VERDICT_KEY = "verdict"
+VERDICT_REASON_KEY = "verdict_reason"
+# MLflow dataset inputs of a run: one per split, named <data.name>/<split>, in MLflow's contexts.
+DATASET_SPLITS = ("train", "val", "test")
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+LOGGED_MODEL_NAME = "model"  # the run's MLflow PyTorch model (a LoggedModel: models:/<model_id>)
+
+
+def dataset_name(data: str, split: str) -> str:
+    """Name of a run's dataset input: ``gender/train``, ``mnist/test``."""
+    return f"{data}/{split}"
+
+
+REPORT_ARTIFACT_DIR = "report"  # the run's PDF report (artifact path)

@@ -34,44 +34,43 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
     # Heavy imports only once the config is known to be good.
     import torch
 
-    from advlab.attacks.evaluate import evaluation_metrics
     from advlab.attacks.transfer import load_sources
     from advlab.data import load_data
     from advlab.runtime import seed_everything, select_device, set_threads
     from advlab.tracking import Tracker, resolve_sources, resolve_tracking_uri
+    from advlab.tracking.metadata import run_facts
 
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     run_dir = _run_dir(cfg)
-    results_dir = run_dir / "results"
+    results_dir = run_dir / naming.RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
-    # Transfer sources (paths or MLflow run ids) are found before a run is opened or trained.
+    cache_dir = Path(cfg.paths.cache_dir)
+
+    # Everything that can refuse the command is done before an MLflow run is opened, so a
+    # refused command (bad data file, attack undefined on the task, unknown transfer source)
+    # leaves no FAILED run in the store.
     transfer_refs = [str(r) for r in cfg.eval.transfer_from]
     transfer_checkpoints = resolve_sources(
         transfer_refs,
         tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.paths),
         download_dir=run_dir / "transfer_sources",
     )
+    data = load_data(cfg.data, seed=cfg.seed, cache_dir=cache_dir)
+    _check_attacks_fit_task(cfg, data.num_classes)
+    load_sources(transfer_refs, data, torch.device("cpu"), transfer_checkpoints)
+    model, num_params = _build_model(cfg, data)
 
     with Tracker(cfg, run_dir=run_dir) as tracker:
-        data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
-        _check_attacks_fit_task(cfg, data.num_classes)
-        # A source trained on other data is refused now, not after training.
-        load_sources(transfer_refs, data, torch.device("cpu"), transfer_checkpoints)
+        tracker.log_run_info(run_facts(cfg))
         tracker.log_data_facts(data.facts())
-
-        model, num_params = _build_model(cfg, data, tracker)
+        tracker.log_datasets(data, cfg.data, cache_dir)
+        tracker.log_metrics({naming.NUM_PARAMS: num_params})
         fitted = _train(cfg, model, data, device, run_dir, tracker)
-
         evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
         verdict = decide([*fitted.checks, *evaluation.sanity])
-        metrics = {**evaluation_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
-        results_json = results_dir / "results.json"
-        _write_json(results_json, {**metrics, **_verdict_fields(verdict)})
-        tracker.log_evaluation(evaluation, list(cfg.eval.eps))
-        _track_verdict(tracker, verdict, results_dir)
-        tracker.log_artifact(results_json, "results")
+        metrics = _track_results(cfg, tracker, evaluation, verdict, num_params, run_dir)
         run_id = tracker.run_id
         tracking_uri = tracker.tracking_uri
         experiment = tracker.experiment_name
@@ -84,8 +83,32 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
     return {**metrics, **_verdict_fields(verdict)}
 
 
-def _build_model(cfg: DictConfig, data, tracker):
-    """The model chosen by ``cfg.model``, sized from the data; its size is logged and tracked."""
+def _track_results(cfg, tracker, evaluation, verdict: Verdict, num_params: int, run_dir: Path):
+    """The run's metrics (returned), in ``results/results.json`` and MLflow; its verdict and
+    checks as tags and ``results/verdict.json``; its summary as the run's description."""
+    from advlab.attacks.evaluate import evaluation_metrics
+    from advlab.tracking.summary import run_description
+
+    metrics = {**evaluation_metrics(evaluation), naming.NUM_PARAMS: float(num_params)}
+    # Today's evaluation measures clean and robust accuracy on the same points.
+    metrics.setdefault(naming.CLEAN_N, float(evaluation.n))
+    metrics.setdefault(naming.ROBUST_N, float(evaluation.n))
+    results_json = run_dir / naming.RESULTS_JSON
+    _write_json(results_json, {**metrics, **_verdict_fields(verdict)})
+    tracker.log_evaluation(evaluation, list(cfg.eval.eps))
+    tracker.log_metrics({k: metrics[k] for k in (naming.CLEAN_N, naming.ROBUST_N)})
+    _track_verdict(tracker, verdict, run_dir)
+    clean_n, robust_n = int(metrics[naming.CLEAN_N]), int(metrics[naming.ROBUST_N])
+    summary = run_description(
+        verdict, metrics[naming.CLEAN_ACC], clean_n, robust_n, evaluation.table
+    )
+    tracker.set_description(summary)
+    tracker.log_artifact(results_json, naming.RESULTS_DIR)
+    return metrics
+
+
+def _build_model(cfg: DictConfig, data):
+    """The model chosen by ``cfg.model``, sized from the data, and its number of parameters."""
     from advlab.models import build_model, count_params, layer_table
 
     model = build_model(cfg.model, data)
@@ -96,12 +119,12 @@ def _build_model(cfg: DictConfig, data, tracker):
         num_params,
         layer_table(model, (1, data.channels, *data.image_size)),
     )
-    tracker.log_metrics({naming.NUM_PARAMS: num_params})
     return model, num_params
 
 
 def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker):
-    """Fit (each epoch tracked), record where it stopped, save and log the trained model; the
+    """Fit (each epoch tracked), record where it stopped, save and log the trained model (as
+    ``model/model.pt`` and as the run's MLflow PyTorch model); the
     :class:`~advlab.training.fit.FitResult` (its ``checks`` join the verdict)."""
     from advlab.models.io import save_model
     from advlab.training.fit import fit
@@ -120,13 +143,14 @@ def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker):
         {
             naming.BEST_EPOCH: fitted.best_epoch,
             naming.STOPPED_EPOCH: fitted.stopped_epoch,
-            "train_seconds": fitted.seconds,
+            naming.TRAIN_SECONDS: fitted.seconds,
         }
     )
     if cfg.tracking.log_model:
-        model_path = run_dir / "model" / "model.pt"
+        model_path = run_dir / naming.MODEL_ARTIFACT
         save_model(model_path, model, OmegaConf.to_container(cfg.model), _data_spec(data))
-        tracker.log_artifact(model_path, "model")
+        tracker.log_artifact(model_path, naming.MODEL_DIR)
+        tracker.log_model(model, data)
     return fitted
 
 
@@ -194,24 +218,24 @@ def _data_spec(data) -> dict:
 
 
 def _verdict_fields(verdict: Verdict) -> dict[str, str]:
-    return {"verdict": verdict.status, "verdict_reason": verdict.reason}
+    return {naming.VERDICT_KEY: verdict.status, naming.VERDICT_REASON_KEY: verdict.reason}
 
 
-def _track_verdict(tracker, verdict: Verdict, results_dir: Path) -> None:
-    """Tags ``advlab.verdict`` / ``advlab.verdict_reason`` and ``advlab.sanity.<check>`` for every
-    check behind it (the evaluation tagged its own already; the training checks are new here),
-    and ``results/verdict.json``."""
-    path = results_dir / Path(naming.VERDICT_JSON).name
+def _track_verdict(tracker, verdict: Verdict, run_dir: Path) -> None:
+    """Tags ``advlab.verdict`` / ``advlab.verdict_reason`` and ``advlab.check.<name>`` for every
+    check behind the verdict that did not pass (training's and the evaluation's, written once
+    here), and ``results/verdict.json``."""
+    path = run_dir / naming.VERDICT_JSON
     _write_json(path, verdict.to_dict())
-    statuses = {f"advlab.sanity.{c.name}": c.status for c in verdict.checks}
+    not_passed = {naming.check_tag(c.name): c.status for c in verdict.checks if c.status != PASS}
     tracker.set_tags(
         {
-            **statuses,
+            **not_passed,
             naming.VERDICT_TAG: verdict.status,
             naming.VERDICT_REASON_TAG: verdict.reason,
         }
     )
-    tracker.log_artifact(path, "results")
+    tracker.log_artifact(path, naming.RESULTS_DIR)
     if verdict.status != PASS:
         log.warning("verdict %s: %s", verdict.status, verdict.reason)
 
@@ -232,7 +256,7 @@ def _single_run_report(cfg: DictConfig, tracking_uri: str, experiment: str, run_
     pdf = build_report(
         tracking_uri=tracking_uri, experiment=experiment, runs=[run_id], out_dir=out_dir
     )
-    attach_artifact(run_id, pdf, "report", tracking_uri=tracking_uri)
+    attach_artifact(run_id, pdf, naming.REPORT_ARTIFACT_DIR, tracking_uri=tracking_uri)
     return pdf
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from advlab import __version__, tracking
+from advlab import __version__, naming, tracking
 from advlab.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -68,25 +68,19 @@ class MlflowSweepCallback(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = tracking.sweep_id_from_dir(sweep_dir)
-        commit, dirty = tracking.git_state()
         tags = {
-            "advlab.sweep": sweep_id,
-            "advlab.sweep_parent": "true",
-            "advlab.sweep_dir": str(sweep_dir),
-            "advlab.command": tracking.command_line(),
-            "advlab.overrides": shlex.join(str(o) for o in config.hydra.overrides.task),
-            "advlab.launcher": str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1],
-            "advlab.dataset": str(config.data.name),
-            "advlab.git_commit": commit,
-            "advlab.git_dirty": dirty,
-            "advlab.version": __version__,
+            naming.SWEEP_TAG: sweep_id,
+            naming.SWEEP_PARENT_TAG: "true",
+            naming.SWEEP_DIR_TAG: str(sweep_dir),
+            naming.LAUNCHER_TAG: naming.option_name(str(config.hydra.launcher.get("_target_", ""))),
+            naming.DATASET_TAG: str(config.data.name),
             # The sweep process: the parent run is alive while it is (see tracking.liveness).
             **tracking.process_tags(),
         }
         sweeper_params = config.hydra.sweeper.get("params")
         if sweeper_params:
             params = OmegaConf.to_container(sweeper_params, resolve=True)
-            tags["advlab.sweep_params"] = json.dumps(params, sort_keys=True)
+            tags[naming.SWEEP_PARAMS_TAG] = json.dumps(params, sort_keys=True)
         run = tracking.retry(
             lambda: client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags),
             what="create sweep run",
@@ -96,6 +90,9 @@ class MlflowSweepCallback(Callback):
         self.experiment_id = experiment_id
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        facts = _sweep_facts(config)
+        info_path = atomic_write_text(sweep_dir / naming.RUN_INFO_JSON, json.dumps(facts))
+        tracking.store.upload(client, self.parent_run_id, info_path, naming.RESULTS_DIR)
         info = {
             "parent_run_id": self.parent_run_id,
             "sweep_id": sweep_id,
@@ -104,7 +101,7 @@ class MlflowSweepCallback(Callback):
             "experiment": name,
         }
         # Atomic: a cluster job starting now reads the whole file or none of it.
-        atomic_write_text(sweep_dir / tracking.SWEEP_FILE, json.dumps(info, indent=2))
+        atomic_write_text(sweep_dir / naming.SWEEP_FILE, json.dumps(info, indent=2))
         os.environ[tracking.ENV_PARENT_RUN_ID] = self.parent_run_id
         os.environ[tracking.ENV_SWEEP_ID] = sweep_id
         atexit.register(self._end_at_exit)
@@ -149,7 +146,7 @@ class MlflowSweepCallback(Callback):
         for child in children:
             status = child.info.status
             if status not in ("FINISHED", "FAILED", "KILLED"):
-                reason = {tracking.KILLED_REASON_TAG: ORPHAN_MESSAGE}
+                reason = {naming.KILLED_REASON_TAG: ORPHAN_MESSAGE}
                 tracking.end_run(client, child.info.run_id, "KILLED", reason)
                 status = "KILLED"
             statuses.append(status)
@@ -160,16 +157,17 @@ class MlflowSweepCallback(Callback):
         else:
             status = "FINISHED"
         counts = {
-            f"jobs_{s.lower()}": float(statuses.count(s)) for s in ("FINISHED", "FAILED", "KILLED")
+            naming.sweep_jobs_key(s): float(statuses.count(s))
+            for s in ("FINISHED", "FAILED", "KILLED")
         }
-        counts["jobs"] = float(len(statuses))
+        counts[naming.SWEEP_JOBS] = float(len(statuses))
         ts = time.time()
         metrics = [Metric(k, v, int(ts * 1000), 0) for k, v in counts.items()]
         tracking.retry(lambda: client.log_batch(parent, metrics=metrics), what="log sweep counts")
         extra = (
             {}
             if completed
-            else {tracking.STOP_REASON_TAG: "the sweep stopped before all jobs returned"}
+            else {naming.STOP_REASON_TAG: "the sweep stopped before all jobs returned"}
         )
         tracking.end_run(client, parent, status, extra)
         log.info(
@@ -179,3 +177,16 @@ class MlflowSweepCallback(Callback):
             len(statuses),
             tracking.ui_link(uri, self.experiment_id),
         )
+
+
+def _sweep_facts(config: DictConfig) -> dict[str, str]:
+    """The sweep's descriptive facts (its ``results/run_info.json``, as a run's): the command,
+    its overrides, the code's commit and version."""
+    commit, dirty = tracking.git_state()
+    return {
+        naming.COMMAND_INFO: tracking.command_line(),
+        naming.OVERRIDES_INFO: shlex.join(str(o) for o in config.hydra.overrides.task),
+        naming.GIT_COMMIT_INFO: commit,
+        naming.GIT_DIRTY_INFO: dirty,
+        naming.VERSION_INFO: __version__,
+    }

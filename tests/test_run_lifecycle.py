@@ -24,16 +24,27 @@ from omegaconf import OmegaConf
 
 from advlab.config import PROJECT_ROOT
 from advlab.errors import ConfigError
+from advlab.naming import (
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    KILLED_REASON_TAG,
+    MLFLOW_PARENT_TAG,
+    MLFLOW_RUN_FILE,
+    PID_NAMESPACE_TAG,
+    PID_TAG,
+    PROCESS_START_TAG,
+    RESUMED_CHANGES_TAG,
+    RUN_DIR_TAG,
+    STOP_REASON_TAG,
+)
 from advlab.tracking import (
     ENV_PARENT_RUN_ID,
-    KILLED_REASON_TAG,
     Tracker,
     reap_dead_runs,
     serve_command,
     ui_link,
 )
-from advlab.tracking.liveness import HEARTBEAT_TAG, process_tags
-from advlab.tracking.resume import RESUME_CHANGES_TAG, RUN_FILE
+from advlab.tracking.liveness import process_tags
 
 # every test starts from a copy of one migrated empty store (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("fresh_store")
@@ -63,17 +74,17 @@ def test_reaper_ends_only_runs_whose_process_is_gone(tmp_path):
     def run(**tags: str) -> str:
         return client.create_run(exp, tags=tags).info.run_id
 
-    other = {**here, "advlab.host": "node-that-died", "advlab.pid_namespace": "pid:[1]"}
+    other = {**here, HOST_TAG: "node-that-died", PID_NAMESPACE_TAG: "pid:[1]"}
     runs = {
-        "dead pid": run(**{**here, "advlab.pid": str(_dead_pid())}),
-        "pid reused": run(**{**here, "advlab.process_start": "1"}),
+        "dead pid": run(**{**here, PID_TAG: str(_dead_pid())}),
+        "pid reused": run(**{**here, PROCESS_START_TAG: "1"}),
         "live": run(**{**here, HEARTBEAT_TAG: _ago(10 * 86400)}),  # alive here: never judged stale
         "stale host": run(**{**other, HEARTBEAT_TAG: _ago(7200)}),
         "fresh host": run(**{**other, HEARTBEAT_TAG: _ago(60)}),
         "not advlab": run(),
     }
     sweep_parent = run(**{**other, HEARTBEAT_TAG: _ago(7200)})
-    job = run(**{**other, HEARTBEAT_TAG: _ago(60), "mlflow.parentRunId": sweep_parent})
+    job = run(**{**other, HEARTBEAT_TAG: _ago(60), MLFLOW_PARENT_TAG: sweep_parent})
 
     reaped = reap_dead_runs(client, stale_after_s=None)
     assert sorted(reaped) == sorted([runs["dead pid"], runs["pid reused"]])
@@ -83,7 +94,7 @@ def test_reaper_ends_only_runs_whose_process_is_gone(tmp_path):
         got = client.get_run(run_id)
         return got.info.status, got.data.tags.get(KILLED_REASON_TAG)
 
-    pid = here["advlab.pid"]
+    pid = here[PID_TAG]
     assert status(runs["dead pid"])[1].endswith("is gone")
     assert status(runs["pid reused"]) == (
         "KILLED",
@@ -155,7 +166,7 @@ def test_a_live_run_in_another_process_is_not_touched(make_cfg, tmp_path):
             pass
         run = _client(tmp_path).get_run(live)
         assert run.info.status == "RUNNING" and KILLED_REASON_TAG not in run.data.tags
-        assert run.data.tags["advlab.pid"] == str(proc.pid)
+        assert run.data.tags[PID_TAG] == str(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)  # ends its own run KILLED
         proc.wait(timeout=60)
@@ -166,15 +177,15 @@ def test_every_run_names_its_process_and_each_epoch_refreshes_the_heartbeat(make
     with Tracker(make_cfg("device=cpu"), run_dir=tmp_path / "a") as tracker:
         client = _client(tmp_path)
         tags = client.get_run(tracker.run_id).data.tags
-        assert tags["advlab.host"] == socket.gethostname()
-        assert tags["advlab.pid"] == str(os.getpid())
-        assert tags["advlab.process_start"] == process_tags()["advlab.process_start"]
+        assert tags[HOST_TAG] == socket.gethostname()
+        assert tags[PID_TAG] == str(os.getpid())
+        assert tags[PROCESS_START_TAG] == process_tags()[PROCESS_START_TAG]
         client.set_tag(tracker.run_id, HEARTBEAT_TAG, _ago(3600))
         tracker.log_epoch(1, {"train_loss": 1.0})
         tracker._flush()
         beat = dt.datetime.fromisoformat(client.get_run(tracker.run_id).data.tags[HEARTBEAT_TAG])
         assert (dt.datetime.now(dt.UTC) - beat).total_seconds() < 60
-    recorded = json.loads((tmp_path / "a" / RUN_FILE).read_text())
+    recorded = json.loads((tmp_path / "a" / MLFLOW_RUN_FILE).read_text())
     assert recorded["run_id"] == tracker.run_id
     assert recorded["experiment_id"] == tracker.experiment_id
 
@@ -204,15 +215,15 @@ def test_resume_continues_the_same_run_and_logs_each_step_once(make_cfg, tmp_pat
     client = _client(tmp_path)
     (only,) = client.search_runs([tracker.experiment_id])
     assert only.info.run_id == killed and only.info.status == "FINISHED"
-    assert "advlab.stop_reason" not in only.data.tags
-    assert only.data.tags["advlab.run_dir"] == str(tmp_path / "b")
+    assert STOP_REASON_TAG not in only.data.tags
+    assert only.data.tags[RUN_DIR_TAG] == str(tmp_path / "b")
     history = client.get_metric_history(killed, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
     assert len(client.get_metric_history(killed, "num_params")) == 1
-    changes = json.loads(only.data.tags[RESUME_CHANGES_TAG])
+    changes = json.loads(only.data.tags[RESUMED_CHANGES_TAG])
     assert changes["train.epochs"] == ["2", "3"]  # the params keep their first value
     assert only.data.params["train.epochs"] == "2"
-    assert json.loads((tmp_path / "b" / RUN_FILE).read_text())["run_id"] == killed
+    assert json.loads((tmp_path / "b" / MLFLOW_RUN_FILE).read_text())["run_id"] == killed
 
 
 def test_resume_refuses_finished_runs_other_experiments_and_missing_checkpoints(make_cfg, tmp_path):
@@ -251,7 +262,7 @@ def test_a_sweep_job_knows_it_is_one(make_cfg, tmp_path, monkeypatch):
     with Tracker(make_cfg("device=cpu"), run_dir=tmp_path / "b") as job:
         pass
     assert job.in_sweep
-    assert _client(tmp_path).get_run(job.run_id).data.tags["mlflow.parentRunId"] == parent
+    assert _client(tmp_path).get_run(job.run_id).data.tags[MLFLOW_PARENT_TAG] == parent
 
 
 def test_ui_links_open_the_model_training_view():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -18,7 +19,7 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from advlab import results, tracking
+from advlab import naming, results, tracking
 from advlab.config import CONF_DIR, PROJECT_ROOT
 from advlab.sweep_callback import MlflowSweepCallback
 
@@ -99,7 +100,7 @@ def _job(cfg: DictConfig, tmp_path: Path, dropout: float, fail: bool = False) ->
     tracker = tracking.Tracker(job_cfg, run_dir=tmp_path / f"job{dropout}")
     try:
         with tracker:
-            tracker.log_metrics({"clean_acc": 1 - dropout})
+            tracker.log_metrics({naming.CLEAN_ACC: 1 - dropout})
             if fail:
                 raise _JobError("job failed on purpose")
     except _JobError:
@@ -114,7 +115,7 @@ def test_sweep_groups_jobs_under_a_parent_run(tmp_path, make_callback):
     cb.on_multirun_start(cfg)
     parent = cb.parent_run_id
     try:
-        info = (tmp_path / "multirun/2024-01-02/03-04-05" / tracking.SWEEP_FILE).read_text()
+        info = (tmp_path / "multirun/2024-01-02/03-04-05" / naming.SWEEP_FILE).read_text()
         assert parent in info
         assert os.environ[tracking.ENV_PARENT_RUN_ID] == parent
         children = [_job(cfg, tmp_path, d) for d in (0.0, 0.5)]
@@ -126,11 +127,17 @@ def test_sweep_groups_jobs_under_a_parent_run(tmp_path, make_callback):
     prun = client.get_run(parent)
     assert prun.info.status == "FINISHED"
     assert prun.info.run_name == "sweep-2024-01-02_03-04-05"
-    assert prun.data.metrics["jobs"] == 2 and prun.data.metrics["jobs_finished"] == 2
+    jobs, finished = naming.SWEEP_JOBS, naming.sweep_jobs_key("FINISHED")
+    assert prun.data.metrics[jobs] == 2 and prun.data.metrics[finished] == 2
+    # the sweep's facts are its results/run_info.json, as a run's
+    local = client.download_artifacts(parent, naming.RUN_INFO_JSON, str(tmp_path / "dl"))
+    facts = naming.run_info(prun.data.tags, json.loads(Path(local).read_text()))
+    assert facts[naming.COMMAND_INFO] and naming.OVERRIDES_INFO in facts
+    assert not set(naming.INFO_KEYS) & set(prun.data.tags)
     for run_id in children:
         tags = client.get_run(run_id).data.tags
-        assert tags["mlflow.parentRunId"] == parent
-        assert tags["advlab.sweep"] == "2024-01-02_03-04-05"
+        assert tags[naming.MLFLOW_PARENT_TAG] == parent
+        assert tags[naming.SWEEP_TAG] == "2024-01-02_03-04-05"
     # the sweep is one filter away, and the parent (no params of its own) is left out by default
     df = results.load(
         "sw", "tags.advlab.sweep = '2024-01-02_03-04-05'", tracking_uri=cb.tracking_uri
@@ -159,15 +166,15 @@ def test_failed_or_interrupted_sweep_never_leaves_a_run_running(tmp_path, make_c
     cb.on_multirun_start(cfg)
     parent = cb.parent_run_id
     exp_id = client.get_run(parent).info.experiment_id
-    orphan = client.create_run(exp_id, tags={"mlflow.parentRunId": parent}).info.run_id
+    orphan = client.create_run(exp_id, tags={naming.MLFLOW_PARENT_TAG: parent}).info.run_id
     cb._end_at_exit()
     assert client.get_run(orphan).info.status == "KILLED"
     assert client.get_run(parent).info.status == "KILLED"
-    assert "advlab.stop_reason" in client.get_run(parent).data.tags
+    assert naming.STOP_REASON_TAG in client.get_run(parent).data.tags
 
 
 def cb_parent(client: MlflowClient, run_id: str) -> str:
-    return client.get_run(run_id).data.tags["mlflow.parentRunId"]
+    return client.get_run(run_id).data.tags[naming.MLFLOW_PARENT_TAG]
 
 
 def _concurrent_writer(cfg_dict: dict, run_dir: str, barrier, queue) -> None:
@@ -213,11 +220,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from advlab.config import CONF_DIR
 from advlab.tracking import Tracker
+from advlab.tracking.metadata import run_facts
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg):
     # the tracking part of the pipeline, without training: a run per job
     with Tracker(cfg, run_dir=Path(HydraConfig.get().runtime.output_dir)) as tracker:
+        tracker.log_run_info(run_facts(cfg))
         tracker.log_metrics({"clean_acc": 1 - cfg.model.dropout})
         if cfg.model.dropout > 0.8:
             raise ValueError("dropout too high for this job")
@@ -230,7 +239,10 @@ def _multirun(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProc
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(_APP))
     cmd = [sys.executable, str(app), "-m", *_store_overrides(tmp_path), *overrides]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}  # this checkout's advlab
+    proc = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     return proc, MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
@@ -242,14 +254,16 @@ def test_parallel_joblib_sweep_nests_every_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("advlab.sweep_parent") == "true"]
+    parents = [r for r in runs if r.data.tags.get(naming.SWEEP_PARENT_TAG) == "true"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    jobs = [r for r in runs if r.data.tags.get(naming.MLFLOW_PARENT_TAG) == parents[0].info.run_id]
     assert sorted(r.data.params["model.dropout"] for r in jobs) == ["0.1", "0.2", "0.3", "0.4"]
     assert {r.info.status for r in jobs} == {"FINISHED"}
     for r in jobs:  # each job records its own overrides, not just the sweep's command line
-        assert f"model.dropout={r.data.params['model.dropout']}" in r.data.tags["advlab.overrides"]
-        assert r.data.tags["advlab.sweep"] == "2024-01-02_03-04-05"
+        run_dir = Path(r.data.tags[naming.RUN_DIR_TAG])
+        facts = json.loads((run_dir / naming.RUN_INFO_JSON).read_text())
+        assert f"model.dropout={r.data.params['model.dropout']}" in facts[naming.OVERRIDES_INFO]
+        assert r.data.tags[naming.SWEEP_TAG] == "2024-01-02_03-04-05"
 
 
 @pytest.mark.slow
@@ -257,6 +271,6 @@ def test_sweep_with_a_failing_job_ends_parent_failed(tmp_path):
     proc, client = _multirun(tmp_path, "model.dropout=0.1,0.9")
     assert proc.returncode != 0 and "dropout too high" in proc.stderr
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
-    by_status = {r.data.tags.get("advlab.sweep_parent", "job"): r.info.status for r in runs}
+    by_status = {r.data.tags.get(naming.SWEEP_PARENT_TAG, "job"): r.info.status for r in runs}
     assert by_status["true"] == "FAILED"
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from advlab.attacks.evaluate import evaluate_robustness
+from advlab import naming
+from advlab.attacks.evaluate import evaluate_robustness, evaluation_metrics
 from advlab.config import PROJECT_ROOT
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
@@ -52,15 +53,16 @@ def test_tracking_uri_precedence(make_cfg, tmp_path, monkeypatch):
 
 def test_run_names_and_flat_params(make_cfg):
     cfg = make_cfg("data.limit_train=null", "model.dropout=0.5", "optimizer.weight_decay=1e-4")
-    assert derive_run_name(cfg) == "mnist-course_cnn-do0.5-wd1e-4"
-    cfg = make_cfg("train.adversarial.method=pgd", "data.augment.hflip=true")
-    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-flip-at_pgd"
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.5-wd1e-4-s0"
+    cfg = make_cfg("train.adversarial.method=pgd", "data.augment.hflip=true", "seed=3")
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-flip-at_pgd-s3"
     # a sweep over one augmentation knob gives its runs different names
     cfg = make_cfg(
         "data.augment.shift=2", "data.augment.rotation=10", "train.early_stopping.enabled=false"
     )
-    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-shift2-rot10-noes"
-    assert derive_run_name(make_cfg("tracking.run_name=mine")) == "mine"
+    assert derive_run_name(cfg) == "mnist-course_cnn-do0.25-wd5e-4-n600-shift2-rot10-noes-s0"
+    # the seeds of one setting differ by their last part, a name given or derived
+    assert derive_run_name(make_cfg("tracking.run_name=mine", "seed=2")) == "mine-s2"
 
     params = flatten_config(make_cfg("eval.attacks=[pgd]"))
     assert params["model.dropout"] == "0.25"
@@ -76,44 +78,56 @@ def test_run_names_and_flat_params(make_cfg):
 
 
 def test_finished_run_has_params_tags_metrics_artifacts(make_cfg, tmp_path):
+    from advlab.tracking.metadata import run_facts
+
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
     cfg = make_cfg("device=cpu")
     with Tracker(cfg, run_dir=run_dir) as tracker:
+        tracker.log_run_info(run_facts(cfg))
         tracker.log_data_facts({"n_train": 540, "image_shape": "1x28x28", "train_frac/3": 0.1})
         for epoch in (1, 2):
-            tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch, "val_acc": 0.5 + epoch / 10})
-        tracker.log_metrics({"clean_acc": 0.9, "num_params": 1234})
-        results_json = atomic_write_text(run_dir / "results" / "results.json", '{"clean_acc": 0.9}')
-        tracker.log_artifact(results_json, "results")
+            tracker.log_epoch(epoch, {naming.TRAIN_LOSS: 1.0 / epoch, naming.VAL_ACC: 0.5})
+        tracker.log_metrics({naming.CLEAN_ACC: 0.9, naming.NUM_PARAMS: 1234})
+        results_json = atomic_write_text(run_dir / naming.RESULTS_JSON, '{"clean_acc": 0.9}')
+        tracker.log_artifact(results_json, naming.RESULTS_DIR)
     assert tracker.status == "FINISHED"
     run = _run(tracker)
     client = MlflowClient(tracker.tracking_uri)
     assert run.info.status == "FINISHED" and run.info.end_time is not None
-    assert run.info.run_name == "mnist-course_cnn-do0.25-wd5e-4-n600"
+    assert run.info.run_name == "mnist-course_cnn-do0.25-wd5e-4-n600-s0"
     assert client.get_experiment(run.info.experiment_id).name == "quickstart"
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts" / "quickstart").as_uri())
     p, t, m = run.data.params, run.data.tags, run.data.metrics
     assert p["model.dropout"] == "0.25" and p["train.epochs"] == "2"
     assert p["facts.n_train"] == "540" and p["facts.train_frac/3"] == "0.1"
-    assert t["advlab.dataset"] == "mnist" and t["advlab.model"] == "course_cnn"
-    assert t["advlab.attacks"] == "fgsm,pgd"
-    assert t["advlab.controls"] == "dropout=0.25,weight_decay=0.0005,early_stopping,train_size=600"
-    assert t["advlab.adversarial_training"] == "none" and t["advlab.seed"] == "0"
-    assert t["advlab.device"] == "cpu" and t["advlab.run_dir"] == str(run_dir)
-    assert t["advlab.git_dirty"] in {"true", "false", "unknown"}
-    assert len(t["advlab.git_commit"]) == 40 or t["advlab.git_commit"] == "unknown"
-    for key in ("advlab.version", "advlab.torch_version", "advlab.torchattacks_version"):
-        assert t[key]
-    assert "advlab.command" in t and "mlflow.parentRunId" not in t and "advlab.sweep" not in t
-    hist = client.get_metric_history(tracker.run_id, "train_loss")
+    # tags: what users filter on, and where the run's files are
+    assert t[naming.DATASET_TAG] == "mnist" and t[naming.MODEL_TAG] == "course_cnn"
+    assert t[naming.ADVERSARIAL_TRAINING_TAG] == "none" and t[naming.SEED_TAG] == "0"
+    assert t[naming.RUN_DIR_TAG] == str(run_dir)
+    assert naming.MLFLOW_PARENT_TAG not in t and naming.SWEEP_TAG not in t
+    # the descriptive facts are in results/run_info.json, not tags; run_info() reads them
+    assert not set(naming.INFO_KEYS) & set(t)
+    local = client.download_artifacts(tracker.run_id, naming.RUN_INFO_JSON, str(tmp_path / "dl"))
+    info = naming.run_info(t, json.loads(Path(local).read_text()))
+    assert info == json.loads((run_dir / naming.RUN_INFO_JSON).read_text())
+    assert info[naming.ATTACKS_INFO] == "fgsm,pgd"
+    controls = "dropout=0.25,weight_decay=0.0005,early_stopping,train_size=600"
+    assert info[naming.CONTROLS_INFO] == controls and info[naming.DEVICE_INFO] == "cpu"
+    assert info[naming.GIT_DIRTY_INFO] in {"true", "false", "unknown"}
+    commit = info[naming.GIT_COMMIT_INFO]
+    assert len(commit) == 40 or commit == "unknown"
+    for key in (naming.VERSION_INFO, naming.TORCH_VERSION_INFO, naming.TORCHATTACKS_VERSION_INFO):
+        assert info[key]
+    assert info[naming.COMMAND_INFO]
+    hist = client.get_metric_history(tracker.run_id, naming.TRAIN_LOSS)
     assert [(h.step, h.value) for h in hist] == [(1, 1.0), (2, 0.5)]
-    assert m["clean_acc"] == 0.9 and m["num_params"] == 1234
-    arts = {a.path for a in client.list_artifacts(tracker.run_id, "hydra")}
-    assert arts == {"hydra/config.yaml"}
-    results = client.download_artifacts(tracker.run_id, "results/results.json", str(tmp_path))
-    assert json.loads(Path(results).read_text()) == {"clean_acc": 0.9}
+    assert m[naming.CLEAN_ACC] == 0.9 and m[naming.NUM_PARAMS] == 1234
+    arts = {a.path for a in client.list_artifacts(tracker.run_id, naming.HYDRA_DIR)}
+    assert arts == {f"{naming.HYDRA_DIR}/config.yaml"}
+    results = client.download_artifacts(tracker.run_id, naming.RESULTS_JSON, str(tmp_path))
+    assert json.loads(Path(results).read_text()) == {naming.CLEAN_ACC: 0.9}
 
 
 def test_typed_config_artifact(make_cfg, tmp_path):
@@ -142,7 +156,7 @@ def test_exception_ends_run_failed_with_error_tag(make_cfg, tmp_path):
         raise RuntimeError("loss became NaN at epoch 3")
     run = _run(tracker)
     assert run.info.status == "FAILED"
-    assert run.data.tags["advlab.error"] == "RuntimeError: loss became NaN at epoch 3"
+    assert run.data.tags[naming.ERROR_TAG] == "RuntimeError: loss became NaN at epoch 3"
     assert signal.getsignal(signal.SIGTERM) is before  # the run's SIGTERM handler is gone
 
 
@@ -151,7 +165,7 @@ def test_keyboard_interrupt_ends_run_killed(make_cfg, tmp_path):
     with pytest.raises(KeyboardInterrupt), tracker:
         raise KeyboardInterrupt
     run = _run(tracker)
-    assert run.info.status == "KILLED" and "advlab.error" not in run.data.tags
+    assert run.info.status == "KILLED" and naming.ERROR_TAG not in run.data.tags
 
 
 def test_sigterm_ends_run_killed(make_cfg, tmp_path):
@@ -188,7 +202,7 @@ def test_sigterm_ends_run_killed(make_cfg, tmp_path):
     run_id = json.loads(ready.read_text())["run_id"]
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "KILLED"
-    assert "SIGTERM" in run.data.tags["advlab.stop_reason"]
+    assert "SIGTERM" in run.data.tags[naming.STOP_REASON_TAG]
 
 
 def test_disabled_tracking_touches_no_store(make_cfg, tmp_path):
@@ -208,8 +222,9 @@ def test_log_evaluation_metrics_steps_and_the_files_the_evaluation_wrote(make_cf
     evaluation = evaluate_robustness(
         train_tiny(data), data, cfg_eval, attacks, seed=0, device=CPU, out_dir=out_dir
     )
-    written = {p.name for p in evaluation.artifacts}
-    assert {"robustness.csv", "per_class.csv", "confusion.json", "sanity.json"} <= written
+    written = {f"{naming.RESULTS_DIR}/{p.name}" for p in evaluation.artifacts}
+    assert {naming.ROBUSTNESS_CSV, naming.PER_CLASS_CSV, naming.CONFUSION_JSON} <= written
+    assert written & set(naming.artifact_candidates(naming.CHECKS_JSON))
     stamps = {p: p.stat().st_mtime_ns for p in evaluation.artifacts}
     with Tracker(make_cfg("device=cpu"), run_dir=tmp_path / "run") as tracker:
         tracker.log_evaluation(evaluation, list(cfg_eval.eps))
@@ -217,30 +232,29 @@ def test_log_evaluation_metrics_steps_and_the_files_the_evaluation_wrote(make_cf
 
     client = MlflowClient(tracker.tracking_uri)
     pgd4 = evaluation.table.set_index(["attack", "eps"]).loc[("pgd", 4.0)]
-    hist = client.get_metric_history(tracker.run_id, "robust_acc/pgd/eps_4")
+    hist = client.get_metric_history(tracker.run_id, naming.robust_acc_key("pgd", 4))
     assert [(h.step, h.value) for h in hist] == [(1, pgd4.robust_acc)]  # step = index of eps 4
-    assert client.get_metric_history(tracker.run_id, "asr/fgsm/eps_8")[0].step == 2
+    assert client.get_metric_history(tracker.run_id, naming.asr_key("fgsm", 8))[0].step == 2
     run = _run(tracker)
-    assert run.data.metrics["clean_acc"] == evaluation.clean_acc
-    statuses = {c.name: c.status for c in evaluation.sanity}
-    assert {k: v for k, v in run.data.tags.items() if k.startswith("advlab.sanity.")} == {
-        f"advlab.sanity.{name}": status for name, status in statuses.items()
-    }
-    assert run.data.tags["advlab.sanity"] in statuses.values()
+    # exactly the evaluation's metrics (evaluation_metrics: no NaN success rate), nothing else
+    assert run.data.metrics == evaluation_metrics(evaluation)
+    assert all(v == v for v in run.data.metrics.values())
+    # the checks' tags are the pipeline's, written once for the whole verdict
+    assert not naming.checks_from_tags(run.data.tags)
 
     # every file the evaluation wrote is in the run, byte for byte: PNGs under grids/, the rest
     # under results/, beside the MLflow table
     for path in evaluation.artifacts:
-        folder = "grids" if path.suffix == ".png" else "results"
+        folder = naming.GRIDS_DIR if path.suffix == ".png" else naming.RESULTS_DIR
         local = client.download_artifacts(
             tracker.run_id, f"{folder}/{path.name}", str(tmp_path / "dl" / folder)
         )
         assert Path(local).read_bytes() == path.read_bytes()
-    uploaded = {a.path for a in client.list_artifacts(tracker.run_id, "results")}
-    assert "results/robustness_table.json" in uploaded and "results/robustness.json" in uploaded
-    assert {a.path for a in client.list_artifacts(tracker.run_id, "grids")} == {
-        "grids/fgsm_eps_4.png",
-        "grids/pgd_eps_4.png",
+    uploaded = {a.path for a in client.list_artifacts(tracker.run_id, naming.RESULTS_DIR)}
+    assert {naming.ROBUSTNESS_TABLE, naming.ROBUSTNESS_JSON} <= uploaded
+    assert {a.path for a in client.list_artifacts(tracker.run_id, naming.GRIDS_DIR)} == {
+        f"{naming.GRIDS_DIR}/fgsm_eps_4.png",
+        f"{naming.GRIDS_DIR}/pgd_eps_4.png",
     }
 
 
@@ -249,10 +263,11 @@ def test_attach_artifact_to_finished_run(make_cfg, tmp_path):
         pass
     pdf = tmp_path / "quickstart.pdf"
     pdf.write_bytes(b"%PDF-1.4\n")
-    attach_artifact(tracker.run_id, pdf, "report", tracking_uri=tracker.tracking_uri)
+    folder = naming.REPORT_ARTIFACT_DIR
+    attach_artifact(tracker.run_id, pdf, folder, tracking_uri=tracker.tracking_uri)
     client = MlflowClient(tracker.tracking_uri)
-    assert [a.path for a in client.list_artifacts(tracker.run_id, "report")] == [
-        "report/quickstart.pdf"
+    assert [a.path for a in client.list_artifacts(tracker.run_id, folder)] == [
+        f"{folder}/quickstart.pdf"
     ]
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
 

@@ -3,7 +3,10 @@
 - :mod:`~advlab.tracking.store`: the tracking URI and artifact root, opening the store safely
   (SQLite file lock, retries), experiments, ending runs, attaching files to ended runs.
 - :mod:`~advlab.tracking.metadata`: what a run says about itself (params, run name, ``advlab.*``
-  tags, the sweep it belongs to); writes nothing.
+  tags, the facts of ``results/run_info.json``, the sweep it belongs to); writes nothing.
+- :mod:`~advlab.tracking.datasets`: the train/val/test splits as MLflow dataset inputs.
+- :mod:`~advlab.tracking.logged_model`: the trained model as an MLflow PyTorch model (LoggedModel).
+- :mod:`~advlab.tracking.summary`: the run's description (markdown) in the MLflow UI.
 - :mod:`~advlab.tracking.tracker`: :class:`Tracker`, one run from start to its terminal status.
 - :mod:`~advlab.tracking.signals`: SIGTERM raised as :class:`Terminated`, so runs end KILLED.
 - :mod:`~advlab.tracking.sources`: ``eval.transfer_from`` entries (paths or run ids) -> model files.
@@ -14,17 +17,14 @@
 Every MLflow write goes through this package: a run's by :class:`Tracker` (and
 :func:`attach_artifact` once it has ended, for the PDF report), a sweep's parent run by
 :mod:`advlab.sweep_callback` with the store functions here. mlflow is imported inside functions,
-so importing this package stays cheap.
+so importing this package stays cheap. Every recorded name (tag, metric, artifact path) comes
+from :mod:`advlab.naming`.
 """
 
-from advlab.tracking.liveness import KILLED_REASON_TAG, process_tags, reap_dead_runs
+from advlab.tracking.liveness import process_tags, reap_dead_runs
 from advlab.tracking.metadata import (
     ENV_PARENT_RUN_ID,
     ENV_SWEEP_ID,
-    ERROR_TAG,
-    RUN_DIR_TAG,
-    STOP_REASON_TAG,
-    SWEEP_FILE,
     command_line,
     derive_run_name,
     flatten_config,
@@ -51,13 +51,8 @@ from advlab.tracking.ui import serve_command, ui_link
 __all__ = [
     "ENV_PARENT_RUN_ID",
     "ENV_SWEEP_ID",
-    "ERROR_TAG",
-    "KILLED_REASON_TAG",
     "MAX_PARAM_VAL_LENGTH",
     "MAX_TAG_VAL_LENGTH",
-    "RUN_DIR_TAG",
-    "STOP_REASON_TAG",
-    "SWEEP_FILE",
     "Terminated",
     "Tracker",
     "attach_artifact",

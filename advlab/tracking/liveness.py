@@ -32,6 +32,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from advlab.naming import (
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    KILLED_REASON_TAG,
+    MLFLOW_PARENT_TAG,
+    PID_NAMESPACE_TAG,
+    PID_TAG,
+    PROCESS_START_TAG,
+)
 from advlab.tracking import store
 
 if TYPE_CHECKING:
@@ -40,13 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOST_TAG = "advlab.host"
-PID_TAG = "advlab.pid"
-PID_NAMESPACE_TAG = "advlab.pid_namespace"
-PROCESS_START_TAG = "advlab.process_start"
-HEARTBEAT_TAG = "advlab.heartbeat"
-KILLED_REASON_TAG = "advlab.killed_reason"
-_PARENT_TAG = "mlflow.parentRunId"
 _MAX_RUNS = 10000  # RUNNING runs read per open; a store has a handful
 
 
@@ -159,7 +161,7 @@ def reap_dead_runs(client: MlflowClient, stale_after_s: float | None) -> list[st
     runs = _running_runs(client)
     ages = {r.info.run_id: _heartbeat_age(r.data.tags, now) for r in runs}
     for run in runs:  # a sweep's parent lives as long as one of its running jobs does
-        parent, age = run.data.tags.get(_PARENT_TAG), ages[run.info.run_id]
+        parent, age = run.data.tags.get(MLFLOW_PARENT_TAG), ages[run.info.run_id]
         if parent in ages and age is not None:
             own = ages[parent]
             ages[parent] = age if own is None else min(own, age)

@@ -21,22 +21,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from advlab import __version__
+from advlab import __version__, naming
 from advlab.config import PROJECT_ROOT
 from advlab.naming import option_name
 from advlab.tracking.store import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, clean_key, truncate
 
 log = logging.getLogger(__name__)
 
-# Environment variables and file through which a sweep's parent run reaches its jobs
-# (set/written by advlab.sweep_callback.MlflowSweepCallback.on_multirun_start).
+# Environment variables through which a sweep's parent run reaches its jobs (set by
+# advlab.sweep_callback.MlflowSweepCallback.on_multirun_start, beside naming.SWEEP_FILE).
 ENV_PARENT_RUN_ID = "ADVLAB_SWEEP_PARENT_RUN_ID"
 ENV_SWEEP_ID = "ADVLAB_SWEEP_ID"
-SWEEP_FILE = "mlflow_sweep.json"
-
-RUN_DIR_TAG = "advlab.run_dir"  # where a run's files (model/model.pt, results/) live
-ERROR_TAG = "advlab.error"  # a FAILED run: the exception
-STOP_REASON_TAG = "advlab.stop_reason"  # a KILLED run: the signal or Ctrl-C that stopped it
 
 
 # ------------------------------------------------------------------------------------ params
@@ -118,14 +113,20 @@ def _short_float(x: float) -> str:
 
 
 def derive_run_name(cfg: DictConfig) -> str:
-    """``tracking.run_name`` or ``<data>-<model>-do<dropout>-wd<weight_decay>[-n<N>][-aug]...``.
+    """``<tracking.run_name>-s<seed>``, else ``<data>-<model>-do<dropout>-wd<wd>[...]-s<seed>``.
 
-    E.g. ``gender-course_cnn-do0.5-wd1e-4``; ``-n<N>`` when ``data.limit_train`` is set,
+    E.g. ``gender-course_cnn-do0.5-wd1e-4-s0``; ``-n<N>`` when ``data.limit_train`` is set,
     ``-flip``/``-shift<px>``/``-rot<deg>`` with augmentation, ``-at_<method>`` with adversarial
-    training, ``-noes`` without early stopping: runs of a sweep get names that tell them apart.
+    training, ``-noes`` without early stopping: runs of a sweep get names that tell them apart,
+    and the seeds of one setting differ by their last part only.
     """
+    seed = f"s{cfg.seed}"
     if cfg.tracking.get("run_name"):
-        return str(cfg.tracking.run_name)
+        return f"{cfg.tracking.run_name}-{seed}"
+    return "-".join([*_setting_parts(cfg), seed])
+
+
+def _setting_parts(cfg: DictConfig) -> list[str]:
     parts = [
         str(cfg.data.name),
         option_name(str(cfg.model._target_)),
@@ -140,7 +141,7 @@ def derive_run_name(cfg: DictConfig) -> str:
         parts.append(f"at_{method}")
     if not cfg.train.early_stopping.enabled:
         parts.append("noes")
-    return "-".join(parts)
+    return parts
 
 
 def _augment_parts(cfg: DictConfig) -> list[str]:
@@ -157,7 +158,7 @@ def overfitting_controls(cfg: DictConfig) -> str:
     """Overfitting controls in use, e.g. ``dropout=0.5,weight_decay=0.0001,early_stopping,augment``.
 
     ``train_size=<N>`` is added when ``data.limit_train`` caps the training set; ``none`` if no
-    control is in use. The value of the ``advlab.controls`` tag.
+    control is in use. The value of ``advlab.controls`` in ``results/run_info.json``.
     """
     out = []
     dropout = float(cfg.model.get("dropout", 0.0) or 0.0)
@@ -234,30 +235,41 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def run_tags(cfg: DictConfig, *, run_dir: Path) -> dict[str, str]:
-    """The ``advlab.*`` tags of a run (see docs/architecture.md)."""
+    """The ``advlab.*`` tags of a run: what users filter on in the MLflow UI (dataset, model,
+    adversarial training, seed) and where its files are. The descriptive facts are in
+    :func:`run_facts` (``results/run_info.json``)."""
+    tags = {
+        naming.DATASET_TAG: str(cfg.data.name),
+        naming.MODEL_TAG: option_name(str(cfg.model._target_)),
+        naming.ADVERSARIAL_TRAINING_TAG: str(cfg.train.adversarial.method),
+        naming.SEED_TAG: str(cfg.seed),
+        naming.RUN_DIR_TAG: str(run_dir),
+    }
+    return {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
+
+
+def run_facts(cfg: DictConfig) -> dict[str, str]:
+    """The descriptive facts of a run (:data:`advlab.naming.INFO_KEYS`): attacks, overfitting
+    controls, code and library versions, device, precision, the command and its overrides. The
+    payload of ``results/run_info.json``; readers use :func:`advlab.naming.run_info`."""
     commit, dirty = git_state()
     device, precision = _device_and_precision(cfg)
-    tags = {
-        "advlab.dataset": str(cfg.data.name),
-        "advlab.model": option_name(str(cfg.model._target_)),
-        "advlab.attacks": ",".join(str(a) for a in cfg.eval.attacks),
-        "advlab.controls": overfitting_controls(cfg),
-        "advlab.adversarial_training": str(cfg.train.adversarial.method),
-        "advlab.seed": str(cfg.seed),
-        "advlab.git_commit": commit,
-        "advlab.git_dirty": dirty,
-        "advlab.version": __version__,
-        "advlab.torch_version": _version("torch"),
-        "advlab.torchattacks_version": _version("torchattacks"),
-        "advlab.device": device,
-        "advlab.precision": precision,
-        "advlab.command": command_line(),
-        RUN_DIR_TAG: str(run_dir),
+    facts = {
+        naming.ATTACKS_INFO: ",".join(str(a) for a in cfg.eval.attacks),
+        naming.CONTROLS_INFO: overfitting_controls(cfg),
+        naming.GIT_COMMIT_INFO: commit,
+        naming.GIT_DIRTY_INFO: dirty,
+        naming.VERSION_INFO: __version__,
+        naming.TORCH_VERSION_INFO: _version("torch"),
+        naming.TORCHATTACKS_VERSION_INFO: _version("torchattacks"),
+        naming.DEVICE_INFO: device,
+        naming.PRECISION_INFO: precision,
+        naming.COMMAND_INFO: command_line(),
     }
     overrides = _hydra_task_overrides()
     if overrides is not None:
-        tags["advlab.overrides"] = shlex.join(overrides)
-    return {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
+        facts[naming.OVERRIDES_INFO] = shlex.join(overrides)
+    return facts
 
 
 def _hydra_task_overrides() -> list[str] | None:
@@ -277,7 +289,7 @@ def mlflow_context_tags() -> dict[str, str]:
     except Exception as err:  # context providers probe git/notebooks; never fail a run for them
         log.debug("mlflow context tags unavailable: %s", err)
         return {}
-    return {k: str(v) for k, v in tags.items() if k != "mlflow.runName"}
+    return {k: str(v) for k, v in tags.items() if k != naming.MLFLOW_RUN_NAME_TAG}
 
 
 # -------------------------------------------------------------------------------------- sweeps
@@ -299,7 +311,7 @@ def sweep_context() -> dict[str, str] | None:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
             sweep_dir = Path(str(hc.sweep.dir))
-            info_file = sweep_dir / SWEEP_FILE
+            info_file = sweep_dir / naming.SWEEP_FILE
             if info_file.is_file():
                 return json.loads(info_file.read_text())
             return {"sweep_id": sweep_id_from_dir(sweep_dir)}
@@ -315,10 +327,10 @@ def sweep_tags(experiment_id: str) -> dict[str, str]:
     sweep = sweep_context()
     if not sweep:
         return {}
-    tags = {"advlab.sweep": str(sweep["sweep_id"])}
+    tags = {naming.SWEEP_TAG: str(sweep["sweep_id"])}
     parent = sweep.get("parent_run_id")
     if parent and sweep.get("experiment_id") in (None, experiment_id):
-        tags["mlflow.parentRunId"] = str(parent)
+        tags[naming.MLFLOW_PARENT_TAG] = str(parent)
     elif parent:
         log.warning("sweep parent run %s is in another experiment; run not nested under it", parent)
     return tags

@@ -24,9 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
+from advlab.naming import (
+    ERROR_TAG,
+    HOST_TAG,
+    KILLED_REASON_TAG,
+    MLFLOW_RUN_FILE,
+    PID_TAG,
+    RESUMED_FROM_TAG,
+    STOP_REASON_TAG,
+)
 from advlab.tracking import store
-from advlab.tracking.liveness import HOST_TAG, KILLED_REASON_TAG, PID_TAG
-from advlab.tracking.metadata import ERROR_TAG, STOP_REASON_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -34,9 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "mlflow_run.json"  # in every tracked run's directory
-RESUMED_FROM_TAG = "advlab.resumed_from"  # the checkpoint the last segment started from
-RESUME_CHANGES_TAG = "advlab.resumed_changes"  # params whose value the resumed config changed
 _END_TAGS = (KILLED_REASON_TAG, ERROR_TAG, STOP_REASON_TAG)  # why the last segment ended
 
 
@@ -54,7 +58,7 @@ class Resumed:
 
 def write_run_file(run_dir: Path, info: Mapping[str, str]) -> Path:
     """Record ``info`` (run id, experiment id and name, tracking URI) in ``run_dir``."""
-    return atomic_write_text(Path(run_dir) / RUN_FILE, json.dumps(dict(info), indent=2))
+    return atomic_write_text(Path(run_dir) / MLFLOW_RUN_FILE, json.dumps(dict(info), indent=2))
 
 
 def _checkpoint_and_run_file(resume: Any) -> tuple[Path, Path]:
@@ -64,7 +68,7 @@ def _checkpoint_and_run_file(resume: Any) -> tuple[Path, Path]:
     checkpoint = resolve_resume(resume)  # ConfigError when there is none
     folder = checkpoint.parent
     run_dir = folder.parent if checkpoint_dir(folder.parent) == folder else folder
-    return checkpoint, run_dir / RUN_FILE
+    return checkpoint, run_dir / MLFLOW_RUN_FILE
 
 
 def _check_resumable(client: MlflowClient, run: Run, resume: Any, experiment: str) -> None:
@@ -142,3 +146,16 @@ def reopen(client: MlflowClient, run: Run, checkpoint: Path, tags: Mapping[str, 
 def changed_params(values: Mapping[str, str], logged: Mapping[str, str]) -> dict[str, list[str]]:
     """``{key: [logged value, new value]}`` for the params a resumed config changed."""
     return {k: [logged[k], v] for k, v in values.items() if k in logged and logged[k] != v}
+
+
+def new_params(
+    resumed: Resumed, values: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The params of ``values`` the resumed run does not hold yet (now recorded as held), and
+    every param the resumed config changed so far, ``{key: [logged, now]}`` (empty: none)."""
+    changed = changed_params(values, resumed.params)
+    if changed:
+        resumed.changed.update(changed)
+    new = {k: v for k, v in values.items() if k not in resumed.params}
+    resumed.params.update(new)
+    return new, dict(resumed.changed) if changed else {}

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from advlab.config import PROJECT_ROOT
 from advlab.errors import ConfigError
-from advlab.tracking.metadata import RUN_DIR_TAG
-from advlab.tracking.store import open_client
+from advlab.naming import MODEL_ARTIFACT, MODEL_FILE, RUN_DIR_TAG
+from advlab.tracking.store import read_client
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # how MLflow spells a run id
-MODEL_ARTIFACT = "model/model.pt"  # where advlab logs the trained model of a run
 
 
 def resolve_checkpoint(
@@ -36,7 +35,7 @@ def resolve_checkpoint(
     if path.is_file():
         return path
     if path.is_dir():
-        for candidate in (path / MODEL_ARTIFACT, path / "model.pt"):
+        for candidate in (path / MODEL_ARTIFACT, path / MODEL_FILE):
             if candidate.is_file():
                 return candidate
         raise ConfigError(
@@ -56,7 +55,7 @@ def _checkpoint_of_run(run_id: str, tracking_uri: str, download_dir: Path | None
     directory is on this machine, else its ``model/model.pt`` artifact, downloaded."""
     from mlflow.exceptions import MlflowException
 
-    client = open_client(tracking_uri)
+    client = read_client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:

@@ -23,21 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from advlab import naming
 from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
-from advlab.naming import (
-    CLEAN_ACC,
-    asr_key,
-    escalation_flips_key,
-    escalation_points_key,
-    format_eps,
-    robust_acc_key,
-)
+from advlab.naming import ERROR_TAG, RESUMED_CHANGES_TAG, STOP_REASON_TAG, format_eps
 from advlab.tracking import store
 from advlab.tracking.liveness import heartbeat, process_tags, reap_dead_runs
 from advlab.tracking.metadata import (
-    ERROR_TAG,
-    STOP_REASON_TAG,
     derive_run_name,
     flatten_config,
     mlflow_context_tags,
@@ -47,9 +39,8 @@ from advlab.tracking.metadata import (
     typed_config_json,
 )
 from advlab.tracking.resume import (
-    RESUME_CHANGES_TAG,
     Resumed,
-    changed_params,
+    new_params,
     reopen,
     run_to_resume,
     write_run_file,
@@ -61,8 +52,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
-
-_SANITY_ORDER = {"pass": 0, "warn": 1, "fail": 2}  # worst last; an unknown status is worse still
 
 
 class Tracker:
@@ -87,6 +76,8 @@ class Tracker:
         self.tracking_uri: str | None = None
         self.experiment_id: str | None = None
         self.in_sweep = False  # a job of a Hydra multirun (tag advlab.sweep)
+        self.model_id: str | None = None  # the run's MLflow LoggedModel, once logged
+        self._test_dataset: Any = None  # the test split's MLflow Dataset: metrics link to it
         self._resumed: Resumed | None = None  # the run train.resume continues, if any
         self._client: MlflowClient | None = None
         self._prev_sigterm: Any = None
@@ -111,16 +102,14 @@ class Tracker:
         )
         self.experiment_id = store.ensure_experiment(client, self.experiment_name, artifact_root)
         self._start_run(client, self.experiment_id, to_resume)
-        log.info(
-            "MLflow run %s (%s) in experiment %r at %s",
-            self.run_name,
-            self.run_id,
-            self.experiment_name,
-            self.tracking_uri,
-        )
+        where = (self.run_name, self.run_id, self.experiment_name, self.tracking_uri)
+        log.info("MLflow run %s (%s) in experiment %r at %s", *where)
         self._prev_sigterm = sigterm_raises()
         try:
-            self._record_in_run_dir()
+            # The run a later train.resume of this directory continues.
+            info = {"run_id": self.run_id, "experiment_id": self.experiment_id}
+            info.update(experiment=self.experiment_name, tracking_uri=str(self.tracking_uri))
+            write_run_file(self.run_dir, info)
             self._log_config()
         except BaseException as err:
             self._restore_sigterm()
@@ -146,18 +135,7 @@ class Tracker:
         else:
             self._resumed = reopen(client, *to_resume, tags)
             self.run_id, self.run_name = self._resumed.run_id, self._resumed.run_name
-        self.in_sweep = "advlab.sweep" in tags
-
-    def _record_in_run_dir(self) -> None:
-        """``<run dir>/mlflow_run.json``: the run a later ``train.resume`` of this directory
-        continues."""
-        info = {
-            "run_id": self.run_id,
-            "experiment_id": self.experiment_id,
-            "experiment": self.experiment_name,
-            "tracking_uri": self.tracking_uri,
-        }
-        write_run_file(self.run_dir, info)
+        self.in_sweep = naming.SWEEP_TAG in tags
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -212,11 +190,13 @@ class Tracker:
     def _log_config(self) -> None:
         """The config as params, as ``config/config.json`` (typed) and Hydra's ``hydra/`` files."""
         self.log_params(flatten_config(self.cfg))
-        config_json = atomic_write_text(self.run_dir / "config.json", typed_config_json(self.cfg))
-        self.log_artifact(config_json, "config")
+        config_json = atomic_write_text(
+            self.run_dir / naming.CONFIG_FILE, typed_config_json(self.cfg)
+        )
+        self.log_artifact(config_json, naming.CONFIG_DIR)
         hydra_dir = self.run_dir / ".hydra"
         if hydra_dir.is_dir():
-            self.log_artifact(hydra_dir, "hydra")
+            self.log_artifact(hydra_dir, naming.HYDRA_DIR)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log extra params (values become strings, truncated to MLflow's limit)."""
@@ -229,23 +209,14 @@ class Tracker:
             store.clean_key(k): store.truncate(param_value(v), limit) for k, v in params.items()
         }
         if self._resumed is not None:
-            values = self._resumed_params(values)
+            # MLflow params cannot change: changed values go to the tag advlab.resumed_changes.
+            values, changed = new_params(self._resumed, values)
+            if changed:
+                log.info(
+                    "resumed run %s: params changed since it started: %s", self.run_id, changed
+                )
+                self.set_tags({RESUMED_CHANGES_TAG: json.dumps(changed, sort_keys=True)})
         self._log_batch("log params", params=[Param(k, v) for k, v in values.items()])
-
-    def _resumed_params(self, values: dict[str, str]) -> dict[str, str]:
-        """The params of ``values`` a resumed run does not hold yet. MLflow params cannot change,
-        so the values the resumed config changed (``train.resume`` itself, ``train.epochs``, ...)
-        go to the tag ``advlab.resumed_changes`` as ``{key: [logged, now]}``."""
-        resumed = self._resumed
-        assert resumed is not None
-        changed = changed_params(values, resumed.params)
-        if changed:
-            resumed.changed.update(changed)
-            log.info("resumed run %s: params changed since it started: %s", self.run_id, changed)
-            self.set_tags({RESUME_CHANGES_TAG: json.dumps(resumed.changed, sort_keys=True)})
-        new = {k: v for k, v in values.items() if k not in resumed.params}
-        resumed.params.update(new)
-        return new
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (or overwrite) run tags, e.g. ``{'advlab.device': 'cuda'}``."""
@@ -313,42 +284,74 @@ class Tracker:
         assert self.run_id is not None
         store.upload(client, self.run_id, path, artifact_path)
 
-    def log_evaluation(self, evaluation: Any, eps_grid: Sequence[float]) -> None:
-        """Robustness metrics, sanity tags and the files of an ``Evaluation``.
+    def log_datasets(self, data: Any, cfg_data: DictConfig, cache_dir: Path) -> None:
+        """The train, validation and test splits as the run's dataset inputs (see
+        :mod:`~advlab.tracking.datasets`); the evaluation's metrics then link to the test one."""
+        client = self._active()
+        if client is None:
+            return
+        from advlab.tracking.datasets import dataset_inputs
 
-        Metrics: ``clean_acc`` (step 0) and, for each row of ``evaluation.table``,
-        ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>``, and for each row of
-        ``evaluation.escalation``, ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>``,
-        with step = index of eps in ``eps_grid`` (1/255 units, ``eval.eps``), so MLflow's chart
-        draws the eps curve.
-        Tags ``advlab.sanity`` (worst status) and ``advlab.sanity.<check>``. Artifacts: an MLflow
-        table ``results/robustness_table.json`` and the files the evaluation wrote
-        (``evaluation.artifacts``: robustness.csv/.json, per_class.csv, confusion.json,
-        sanity.json, ...) as they are on disk, PNGs under ``grids/``, the rest under ``results/``.
+        inputs = dataset_inputs(data, cfg_data, cache_dir)
+        test = inputs.get("test")
+        self._test_dataset = None if test is None else test.dataset
+        batch = list(inputs.values())
+        store.retry(lambda: client.log_inputs(self.run_id, datasets=batch), what="log inputs")
+
+    def log_model(self, model: Any, data: Any) -> None:
+        """The trained model as the run's MLflow PyTorch model (a LoggedModel, see
+        :mod:`~advlab.tracking.logged_model`); the evaluation's metrics then link to it."""
+        client = self._active()
+        if client is None:
+            return
+        from advlab.tracking.logged_model import log_pytorch_model
+
+        assert self.run_id is not None
+        self.model_id = log_pytorch_model(model, data, client=client, run_id=self.run_id)
+
+    def log_evaluation(self, evaluation: Any, eps_grid: Sequence[float]) -> None:
+        """The evaluation's metrics, its robustness table and the files it wrote.
+
+        Metrics: :func:`advlab.attacks.evaluate.evaluation_metrics` (``clean_acc`` at step 0,
+        ``robust_acc/<attack>/eps_<e>``, ``asr/...`` and ``escalation/...`` at step = index of
+        eps in ``eps_grid``, so MLflow's chart draws the eps curve), linked to the run's logged
+        model and test dataset when those were logged. Artifacts: an MLflow table
+        ``results/robustness_table.json`` and ``evaluation.artifacts`` as they are on disk, PNGs
+        under ``grids/``, the rest under ``results/``. The checks' tags are the pipeline's.
         """
         client = self._active()
         if client is None:
             return
-        metrics = _metric_list({CLEAN_ACC: evaluation.clean_acc}, 0)
-        for row in evaluation.table.itertuples(index=False):
-            attack, eps = str(row.attack), float(row.eps)
-            metrics += _metric_list(
-                {robust_acc_key(attack, eps): row.robust_acc, asr_key(attack, eps): row.asr},
-                _eps_step(eps, eps_grid),
-            )
-        for row in evaluation.escalation.itertuples(index=False):
-            counts = {
-                escalation_points_key(row.eps): row.points,
-                escalation_flips_key(row.eps): row.flips,
-            }
-            metrics += _metric_list(counts, _eps_step(float(row.eps), eps_grid))
+        from advlab.attacks.evaluate import evaluation_metrics
+
+        ds = self._test_dataset
+        link = {"model_id": self.model_id, "dataset": None if ds is None else (ds.name, ds.digest)}
+        metrics = [
+            metric
+            for key, value in evaluation_metrics(evaluation).items()
+            for metric in _metric_list({key: value}, _eps_step(key, eps_grid), **link)
+        ]
         self._log_batch("log robustness", metrics=metrics)
-        self.set_tags(_sanity_tags(evaluation.sanity))
-        table, table_path = evaluation.table, "results/robustness_table.json"
+        table, table_path = evaluation.table, naming.ROBUSTNESS_TABLE
         store.retry(lambda: client.log_table(self.run_id, table, table_path), what="log table")
         for path in evaluation.artifacts:
             path = Path(path)
-            self.log_artifact(path, "grids" if path.suffix.lower() == ".png" else "results")
+            is_grid = path.suffix.lower() == ".png"
+            self.log_artifact(path, naming.GRIDS_DIR if is_grid else naming.RESULTS_DIR)
+
+    def set_description(self, markdown: str) -> None:
+        """The run's description in the MLflow UI (tag ``mlflow.note.content``), and its logged
+        model's, so the model's page says what it was measured to do."""
+        self.set_tags({naming.MLFLOW_NOTE_TAG: markdown})
+        client = self._active()
+        if client is not None and self.model_id is not None:
+            note = {naming.MLFLOW_NOTE_TAG: markdown}
+            store.retry(lambda: client.set_logged_model_tags(self.model_id, note), what="tag")
+
+    def log_run_info(self, facts: Mapping[str, str]) -> None:
+        """``results/run_info.json`` (facts :data:`advlab.naming.INFO_KEYS`), run dir + artifact."""
+        path = atomic_write_text(self.run_dir / naming.RUN_INFO_JSON, json.dumps(dict(facts)))
+        self.log_artifact(path, naming.RESULTS_DIR)
 
 
 def _heartbeat() -> list:
@@ -357,9 +360,17 @@ def _heartbeat() -> list:
     return [RunTag(k, v) for k, v in heartbeat().items()]
 
 
-def _metric_list(metrics: Mapping[str, Any], step: int) -> list:
+def _metric_list(
+    metrics: Mapping[str, Any],
+    step: int,
+    *,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
+) -> list:
+    """MLflow metrics at ``step``, linked to a logged model and a (name, digest) dataset."""
     from mlflow.entities import Metric
 
+    name, digest = dataset or (None, None)
     ts = int(time.time() * 1000)
     out = []
     for key, value in metrics.items():
@@ -368,23 +379,35 @@ def _metric_list(metrics: Mapping[str, Any], step: int) -> list:
         except (TypeError, ValueError):
             log.warning("metric %r=%r is not a number; not logged", key, value)
             continue
-        out.append(Metric(store.clean_key(key), v, ts, int(step)))
+        out.append(
+            Metric(
+                store.clean_key(key),
+                v,
+                ts,
+                int(step),
+                model_id=model_id,
+                dataset_name=name,
+                dataset_digest=digest,
+            )
+        )
     return out
 
 
-def _eps_step(eps: float, eps_grid: Sequence[float]) -> int:
+def _eps_step(key: str, eps_grid: Sequence[float]) -> int:
+    """The step of metric ``key``: the index in ``eps_grid`` of its eps (0: no eps in its name)."""
+    parsed = naming.parse_eps_metric(key)
+    if parsed is not None:
+        eps = parsed[2]
+    else:
+        by_key = {
+            name(e): float(e)
+            for e in eps_grid
+            for name in (naming.escalation_points_key, naming.escalation_flips_key)
+        }
+        if key not in by_key:
+            return 0
+        eps = by_key[key]
     for i, e in enumerate(eps_grid):
-        if math.isclose(float(e), float(eps), rel_tol=1e-9, abs_tol=1e-9):
+        if math.isclose(float(e), eps, rel_tol=1e-9, abs_tol=1e-9):
             return i
-    raise ConfigError(
-        f"eps {format_eps(eps)} of the evaluation table is not in eval.eps {list(eps_grid)}"
-    )
-
-
-def _sanity_tags(checks: Sequence[Any]) -> dict[str, str]:
-    """``advlab.sanity`` (the worst status) and ``advlab.sanity.<name>`` per sanity check."""
-    if not checks:
-        return {}
-    statuses = {str(c.name): str(c.status) for c in checks}
-    worst = max(statuses.values(), key=lambda s: _SANITY_ORDER.get(s, len(_SANITY_ORDER)))
-    return {"advlab.sanity": worst, **{f"advlab.sanity.{n}": s for n, s in statuses.items()}}
+    raise ConfigError(f"eps {format_eps(eps)} of metric {key} is not in eval.eps {list(eps_grid)}")
