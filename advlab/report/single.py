@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from advlab import naming
-from advlab.report import audit, data, figures
+from advlab.report import audit, data, facts, figures
 from advlab.report.blocks import WARN, Story
 from advlab.report.data import Focus, RunData
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_int, fmt_pct
 from advlab.report.seeds import SeedGroup
-from advlab.report.summary import MISSING, attack_label, fmt_eps, fmt_int, fmt_pct, run_sentences
+from advlab.report.summary import run_sentences
 
 CURVES_CAPTION = (
     "Solid: training, dashed: validation. Dotted line: the best epoch (its weights "
@@ -35,7 +36,7 @@ def build(story: Story, run: RunData, focus: Focus) -> None:
     story.h1("Summary")
     story.bullets(run_story(run, focus) or ["No numbers to summarise."])
     story.h1("Setup")
-    story.table([[k, v] for k, v in data.setup_facts(run).items()], [0.28, 0.72], header=False)
+    story.table([[k, v] for k, v in facts.setup_facts(run).items()], [0.28, 0.72], header=False)
     story.h1("Learning curves")
     if run.history.empty:
         story.para(f"No per-epoch metrics were logged (run {run.status}).", "note")
@@ -142,10 +143,10 @@ def sanity_table(story: Story, run: RunData) -> None:
 def curves_caption(runs: Sequence[RunData]) -> str:
     """:data:`CURVES_CAPTION`, plus what the robust validation curves and the catastrophic-
     overfitting marks mean when any of ``runs`` has both FGSM and PGD validation accuracy."""
-    robust = [r for r in runs if figures.has_robust_validation(r)]
+    robust = [r for r in runs if data.has_robust_validation(r)]
     if not robust:
         return CURVES_CAPTION
-    marked = sum(len(figures.catastrophic_marks(r)) for r in robust)
+    marked = sum(len(data.catastrophic_epochs(r)) for r in robust)
     found = (
         f"{marked} such epoch(s) marked."
         if marked

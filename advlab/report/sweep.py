@@ -16,21 +16,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from advlab.config import PerRun
-from advlab.report import data, figures, seeds, single
+from advlab.report import data, facts, figures, seeds, single, sweep_figures
 from advlab.report.blocks import FAILED_VERDICT, Story
 from advlab.report.data import Focus, RunData
-from advlab.report.seeds import SeedGroup
-from advlab.report.summary import (
-    MISSING,
-    attack_label,
-    fmt_eps,
-    fmt_num,
-    fmt_spread,
-    over_seeds,
-    sweep_sanity_sentences,
-    sweep_sentences,
-    within_spread,
-)
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_num, fmt_spread, over_seeds
+from advlab.report.seeds import SeedGroup, within_spread
+from advlab.report.summary import sweep_sanity_sentences, sweep_sentences
 
 CURVES_PER_FIGURE = 8  # settings per learning-curve small-multiples figure (one page)
 BAND_LINES = 4  # robustness figures draw uncertainty bands up to this many lines (readability)
@@ -75,7 +66,7 @@ def summary(
     story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], focus: Focus
 ) -> None:
     story.h1("Summary")
-    left_out = data.left_out_sentence(runs)
+    left_out = facts.left_out_sentence(runs)
     lines = [left_out] if left_out else []
     kept = seeds.compared(groups)
     if kept:
@@ -99,8 +90,8 @@ def summary(
 def setup(story: Story, runs: Sequence[RunData]) -> None:
     """What all runs share is said once; the table shows only what differs between runs."""
     story.h1("Setup")
-    facts = [data.setup_facts(run) for run in runs]
-    shared, differ = data.shared_and_differing(facts)
+    facts = [facts.setup_facts(run) for run in runs]
+    shared, differ = facts.shared_and_differing(facts)
     if shared:
         story.para("Shared by all runs:")
         story.table([[k, facts[0][k]] for k in shared], [0.28, 0.72], header=False)
@@ -259,7 +250,7 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
         )
         + "."
     )
-    left_out = data.left_out_sentence(runs)
+    left_out = facts.left_out_sentence(runs)
     if left_out:
         story.para(left_out, "note")
     table = seeds.group_table(groups, focus)  # every setting: the table lists them all
@@ -273,7 +264,9 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
         _sweep_figures(story, finished, run_rows, knobs, focus, panels, robust_title)
     elif not knobs and run_rows["clean_acc"].notna().sum() >= 2:
         story.figure(  # only the seed varies: the seeds side by side
-            figures.sweep_bars(run_rows[run_rows["clean_acc"].notna()], x="seed", panels=panels),
+            sweep_figures.sweep_bars(
+                run_rows[run_rows["clean_acc"].notna()], x="seed", panels=panels
+            ),
             "One bar per seed: the spread a single run's numbers carry.",
         )
     elif not seeds.pooled(groups):
@@ -393,7 +386,7 @@ def _sweep_figures(
         y, x = axes
         averaged = [p for p in focus.swept if p not in axes and not (pooled and p == "seed")]
         story.figure(
-            figures.sweep_heatmaps(finished, x=x, y=y, panels=panels),
+            sweep_figures.sweep_heatmaps(finished, x=x, y=y, panels=panels),
             f"Mean over the runs with each pair of values of {y} (rows) and {x} (columns)"
             + (f", averaged over {', '.join(averaged)}" if averaged else "")
             + "."
@@ -401,13 +394,15 @@ def _sweep_figures(
         )
     else:
         story.figure(
-            figures.sweep_bars(run_rows[run_rows["clean_acc"].notna()], x=axes[0], panels=panels),
+            sweep_figures.sweep_bars(
+                run_rows[run_rows["clean_acc"].notna()], x=axes[0], panels=panels
+            ),
             f"Mean per value of {axes[0]}."
             + (" Error bars: ± one std over the seeds." if pooled else ""),
         )
     if robust_title:
         story.figure(
-            figures.clean_vs_robust(
+            sweep_figures.clean_vs_robust(
                 finished,
                 hue=axes[0],
                 style=axes[1] if len(axes) > 1 else None,
@@ -475,6 +470,6 @@ def run_details(
         )
     for run in picks:
         prefix = f"{run.name}: "
-        single.grids(story, data.headline_grids(run, focus.attack), story.h2, prefix)
+        single.grids(story, data.grids_of(run, focus.attack), story.h2, prefix)
         single.per_class(story, run, story.h2, prefix)
         single.confusion(story, run, focus, story.h2, prefix)
