@@ -289,35 +289,46 @@ class Headline:
     eps: float | None
     worst: float | None  # worst-case robust accuracy at ``eps``
     robust_n: float | None
-    attacks: list[str]  # the attacks the worst case is over
+    attacks: list[str]  # the attacks the worst case is over (one: that attack alone)
     halving_eps: float | None  # None: accuracy never halves on the eps grid
     largest_eps: float | None
 
 
+def headline_attack(runs: Sequence[RunData]) -> str | None:
+    """The worst case when the runs logged it; else (runs of a release that did not) the attack
+    :func:`quoted_attack` picks."""
+    if any(naming.WORST_CASE in r.attacks for r in runs):
+        return naming.WORST_CASE
+    return quoted_attack(runs)
+
+
 def headline(run: RunData, eps: float | None) -> Headline:
     """The :class:`Headline` of ``run`` at ``eps`` (see :func:`headline_eps`)."""
-    row = run.robust(naming.WORST_CASE, eps) if eps is not None else None
+    attack = headline_attack([run])
+    row = run.robust(attack, eps) if eps is not None and attack is not None else None
     worst = None if row is None else _number(row["robust_acc"])
     n = None if row is None else _number(row["n"])
+    attacks = [a for a in run.attacks if a != naming.WORST_CASE]
     return Headline(
         clean_acc=run.clean_acc,
         clean_n=run.clean_n,
         eps=eps,
         worst=worst,
         robust_n=n if n is not None else run.robust_n,
-        attacks=[a for a in run.attacks if a != naming.WORST_CASE],
-        halving_eps=halving_eps(run),
+        attacks=attacks if attack == naming.WORST_CASE else [str(attack)],
+        halving_eps=halving_eps(run, attack),
         largest_eps=run.eps_grid[-1] if run.eps_grid else None,
     )
 
 
-def halving_eps(run: RunData) -> float | None:
-    """Smallest eps > 0 at which the worst case falls below half of the clean accuracy."""
+def halving_eps(run: RunData, attack: str | None = naming.WORST_CASE) -> float | None:
+    """Smallest eps > 0 at which ``attack`` (the worst case) leaves under half the clean
+    accuracy."""
     clean = run.clean_acc
     table = run.robustness
     if clean is None or table.empty:
         return None
-    worst = table[(table["attack"] == naming.WORST_CASE) & (table["eps"] > 0)]
+    worst = table[(table["attack"] == attack) & (table["eps"] > 0)]
     hits = worst[worst["robust_acc"] < 0.5 * clean]
     return None if hits.empty else float(hits["eps"].min())
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
@@ -24,7 +25,7 @@ from advlab.report import data, facts, figures, seeds
 from advlab.report.blocks import Story
 from advlab.report.cover import verdict_banner
 from advlab.report.data import Focus, ReportData, RunData
-from advlab.report.format import fmt_eps, fmt_spread
+from advlab.report.format import attack_label, fmt_eps, fmt_spread
 from advlab.report.seeds import SeedGroup
 from advlab.report.summary import headline_sentence, sweep_sentences
 
@@ -83,13 +84,13 @@ def sweep_runs(story: Story, report: ReportData, focus: Focus) -> None:
     """The first page of a many-run report: the comparison by the worst case."""
     title(story, report)
     story.banner(verdict_banner(report.runs))
-    worst = Focus(naming.WORST_CASE, focus.eps, focus.swept)
+    worst = Focus(data.headline_attack(report.runs), focus.eps, focus.swept)
     groups = seeds.compared(seeds.group_runs(report.runs, worst))
     table = seeds.group_table(groups, worst)
     knobs = [p for p in focus.swept if p != "seed"]
-    lines = sweep_sentences(table, params=knobs[:2], attack=naming.WORST_CASE, eps=focus.eps)
+    lines = sweep_sentences(table, params=knobs[:2], attack=worst.attack, eps=focus.eps)
     story.bullets(lines[:4])
-    _comparison_table(story, table, groups, focus)
+    _comparison_table(story, table, groups, worst)
     attacked = [g for g in groups if not g.robustness.empty]
     if attacked:
         story.figure(
@@ -104,18 +105,15 @@ def sweep_runs(story: Story, report: ReportData, focus: Focus) -> None:
 
 
 def _comparison_table(
-    story: Story, table, groups: Sequence[SeedGroup], focus: Focus
-) -> None:  # table: seeds.group_table
-    if table.empty or focus.eps is None:
+    story: Story, table: pd.DataFrame, groups: Sequence[SeedGroup], focus: Focus
+) -> None:
+    """The settings (``table``: :func:`seeds.group_table`) ranked by the headline."""
+    if table.empty or focus.eps is None or focus.attack is None:
         return
     pooled = seeds.pooled(groups)
     ranked = table.sort_values("robust", ascending=False, na_position="last")
-    head = [
-        "setting" if pooled else "run",
-        "seeds",
-        "clean acc",
-        f"worst case at {fmt_eps(focus.eps)}",
-    ]
+    quoted = f"{attack_label(focus.attack)} at {fmt_eps(focus.eps)}"
+    head = ["setting" if pooled else "run", "seeds", "clean acc", quoted]
     rows: list[list[object]] = [head]
     for _, row in ranked.head(SETTINGS_SHOWN).iterrows():
         rows.append(
@@ -131,7 +129,7 @@ def _comparison_table(
     extra = f" {more} more in the Sweep section." if more > 0 else ""
     spread = " mean ± std over seeds;" if pooled else ""
     story.para(
-        f"Settings ranked by worst-case robust accuracy at {fmt_eps(focus.eps)};{spread} runs "
+        f"Settings ranked by {quoted} robust accuracy;{spread} runs "
         f"whose verdict is fail are not compared.{extra}",
         "caption",
     )

@@ -139,8 +139,7 @@ def _leave_out_unfinished(found: list, experiment: str) -> tuple[list, dict[str,
         )
         last = f"; the latest: {' '.join(why.split())[:200]}" if why else ""
         raise ReportError(
-            f"MLflow experiment {experiment!r} has no run to report: all {len(found)} "
-            f"{'is' if len(found) == 1 else 'are'} {counts}{last}"
+            f"MLflow experiment {experiment!r} has no finished run to report ({counts}){last}"
         )
     return kept, left_out
 

@@ -40,7 +40,10 @@ def headline_sentence(head: Headline) -> str:
     if head.worst is None or head.eps is None:
         return text + "; no attack was evaluated."
     robust_n = f" of {fmt_int(head.robust_n)} attacked images" if head.robust_n is not None else ""
-    over = f"the worst case of {attack_list(head.attacks)}" if head.attacks else "the worst case"
+    if len(head.attacks) == 1:
+        over = attack_label(head.attacks[0])
+    else:
+        over = f"the worst case of {attack_list(head.attacks)}" if head.attacks else "attack"
     text += f"; under {over} at eps {fmt_eps(head.eps)} it keeps {fmt_pct(head.worst)}{robust_n}"
     if head.halving_eps is not None:
         return text + f", and its accuracy halves at eps {fmt_eps(head.halving_eps)}."

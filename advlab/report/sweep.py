@@ -90,17 +90,17 @@ def summary(
 def setup(story: Story, runs: Sequence[RunData]) -> None:
     """What all runs share is said once; the table shows only what differs between runs."""
     story.h1("Setup")
-    facts = [facts.setup_facts(run) for run in runs]
-    shared, differ = facts.shared_and_differing(facts)
+    per_run = [facts.setup_facts(run) for run in runs]
+    shared, differ = facts.shared_and_differing(per_run)
     if shared:
         story.para("Shared by all runs:")
-        story.table([[k, facts[0][k]] for k in shared], [0.28, 0.72], header=False)
+        story.table([[k, per_run[0][k]] for k in shared], [0.28, 0.72], header=False)
     if differ:
         story.para("Differences between runs:")
         total = sum(_SETUP_WIDTHS.get(k, 0.8) for k in differ)
         widths = [0.26] + [0.74 * _SETUP_WIDTHS.get(k, 0.8) / total for k in differ]
         rows: list[list[object]] = [["run", *differ]]
-        rows += [[run.name, *(f[k] for k in differ)] for run, f in zip(runs, facts, strict=True)]
+        rows += [[run.name, *(f[k] for k in differ)] for run, f in zip(runs, per_run, strict=True)]
         story.table(rows, widths)
 
 
