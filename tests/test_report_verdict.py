@@ -34,7 +34,7 @@ FAIL_REASON = "catastrophic_overfitting: PGD validation accuracy collapsed in ep
 WARN_REASON = "clean_above_chance: clean accuracy 55.0% is barely above chance"
 # A collapse in epoch 3: PGD validation accuracy 35% -> 2% while FGSM's rises 45% -> 80%.
 COLLAPSING = {
-    "val_acc": [0.50, 0.60, 0.70, 0.72],
+    naming.VAL_ACC: [0.50, 0.60, 0.70, 0.72],
     naming.VAL_FGSM_ACC: [0.40, 0.45, 0.80, 0.90],
     naming.VAL_PGD_ACC: [0.30, 0.35, 0.02, 0.01],
 }

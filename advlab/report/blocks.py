@@ -38,6 +38,9 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from advlab.verdict import FAIL, PASS
+from advlab.verdict import WARN as WARN_STATUS
+
 PAGE_W, PAGE_H = A4
 MARGIN = 16 * mm
 TEXT_W = PAGE_W - 2 * MARGIN
@@ -53,9 +56,9 @@ NOT_FINISHED = colors.HexColor("#fbe9e7")  # row background: a run that did not 
 FAILED_VERDICT = colors.HexColor("#f5c6cb")  # row background: a run whose verdict is fail
 # Banner (background, text) per verdict: red fail, amber warn, green pass; grey when not recorded.
 VERDICT_COLOURS = {
-    "fail": (colors.HexColor("#c62828"), colors.white),
-    "warn": (colors.HexColor("#f2a900"), colors.HexColor("#1a1a1a")),
-    "pass": (colors.HexColor("#2e7d32"), colors.white),
+    FAIL: (colors.HexColor("#c62828"), colors.white),
+    WARN_STATUS: (colors.HexColor("#f2a900"), colors.HexColor("#1a1a1a")),
+    PASS: (colors.HexColor("#2e7d32"), colors.white),
 }
 UNKNOWN_VERDICT_COLOURS = (colors.HexColor("#6b6b6b"), colors.white)
 

@@ -20,11 +20,18 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from advlab import naming
 from advlab.report import data
 from advlab.report.data import RunData
-from advlab.report.format import attack_label, fmt_eps, fmt_num, fmt_pct, setting_sort_key
+from advlab.report.format import attack_label, fmt_num, setting_sort_key
 from advlab.report.seeds import SeedGroup
 
 WIDTH = 7.0  # inches: the A4 text column at 100% zoom
 _TRAIN, _VAL = "#1f77b4", "#d62728"
+# (split, panel) -> the per-epoch metric drawn
+_CURVES = {
+    ("train", "loss"): naming.TRAIN_LOSS,
+    ("val", "loss"): naming.VAL_LOSS,
+    ("train", "acc"): naming.TRAIN_ACC,
+    ("val", "acc"): naming.VAL_ACC,
+}
 
 
 @contextmanager
@@ -45,7 +52,7 @@ def _curve_panels(run: RunData, ax_loss, ax_acc, *, compact: bool) -> None:
     stopped = run.metric(naming.STOPPED_EPOCH)
     for ax, metric, title in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
         for split, color, style in (("train", _TRAIN, "-"), ("val", _VAL, "--")):
-            column = f"{split}_{metric}"
+            column = _CURVES[(split, metric)]
             if column in hist and hist[column].notna().any():
                 sns.lineplot(
                     x=hist["epoch"],
@@ -218,14 +225,23 @@ def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figur
     return fig
 
 
+def _val_label(robust: bool) -> str:
+    return "validation (clean)" if robust else "validation"
+
+
 def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
     """Mean ± std over ``runs`` (seeds) per epoch; a dotted line at each run's best epoch."""
     long = pd.concat([r.history.assign(run=r.run_id) for r in runs], ignore_index=True)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
         robust = metric == "acc" and naming.VAL_FGSM_ACC in long and naming.VAL_PGD_ACC in long
         series = [
-            (f"train_{metric}", _TRAIN, "-", "train"),
-            (f"val_{metric}", _VAL, "--", "validation (clean)" if robust else "validation"),
+            (_CURVES[("train", metric)], _TRAIN, "-", "train"),
+            (
+                _CURVES[("val", metric)],
+                _VAL,
+                "--",
+                "validation (clean)" if robust else "validation",
+            ),
         ]
         if metric == "acc":
             series.append((naming.VAL_FGSM_ACC, _FGSM, ":", "validation (FGSM)"))
@@ -405,81 +421,3 @@ def _palette(runs: Sequence[SeedGroup], hue_param: str | None) -> dict[str, tupl
     values = sorted({r.params.get(hue_param, "?") for r in runs}, key=setting_sort_key)
     colors = dict(zip(values, sns.color_palette("viridis", len(values)), strict=True))
     return {r.run_id: colors[r.params.get(hue_param, "?")] for r in runs}
-
-
-# ----------------------------------------------------------------------------- per class, etc.
-def per_class_heatmap(per_class: pd.DataFrame, attacks: Sequence[str]) -> Figure:
-    """Robust accuracy per class (rows) and eps (columns), one panel per attack."""
-    attacks = [a for a in attacks if a in set(per_class["attack"])]
-    n_classes = per_class["class"].nunique()
-    with plot_style():
-        fig = new_figure(WIDTH, min(6.0, 0.9 + 0.22 * n_classes))
-        axes = np.atleast_1d(fig.subplots(1, len(attacks)))
-        for ax, attack in zip(axes, attacks, strict=True):
-            part = per_class[per_class["attack"] == attack]
-            grid = part.pivot_table(
-                index="class", columns="eps", values="robust_acc", aggfunc="mean", sort=False
-            )
-            grid = grid.reindex(columns=sorted(grid.columns))
-            annot = grid.map(fmt_pct).to_numpy()
-            sns.heatmap(
-                grid,
-                ax=ax,
-                annot=annot,
-                fmt="",
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                cbar=False,
-                annot_kws={"fontsize": 6},
-                linewidths=0.4,
-                linecolor="white",
-            )
-            ax.set_xticklabels([naming.format_eps(float(e)) for e in grid.columns], fontsize=7)
-            ax.set_yticklabels(list(grid.index), fontsize=7, rotation=0)
-            ax.set_xlabel("eps (1/255)", fontsize=7.5)
-            ax.set_ylabel("class" if ax is axes[0] else "", fontsize=7.5)
-            ax.set_title(attack_label(attack), fontsize=8)
-    return fig
-
-
-def confusion_pair(
-    clean: Sequence[Sequence[int]],
-    adversarial: Sequence[Sequence[int]],
-    *,
-    class_names: Sequence[str],
-    adv_title: str,
-) -> Figure:
-    """Clean and adversarial confusion matrices (rows: true class, columns: predicted), counts."""
-    n = len(class_names)
-    size = min(3.4, 1.4 + 0.22 * n)
-    with plot_style():
-        fig = new_figure(WIDTH, size + 0.3)
-        axes = fig.subplots(1, 2)
-        for ax, matrix, title in ((axes[0], clean, "clean"), (axes[1], adversarial, adv_title)):
-            arr = np.asarray(matrix, dtype=float)
-            sns.heatmap(
-                arr,
-                ax=ax,
-                annot=n <= 12,
-                fmt=".0f",
-                cmap="Blues",
-                cbar=False,
-                square=True,
-                annot_kws={"fontsize": 6 if n > 5 else 8},
-                xticklabels=list(class_names),
-                yticklabels=list(class_names),
-                linewidths=0.3,
-                linecolor="white",
-            )
-            ax.tick_params(labelsize=6.5)
-            ax.tick_params(axis="y", labelrotation=0)
-            ax.set_xlabel("predicted", fontsize=7.5)
-            ax.set_ylabel("true", fontsize=7.5)
-            ax.set_title(title, fontsize=8)
-    return fig
-
-
-def eps_title(attack: str, eps: float) -> str:
-    """Title of an adversarial panel: 'PGD at 8/255'."""
-    return f"{attack_label(attack)} at {fmt_eps(eps)}"

@@ -90,12 +90,18 @@ def attack_label(attack: str) -> str:
     """Display name of an attack option: 'pgd' -> 'PGD', 'worst_case' -> 'worst case'."""
     if attack == naming.WORST_CASE:
         return "worst case"
+    if attack == naming.MARGIN:
+        return "margin"
     return attack.upper().replace("_", "-")
 
 
 def attack_list(attacks: Sequence[str]) -> str:
-    """Attacks in words: ['fgsm', 'pgd', 'margin'] -> 'FGSM, PGD and MARGIN'."""
-    labels = [attack_label(a) for a in attacks if a != naming.WORST_CASE]
+    """Attacks in words: ['fgsm', 'pgd', 'margin'] -> 'FGSM, PGD and a margin-loss attack'."""
+    labels = [
+        "a margin-loss attack" if a == naming.MARGIN else attack_label(a)
+        for a in attacks
+        if a != naming.WORST_CASE
+    ]
     if len(labels) <= 1:
         return "".join(labels)
     return f"{', '.join(labels[:-1])} and {labels[-1]}"

@@ -120,7 +120,7 @@ def _comparison_table(
             [
                 row["name"],
                 row["n_seeds"],
-                fmt_spread(row["clean_acc"], row["clean_acc_std"]),
+                fmt_spread(row[naming.CLEAN_ACC], row["clean_acc_std"]),
                 fmt_spread(row["robust"], row["robust_std"]),
             ]
         )

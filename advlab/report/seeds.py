@@ -129,7 +129,7 @@ def group_runs(runs: Sequence[RunData], focus: Focus) -> list[SeedGroup]:
 def _label(runs: list[RunData], knobs: list[str]) -> str:
     run = runs[0]
     label = ", ".join(f"{k.split('.', 1)[-1]}={fmt_num(run.params.get(k, MISSING))}" for k in knobs)
-    label = label or run.tags.get("mlflow.runName") or run.name
+    label = label or run.tags.get(naming.MLFLOW_RUN_NAME_TAG) or run.name
     return label if run.status == "FINISHED" else f"{label} ({run.status})"
 
 
@@ -155,9 +155,9 @@ def group_table(groups: Sequence[SeedGroup], focus: Focus) -> pd.DataFrame:
     swept param (its MLflow param string; the seed only when no group holds several seeds)."""
     shown = [p for p in focus.swept if p != "seed" or not pooled(groups)]
     values: dict[str, Callable[[RunData], float | None]] = {
-        "clean_acc": lambda r: r.clean_acc,
+        naming.CLEAN_ACC: lambda r: r.clean_acc,
         "robust": lambda r: headline_value(r, focus) if focus.attack is not None else None,
-        "gen_gap": best_epoch_gap,
+        naming.GEN_GAP: best_epoch_gap,
     }
     rows = []
     for group in groups:

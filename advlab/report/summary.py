@@ -27,6 +27,7 @@ from advlab.report.format import (  # noqa: F401  (fmt_pct, fmt_spread: re-expor
     setting_sort_key,
 )
 from advlab.report.seeds import within_spread
+from advlab.verdict import PASS
 
 
 # ------------------------------------------------------------------------------------ headline
@@ -154,7 +155,7 @@ def _gap_sentences(gen_gap: float | None, last_gap: float | None) -> list[str]:
 def _sanity_sentences(sanity: Sequence[dict] | None) -> list[str]:
     if not sanity:
         return []
-    warns = [c for c in sanity if str(c.get("status")) != "pass"]
+    warns = [c for c in sanity if str(c.get("status")) != PASS]
     if not warns:
         return [f"All {len(sanity)} sanity checks passed."]
     names = ", ".join(f"{c.get('name')} ({c.get('status')})" for c in warns)
@@ -184,7 +185,7 @@ def sweep_sentences(
     means over seeds, ``clean_acc_std``/``robust_std`` (NaN for one seed) and one column per swept
     parameter (MLflow param strings).
     """
-    done = table.dropna(subset=["clean_acc"])
+    done = table.dropna(subset=[naming.CLEAN_ACC])
     if done.empty:
         return ["No run has a clean test accuracy in MLflow."]
     out: list[str] = []
@@ -195,14 +196,14 @@ def sweep_sentences(
     if seeds and len(done) == 1:  # one setting over several seeds: nothing to rank
         only = done.iloc[0]
         text = f"{only['name']}: clean accuracy "
-        text += fmt_spread(only["clean_acc"], only["clean_acc_std"])
+        text += fmt_spread(only[naming.CLEAN_ACC], only["clean_acc_std"])
         if label and eps is not None and not pd.isna(only["robust"]):
             text += f", {label} {fmt_spread(only['robust'], only['robust_std'])}"
         return [*out, text + "."]
-    best_clean = done.loc[done["clean_acc"].idxmax()]
+    best_clean = done.loc[done[naming.CLEAN_ACC].idxmax()]
     out.append(
         f"Highest clean accuracy: {best_clean['name']} with "
-        f"{fmt_spread(best_clean['clean_acc'], best_clean['clean_acc_std'])}."
+        f"{fmt_spread(best_clean[naming.CLEAN_ACC], best_clean['clean_acc_std'])}."
     )
     if label is None or eps is None or done["robust"].isna().all():
         return out
@@ -211,7 +212,7 @@ def sweep_sentences(
     worst = robust.loc[robust["robust"].idxmin()]
     out.append(
         f"Highest {label}: {best['name']} with {fmt_spread(best['robust'], best['robust_std'])} "
-        f"(clean {fmt_spread(best['clean_acc'], best['clean_acc_std'])}); lowest: "
+        f"(clean {fmt_spread(best[naming.CLEAN_ACC], best['clean_acc_std'])}); lowest: "
         f"{worst['name']} with {fmt_spread(worst['robust'], worst['robust_std'])}."
     )
     for param in params:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from advlab import naming
 from advlab.config import PerRun
 from advlab.report import data, facts, figures, seeds, single, sweep_figures
 from advlab.report.blocks import FAILED_VERDICT, Story
@@ -22,6 +23,7 @@ from advlab.report.data import Focus, RunData
 from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_num, fmt_spread, over_seeds
 from advlab.report.seeds import SeedGroup, within_spread
 from advlab.report.summary import sweep_sanity_sentences, sweep_sentences
+from advlab.verdict import STATUSES
 
 CURVES_PER_FIGURE = 8  # settings per learning-curve small-multiples figure (one page)
 BAND_LINES = 4  # robustness figures draw uncertainty bands up to this many lines (readability)
@@ -255,17 +257,17 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
         story.para(left_out, "note")
     table = seeds.group_table(groups, focus)  # every setting: the table lists them all
     compared = seeds.group_table(seeds.compared(groups), focus)
-    finished = compared[compared["clean_acc"].notna()]
+    finished = compared[compared[naming.CLEAN_ACC].notna()]
     run_rows = seeds.run_table(data.compared_runs(runs), focus)
     knobs = _knobs(groups, focus)
     robust_title = _robust_title(focus)
     panels = _panels(table, robust_title)
     if knobs and len(finished) >= 2:
         _sweep_figures(story, finished, run_rows, knobs, focus, panels, robust_title)
-    elif not knobs and run_rows["clean_acc"].notna().sum() >= 2:
+    elif not knobs and run_rows[naming.CLEAN_ACC].notna().sum() >= 2:
         story.figure(  # only the seed varies: the seeds side by side
             sweep_figures.sweep_bars(
-                run_rows[run_rows["clean_acc"].notna()], x="seed", panels=panels
+                run_rows[run_rows[naming.CLEAN_ACC].notna()], x="seed", panels=panels
             ),
             "One bar per seed: the spread a single run's numbers carry.",
         )
@@ -303,7 +305,10 @@ def _sweep_table(
         cells: list[object] = [row["name"], *(fmt_num(row[p]) for p in shown)]
         if pooled:
             cells.append(row["n_seeds"])
-        cells += [fmt_spread(row[c], row[f"{c}_std"]) for c in ("clean_acc", "robust", "gen_gap")]
+        cells += [
+            fmt_spread(row[c], row[f"{c}_std"])
+            for c in (naming.CLEAN_ACC, "robust", naming.GEN_GAP)
+        ]
         if pooled:
             cells.append("left out" if row["left_out"] else _near_best(row, best))
         rows.append(cells)
@@ -352,11 +357,11 @@ def _robust_title(focus: Focus) -> str | None:
 
 def _panels(table: pd.DataFrame, robust_title: str | None) -> list[tuple[str, str]]:
     """(column of the overview table, title) of each heatmap or bar panel."""
-    panels = [("clean_acc", "clean accuracy")]
+    panels = [(naming.CLEAN_ACC, "clean accuracy")]
     if robust_title:
         panels.append(("robust", f"robust accuracy, {robust_title}"))
-    if table["gen_gap"].notna().any():
-        panels.append(("gen_gap", "train − val accuracy (best epoch)"))
+    if table[naming.GEN_GAP].notna().any():
+        panels.append((naming.GEN_GAP, "train − val accuracy (best epoch)"))
     return panels
 
 
@@ -395,7 +400,7 @@ def _sweep_figures(
     else:
         story.figure(
             sweep_figures.sweep_bars(
-                run_rows[run_rows["clean_acc"].notna()], x=axes[0], panels=panels
+                run_rows[run_rows[naming.CLEAN_ACC].notna()], x=axes[0], panels=panels
             ),
             f"Mean per value of {axes[0]}."
             + (" Error bars: ± one std over the seeds." if pooled else ""),
@@ -420,10 +425,10 @@ def sanity(story: Story, runs: Sequence[RunData]) -> None:
     """How many runs passed each check; every check that did not pass, with its evidence."""
     story.h1("Sanity checks")
     if not any(r.checks for r in runs):
-        story.para("No sanity-check results (results/sanity.json) were logged.", "note")
+        story.para(f"No check results ({naming.CHECKS_JSON}) were logged.", "note")
         return
-    rows: list[list[object]] = [["check", "pass", "warn", "fail"]]
-    rows += [[name, c["pass"], c["warn"], c["fail"]] for name, c in data.sanity_counts(runs)]
+    rows: list[list[object]] = [["check", *STATUSES]]
+    rows += [[name, *(c[s] for s in STATUSES)] for name, c in data.sanity_counts(runs)]
     story.table(rows, [0.55, 0.15, 0.15, 0.15])
     bad = data.failed_checks(runs)
     if bad:

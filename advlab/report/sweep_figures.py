@@ -15,6 +15,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from advlab import naming
 from advlab.report.figures import WIDTH, new_figure, plot_style
 from advlab.report.format import fmt_num, fmt_pct, setting_sort_key
 from advlab.report.seeds import within_spread
@@ -134,7 +135,7 @@ def clean_vs_robust(
     """Clean vs robust accuracy, one point per setting (``table``: one row per setting, see
     :func:`~advlab.report.seeds.group_table`): the trade-off across a sweep. A setting with
     several seeds is its mean, with ± one std over the seeds as grey error bars."""
-    data = table.dropna(subset=["clean_acc", "robust"]).copy()
+    data = table.dropna(subset=[naming.CLEAN_ACC, "robust"]).copy()
     for column in (hue, style):
         if column is not None:
             data[column] = data[column].map(fmt_num)
@@ -143,7 +144,7 @@ def clean_vs_robust(
         ax = fig.subplots()
         if data["robust_std"].notna().any():
             ax.errorbar(
-                data["clean_acc"],
+                data[naming.CLEAN_ACC],
                 data["robust"],
                 xerr=data["clean_acc_std"].fillna(0),
                 yerr=data["robust_std"].fillna(0),
@@ -156,7 +157,7 @@ def clean_vs_robust(
         style_order = sorted(data[style].unique(), key=setting_sort_key) if style else None
         sns.scatterplot(
             data=data,
-            x="clean_acc",
+            x=naming.CLEAN_ACC,
             y="robust",
             hue=hue,
             style=style,
