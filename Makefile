@@ -41,7 +41,7 @@ ui: bootstrap ## MLflow UI on this project's store, bound to 127.0.0.1 (UI_PORT=
 	$(PY) -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/runs/mlflow.db" \
 		--default-artifact-root "$(CURDIR)/runs/mlartifacts" --host 127.0.0.1 --port $(UI_PORT)
 
-report: bootstrap ## PDF report of an MLflow experiment: make report ARGS="report.experiment=quickstart"
+report: bootstrap ## PDF report of the latest run's experiment; another: make report ARGS="report.experiment=NAME"
 	$(PY) -m advlab.report $(ARGS)
 
 bench: bootstrap ## Run the benchmarks (prints ratios; see docs/benchmarks.md)

@@ -26,17 +26,18 @@ from advlab import naming, results  # noqa: E402
 from advlab.config import PROJECT_ROOT  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from advlab.report import build_report, report_path  # noqa: E402
-from advlab.report.data import ReportError, swept_params  # noqa: E402
-from advlab.report.gather import gather  # noqa: E402
-from advlab.report.summary import (  # noqa: E402
+from advlab.report.data import swept_params  # noqa: E402
+from advlab.report.format import (  # noqa: E402
     attack_label,
+    attack_list,
     fmt_eps,
     fmt_int,
     fmt_num,
     fmt_pct,
     fmt_pp,
-    run_sentences,
 )
+from advlab.report.gather import gather  # noqa: E402
+from advlab.report.summary import run_sentences  # noqa: E402
 from tests.conftest import PipelineStore  # noqa: E402
 
 EPS = [0.0, 8.0]  # eval.eps of the fixture's runs
@@ -51,12 +52,23 @@ def _flat(pdf: Path) -> str:
     return " ".join(_text(pdf).split())
 
 
+def _first_page(pdf: Path) -> str:
+    return " ".join((PdfReader(str(pdf)).pages[0].extract_text() or "").split())
+
+
 def _run(uri: str, run_id: str):
     return MlflowClient(tracking_uri=uri).get_run(run_id)
 
 
 def _metrics(uri: str, run_id: str) -> dict[str, float]:
     return _run(uri, run_id).data.metrics
+
+
+def _logged_checks(uri: str, run_id: str) -> list[dict]:
+    """The evaluation's checks file as the run logged it (today's name, else the older one)."""
+    logged = results.list_artifacts(run_id, naming.RESULTS_DIR, tracking_uri=uri)
+    (path,) = [p for p in naming.artifact_candidates(naming.CHECKS_JSON) if p in logged][:1]
+    return results.read_json(run_id, path, tracking_uri=uri)
 
 
 # --------------------------------------------------------------------------------- formatting
@@ -109,7 +121,7 @@ def test_gather_reads_metrics_history_artifacts_and_typed_config(
     assert run.clean_acc == m[naming.CLEAN_ACC]
     assert list(run.history["epoch"]) == list(range(1, int(m[naming.STOPPED_EPOCH]) + 1))
     # Attacks in tag order, then the rows evaluation adds (escalation), worst case last.
-    tagged = _run(store.uri, store.good).data.tags["advlab.attacks"].split(",")
+    tagged = _run(store.uri, store.good).data.tags[naming.ATTACKS_INFO].split(",")
     rows = {naming.parse_eps_metric(k)[1] for k in m if naming.parse_eps_metric(k)}
     added = sorted(rows - {*tagged, naming.WORST_CASE})
     assert tagged == ["fgsm", "pgd"] and run.attacks == [*tagged, *added, naming.WORST_CASE]
@@ -117,9 +129,9 @@ def test_gather_reads_metrics_history_artifacts_and_typed_config(
     row = run.robust("pgd", 8.0)
     assert row["robust_acc"] == m[naming.robust_acc_key("pgd", 8)]
     assert row["ci_low"] <= row["robust_acc"] <= row["ci_high"] and row["n"] == 200
-    logged = results.read_json(store.good, "results/sanity.json", tracking_uri=store.uri)
+    logged = _logged_checks(store.uri, store.good)
     assert [c["name"] for c in run.sanity] == [c["name"] for c in logged]
-    grids = results.list_artifacts(store.good, "grids", tracking_uri=store.uri)
+    grids = results.list_artifacts(store.good, naming.GRIDS_DIR, tracking_uri=store.uri)
     assert [p for p, _ in run.grids] == grids and grids
     # Settings come typed from config/config.json, not parsed back from param strings.
     assert run.setting("train.early_stopping.enabled") is True
@@ -145,7 +157,7 @@ def test_sweep_parent_stands_for_its_children_and_swept_params_found(
 def _robustness_row(store: PipelineStore, attack: str, eps: float) -> str:
     """The robustness-table row of the good run as the PDF must print it, from MLflow alone."""
     m = _metrics(store.uri, store.good)
-    rows = results.read_json(store.good, "results/robustness.json", tracking_uri=store.uri)
+    rows = results.read_json(store.good, naming.ROBUSTNESS_JSON, tracking_uri=store.uri)
     (extra,) = [r for r in rows if r["attack"] == attack and r["eps"] == eps]
     return (
         f"{attack_label(attack)} {fmt_eps(eps)} {fmt_pct(m[naming.CLEAN_ACC])} "
@@ -178,19 +190,19 @@ def test_single_run_report_numbers_match_mlflow(
     # Setup, early stopping, data, sanity evidence and versions come from config/params/tags.
     params, tags = mlflow_run.data.params, mlflow_run.data.tags
     best, stopped = int(m[naming.BEST_EPOCH]), int(m[naming.STOPPED_EPOCH])
-    sanity = results.read_json(store.good, "results/sanity.json", tracking_uri=store.uri)
+    sanity = _logged_checks(store.uri, store.good)
     for expected in (
         f"patience 3 on val_loss; best {best} / stopped {stopped} of 2",
         f"dropout {fmt_num(params['model.dropout'])}",
         " ".join(
-            [tags["advlab.dataset"]]
+            [tags[naming.DATASET_TAG]]
             + [fmt_int(float(params[f"facts.{k}"])) for k in ("n_train", "n_val", "n_test")]
             + [params["facts.image_shape"]]
         ),
         f"params {fmt_int(m[naming.NUM_PARAMS])}",
         *(f"{c['name']} {c['status']}" for c in sanity),
-        f"torchattacks {tags['advlab.torchattacks_version']}",
-        " ".join(tags["advlab.command"].split()),
+        f"torchattacks {tags[naming.TORCHATTACKS_VERSION_INFO]}",
+        " ".join(tags[naming.COMMAND_INFO].split()),
     ):
         assert expected in flat, expected
 
@@ -231,8 +243,9 @@ def test_figures_dir_gets_every_figure_of_the_pdf_as_a_png(
         figures_dir=figures,
     )
     pngs = sorted(figures.glob("*.png"))
-    # the learning curves and the robustness curve at least, numbered in page order
-    assert len(pngs) >= 2 and pngs[0].name.startswith("01-solid-training")
+    # the first page's worst-case curve, then the learning curves, numbered in page order
+    assert len(pngs) >= 3 and pngs[0].name.startswith("01-accuracy-under-the-worst-case")
+    assert pngs[1].name.startswith("02-solid-training")
     embedded = sum(len(page.images) for page in PdfReader(str(pdf)).pages)
     assert embedded >= len(pngs)  # the PDF holds these figures (and the example grids)
     with Image.open(pngs[0]) as image:
@@ -256,17 +269,15 @@ def test_two_reports_in_the_same_second_do_not_overwrite(
 
 
 # -------------------------------------------------------------------------- missing pieces
-def test_failed_run_without_attacks_is_shown_not_a_crash(
-    pipeline_store: PipelineStore, tmp_path: Path
-) -> None:
+def test_failed_run_is_left_out_and_counted(pipeline_store: PipelineStore, tmp_path: Path) -> None:
     store = pipeline_store
+    report = gather(tracking_uri=store.uri, experiment="demo", runs=None)
+    assert [r.run_id for r in report.runs] == [store.good] and report.left_out == {"FAILED": 1}
     pdf = build_report(tracking_uri=store.uri, experiment="demo", runs=None, out_dir=tmp_path)
     flat = _flat(pdf)
-    failed = _run(store.uri, store.failed)
-    error = " ".join(failed.data.tags["advlab.error"].split())
-    assert f"Run {failed.info.run_name} ended FAILED: {error}" in flat
-    assert f"No attack results: {failed.info.run_name} (FAILED)" in flat
-    assert _robustness_row(store, "pgd", 8.0) in flat  # the one attacked run's table
+    assert "1 failed run is left out of this report" in _first_page(pdf)
+    assert _run(store.uri, store.failed).info.run_name not in flat
+    assert _robustness_row(store, "pgd", 8.0) in flat  # the one reported run's table
 
 
 def test_failed_run_alone(pipeline_store: PipelineStore, tmp_path: Path) -> None:
@@ -288,7 +299,7 @@ def test_filter_string_selects_runs(pipeline_store: PipelineStore) -> None:
 @pytest.mark.parametrize(
     ("experiment", "runs", "message"),
     [
-        ("nope", None, "report.experiment='nope': no such MLflow experiment"),
+        ("nope", None, "experiment 'nope' not found in"),
         ("demo", "params.model.dropout = '0.77'", "no runs match report.runs="),
         ("demo", "params.model.dropout >>> 1", "is not a valid MLflow filter"),
         (None, ["0" * 32], "report.runs: no MLflow run with id"),
@@ -298,7 +309,7 @@ def test_filter_string_selects_runs(pipeline_store: PipelineStore) -> None:
 def test_no_runs_is_a_clear_one_line_error(
     pipeline_store: PipelineStore, tmp_path: Path, experiment, runs, message: str
 ) -> None:
-    with pytest.raises(ReportError) as info:
+    with pytest.raises(AdvlabError) as info:
         build_report(
             tracking_uri=pipeline_store.uri,
             experiment=experiment,
@@ -384,5 +395,79 @@ def test_hydra_app_builds_a_report_and_refuses_unknown_experiment(
         timeout=300,
     )
     assert bad.returncode == 2
-    assert "no such MLflow experiment" in bad.stdout + bad.stderr
+    assert "experiment 'nope' not found" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+# ------------------------------------------------------------------------------- the first page
+def test_first_page_tells_the_story(pipeline_store: PipelineStore, tmp_path: Path) -> None:
+    from advlab.report.facts import plain_verdict
+
+    store = pipeline_store
+    pdf = build_report(
+        tracking_uri=store.uri, experiment="demo", runs=[store.good], out_dir=tmp_path
+    )
+    mlflow_run = _run(store.uri, store.good)
+    m, params = mlflow_run.data.metrics, mlflow_run.data.params
+    logged = results.read_json(store.good, naming.RESULTS_JSON, tracking_uri=store.uri)
+    rows = results.read_json(store.good, naming.ROBUSTNESS_JSON, tracking_uri=store.uri)
+    (worst_row,) = [r for r in rows if r["attack"] == naming.WORST_CASE and r["eps"] == 8]
+    clean, worst = m[naming.CLEAN_ACC], m[naming.robust_acc_key(naming.WORST_CASE, 8)]
+    clean_n = logged.get(naming.CLEAN_N, params["facts.n_test"])
+    robust_n = logged.get(naming.ROBUST_N, worst_row["n"])
+    (run,) = gather(tracking_uri=store.uri, experiment=None, runs=[store.good]).runs
+    attacks = [a for a in run.attacks if a != naming.WORST_CASE]
+    attacked = {naming.parse_eps_metric(k)[1] for k in m if naming.parse_eps_metric(k)}
+    assert set(attacks) == attacked - {naming.WORST_CASE} and len(attacks) >= 2
+    halves = [
+        e for e in EPS if e > 0 and m[naming.robust_acc_key(naming.WORST_CASE, e)] < clean / 2
+    ]
+    end = f"halves at eps {fmt_eps(halves[0])}" if halves else "stays above half up to eps 8/255"
+    sentence = (
+        f"The model classifies {fmt_pct(clean)} of {fmt_int(float(clean_n))} test images "
+        f"correctly; under the worst case of {attack_list(attacks)} at eps 8/255 it keeps "
+        f"{fmt_pct(worst)} of {fmt_int(float(robust_n))} attacked images, and its accuracy {end}."
+    )
+    first = _first_page(pdf)
+    assert sentence in first
+    assert plain_verdict(mlflow_run.data.tags[naming.VERDICT_TAG]) in first
+    page = PdfReader(str(pdf)).pages[0]
+    assert len(page.images) >= 2  # the worst-case curve and the logged example row
+    # Versions and command lines come later, under "About these runs".
+    assert mlflow_run.data.tags[naming.TORCHATTACKS_VERSION_INFO] not in first
+    assert "About these runs" in _flat(pdf)
+
+
+# -------------------------------------------------------------------- a store that does not exist
+def test_report_on_a_missing_store_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(AdvlabError) as info:
+        build_report(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            experiment="quickstart",
+            runs=None,
+            out_dir=tmp_path / "reports",
+        )
+    assert "no MLflow store at" in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_app_on_a_missing_store_exits_2_with_one_line_and_creates_no_file(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advlab.report",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            f"report.dir={tmp_path / 'reports'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, lines
+    assert "no MLflow store at" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no store, no Hydra run directory, no PDF

@@ -21,18 +21,20 @@ from pypdf import PdfReader
 
 from advlab import naming
 from advlab.config import PROJECT_ROOT, PerRun
-from advlab.report import build_report, figures, seeds
+from advlab.report import build_report, data, figures, seeds, sweep_figures
 from advlab.report.data import focus
-from advlab.report.gather import gather
-from advlab.report.summary import fmt_pct, fmt_spread
+from advlab.report.facts import NO_VERDICT, PLAIN_VERDICT
+from advlab.report.format import fmt_pct, fmt_spread
+from advlab.report.gather import gather, latest_experiment
 from advlab.training.diagnostics import catastrophic_epochs
+from advlab.verdict import FAIL, PASS
 
 PGD8 = naming.robust_acc_key("pgd", 8)
 FAIL_REASON = "catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3"
 WARN_REASON = "clean_above_chance: clean accuracy 55.0% is barely above chance"
 # A collapse in epoch 3: PGD validation accuracy 35% -> 2% while FGSM's rises 45% -> 80%.
 COLLAPSING = {
-    "val_acc": [0.50, 0.60, 0.70, 0.72],
+    naming.VAL_ACC: [0.50, 0.60, 0.70, 0.72],
     naming.VAL_FGSM_ACC: [0.40, 0.45, 0.80, 0.90],
     naming.VAL_PGD_ACC: [0.30, 0.35, 0.02, 0.01],
 }
@@ -89,9 +91,9 @@ def _log_run(
         "model": {"dropout": dropout},
         "optimizer": {"weight_decay": weight_decay},
     }
-    client.log_text(run_id, json.dumps(config), "config/config.json")
+    client.log_text(run_id, json.dumps(config), naming.CONFIG_ARTIFACT)
     sanity = [{"name": "pgd_le_fgsm", "status": "pass", "evidence": "PGD <= FGSM at every eps"}]
-    client.log_text(run_id, json.dumps(sanity), "results/sanity.json")
+    client.log_text(run_id, json.dumps(sanity), naming.CHECKS_JSON)
     if verdict:
         training = [
             {"name": "training_stable", "status": "pass", "evidence": "loss fell"},
@@ -108,9 +110,9 @@ def _log_run(
 @pytest.mark.parametrize(
     ("verdict", "reason", "banner"),
     [
-        ("fail", FAIL_REASON, f"Verdict: FAIL: {FAIL_REASON}"),
-        ("pass", None, "Verdict: PASS"),
-        (None, None, "Verdict: not recorded"),
+        ("fail", FAIL_REASON, PLAIN_VERDICT[FAIL]),
+        ("pass", None, PLAIN_VERDICT[PASS]),
+        (None, None, NO_VERDICT),
     ],
 )
 def test_single_run_cover_banner_and_checks(
@@ -122,8 +124,10 @@ def test_single_run_cover_banner_and_checks(
     pdf = build_report(tracking_uri=uri, experiment="one", runs=None, out_dir=tmp_path)
     first = _first_page(pdf)
     assert banner in first
-    assert f"r FINISHED {verdict or 'not recorded'}" in first  # the runs table's verdict column
+    if reason:
+        assert reason in first  # the technical reason beneath the plain words
     flat = _flat(pdf)
+    assert f"r FINISHED {verdict or 'not recorded'}" in flat  # the runs table's verdict column
     if verdict:  # the checks of results/verdict.json, training checks first
         assert "training_stable pass" in flat and "clean_above_chance pass" in flat
         assert f"catastrophic_overfitting {verdict}" in flat
@@ -162,7 +166,7 @@ def test_learning_curves_draw_fgsm_and_pgd_and_mark_the_collapse(
     epochs = [dict(zip(COLLAPSING, v, strict=True)) for v in zip(*COLLAPSING.values(), strict=True)]
     expected = catastrophic_epochs(epochs)
     assert expected == [3]  # the history above does collapse, in epoch 3
-    assert figures.catastrophic_marks(run) == expected
+    assert data.catastrophic_epochs(run) == expected
     fig = figures.learning_curves(run)
     acc = fig.axes[1]
     labels = [line.get_label() for line in acc.get_lines()]
@@ -214,13 +218,13 @@ def test_fail_run_is_left_out_of_seed_means_best_and_heatmaps(
 ) -> None:
     store = sweep_store
     drawn: list = []
-    real = figures.sweep_heatmaps
+    real = sweep_figures.sweep_heatmaps
 
     def spy(table, **kwargs):  # the real heatmaps, with the table they were drawn from kept
         drawn.append(table)
         return real(table, **kwargs)
 
-    monkeypatch.setattr(figures, "sweep_heatmaps", spy)
+    monkeypatch.setattr(sweep_figures, "sweep_heatmaps", spy)
     pdf = build_report(
         tracking_uri=store.uri, experiment="sweep", runs=None, out_dir=tmp_path, per_run="none"
     )
@@ -236,7 +240,7 @@ def test_fail_run_is_left_out_of_seed_means_best_and_heatmaps(
         "1 of 6 runs are left out of the comparisons (heatmaps, best settings, seed-group means) "
         f"because their verdict is fail: s2 ({FAIL_REASON})."
     )
-    assert flat.count(left_out) == 2  # in the summary and in the sweep section
+    assert flat.count(left_out) == 3  # on the first page, in the summary and the sweep section
     # Still listed: the sweep table's row of its own, marked, and its number as logged.
     assert f"dropout=0, weight_decay=0 (verdict fail) 1 {fmt_pct(0.8)} {fmt_pct(0.95)}" in flat
     first = _first_page(pdf)
@@ -244,7 +248,7 @@ def test_fail_run_is_left_out_of_seed_means_best_and_heatmaps(
         assert line in first
     assert "Verdict not recorded: 1 of 6 runs" in first
     assert f"s2: fail: {FAIL_REASON}" in first and f"c: warn: {WARN_REASON}" in first
-    assert "s2 FINISHED fail" in first and "old FINISHED not recorded" in first
+    assert "s2 FINISHED fail" in flat and "old FINISHED not recorded" in flat  # the runs table
 
 
 def test_best_and_worst_pages_never_pick_a_fail_run(sweep_store: SweepStore) -> None:
@@ -281,3 +285,155 @@ def test_results_table_leaves_fail_run_out_of_its_seed_group(
         "Left out of the mean ± std groups: 1 run(s) whose verdict is fail, each shown on its "
         f"own row marked **fail**: sweep/s2 ({FAIL_REASON})."
     )
+
+
+# ---------------------------------------------------------------------- what a report leaves out
+def _failed_run(client: MlflowClient, experiment_id: str, name: str, error: str) -> str:
+    run_id = client.create_run(experiment_id, run_name=name).info.run_id
+    client.set_tag(run_id, naming.ERROR_TAG, error)
+    client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def test_experiment_of_failed_runs_only_is_one_line_and_no_pdf(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    from advlab.report.data import ReportError
+
+    uri, client = _new_store(migrated_store_template, tmp_path / "store")
+    exp = client.create_experiment("broken", artifact_location=str(tmp_path / "artifacts"))
+    for i in range(3):
+        _failed_run(client, exp, f"f{i}", f"DataError: data.root missing ({i})")
+    with pytest.raises(ReportError) as info:
+        build_report(tracking_uri=uri, experiment="broken", runs=None, out_dir=tmp_path / "out")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'broken' has no finished run to report (3 failed)" in message
+    assert "data.root missing (2)" in message  # the latest run's error
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_runs_are_counted_on_the_first_page(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("mixed", artifact_location=str(tmp_path / "artifacts"))
+    _log_run(client, exp, "a", verdict="pass")
+    _log_run(client, exp, "b", dropout=0.5, verdict="pass")
+    _failed_run(client, exp, "f1", "boom")
+    _failed_run(client, exp, "f2", "boom")
+    report = gather(tracking_uri=uri, experiment="mixed", runs=None)
+    assert [r.name for r in report.runs] == ["a", "b"] and report.left_out == {"FAILED": 2}
+    pdf = build_report(tracking_uri=uri, experiment="mixed", runs=None, out_dir=tmp_path)
+    assert "2 failed runs are left out of this report" in _first_page(pdf)
+    # Asked for by a filter on the status, they are reported.
+    asked = gather(tracking_uri=uri, experiment="mixed", runs="attributes.status = 'FAILED'")
+    assert sorted(r.name for r in asked.runs) == ["f1", "f2"] and not asked.left_out
+
+
+def test_the_default_experiment_is_the_latest_runs(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    older = client.create_experiment("older", artifact_location=str(tmp_path / "a1"))
+    newer = client.create_experiment("newer", artifact_location=str(tmp_path / "a2"))
+    _log_run(client, newer, "first")
+    _log_run(client, older, "latest")  # started last: its experiment is the default
+    assert latest_experiment(uri) == "older"
+
+
+@pytest.mark.slow
+def test_app_without_arguments_reports_the_latest_runs_experiment(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    newer = client.create_experiment("newer", artifact_location=str(tmp_path / "a2"))
+    older = client.create_experiment("older", artifact_location=str(tmp_path / "a1"))
+    _log_run(client, older, "first")
+    _log_run(client, newer, "latest")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "advlab.report",
+            f"tracking.uri={uri}",
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            f"report.dir={tmp_path / 'reports'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p.name.split("-")[0] for p in (tmp_path / "reports").glob("*.pdf")] == ["newer"]
+    assert not (tmp_path / "runs").exists()  # no Hydra run directory for a report
+    # `make report` runs exactly this command, with no argument of its own.
+    made = subprocess.run(
+        ["make", "-n", "report"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert made.stdout.strip().splitlines()[-1].endswith("-m advlab.report")
+
+
+# --------------------------------------------------------------------------- the recorded names
+def _run_data(run_id: str, params: dict[str, str], overrides: str | None = None):
+    import pandas as pd
+
+    from advlab.report.data import RunData
+
+    info = {} if overrides is None else {naming.OVERRIDES_INFO: overrides}
+    return RunData(
+        run_id=run_id,
+        name=run_id,
+        experiment="x",
+        status="FINISHED",
+        start_time=None,
+        params=params,
+        tags={},
+        config={},
+        metrics={},
+        history=pd.DataFrame(columns=["epoch"]),
+        robustness=pd.DataFrame(columns=list(data.ROBUSTNESS_COLUMNS)),
+        info=info,
+    )
+
+
+def test_swept_params_are_only_keys_a_user_set() -> None:
+    base = {"seed": "0", "model.dropout": "0", "optimizer.lr": "0.001"}
+    a = _run_data("a", {**base, "model._target_": "advlab.models.zoo.course_cnn"})
+    b = _run_data(
+        "b",
+        {
+            **base,
+            "model.dropout": "0.5",
+            "model._target_": "advlab.models.zoo.vgg_small",
+            "attacks.cw._target_": "advlab.attacks.zoo.cw",
+            "attacks.cw._partial_": "True",
+            "attacks.cw.norm": "l2",
+        },
+    )
+    assert data.swept_params([a, b]) == ["model.dropout"]
+    # With the runs' overrides recorded, only the keys they set count (lr differs, unasked).
+    c = _run_data("c", {**base, "optimizer.lr": "0.1"}, overrides="seed=1 model.dropout=0")
+    d = _run_data("d", {**base, "model.dropout": "0.5"}, overrides="seed=0 +model.dropout=0.5")
+    c.params["seed"] = "1"
+    assert data.swept_params([c, d]) == ["model.dropout", "seed"]
+
+
+def test_older_metric_names_and_run_info_are_read(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("one", artifact_location=str(tmp_path / "artifacts"))
+    (legacy,) = [old for old, new in naming.LEGACY_METRICS.items() if new == naming.VAL_PGD_ACC]
+    run_id = _log_run(client, exp, "r", verdict="pass", history={legacy: [0.3, 0.2]})
+    facts = {naming.VERSION_INFO: "9.8.7", naming.COMMAND_INFO: "python -m advlab seed=42"}
+    client.log_text(run_id, json.dumps(facts), naming.RUN_INFO_JSON)
+    (run,) = gather(tracking_uri=uri, experiment="one", runs=None).runs
+    assert list(run.history[naming.VAL_PGD_ACC]) == [0.3, 0.2] and legacy not in run.history
+    assert run.info[naming.VERSION_INFO] == "9.8.7"
+    flat = _flat(build_report(tracking_uri=uri, experiment="one", runs=None, out_dir=tmp_path))
+    assert "9.8.7" in flat and "python -m advlab seed=42" in flat

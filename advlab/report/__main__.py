@@ -4,10 +4,10 @@
     python -m advlab.report report.experiment=sweep "report.runs='params.model.dropout = \"0.5\"'"
     python -m advlab.report "report.runs=[<run id>,<run id>]"
 
-Keys: ``report.experiment`` (default: ``tracking.experiment``), ``report.runs`` (null = every run of
-the experiment, a list of run ids, or an MLflow filter string), ``report.dir`` (absolute or relative
-to the project root), ``report.heatmap_eps``, ``report.per_run``; the store is ``tracking.uri``
-resolved as for a run.
+Keys: ``report.experiment`` (default: the experiment of the latest run in the store),
+``report.runs`` (null = every run of the experiment, a list of run ids, or an MLflow filter
+string), ``report.dir`` (absolute or relative to the project root), ``report.heatmap_eps``,
+``report.per_run``; the store is ``tracking.uri`` resolved as for a run, and is only read.
 """
 
 from __future__ import annotations
@@ -30,23 +30,26 @@ log = logging.getLogger("advlab.report")
 def make_report(cfg: DictConfig) -> Path:
     """Build the report the composed config asks for and return the PDF's path."""
     from advlab.report import _as_runs, build_report
+    from advlab.report.gather import latest_experiment
     from advlab.tracking import resolve_tracking_uri
 
     out_dir = Path(str(cfg.report.dir)).expanduser()
     if not out_dir.is_absolute():
         out_dir = PROJECT_ROOT / out_dir  # never Hydra's per-run working directory
     runs = _as_runs(cfg.report.runs)
-    # With explicit run ids the experiment comes from the runs; else default to the run's one.
+    tracking_uri = resolve_tracking_uri(cfg.tracking, cfg.paths)
+    # With explicit run ids the experiment comes from the runs; else, by default, the experiment
+    # of the latest run in the store: what `make report` right after a run should show.
     experiment = cfg.report.experiment
     if experiment is None and (runs is None or isinstance(runs, str)):
-        experiment = cfg.tracking.experiment
+        experiment = latest_experiment(tracking_uri)
     heatmap_eps = cfg.report.get("heatmap_eps")
     figures_dir = cfg.report.get("figures_dir")
     if figures_dir is not None:
         figures_dir = Path(str(figures_dir)).expanduser()
         figures_dir = figures_dir if figures_dir.is_absolute() else PROJECT_ROOT / figures_dir
     return build_report(
-        tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.paths),
+        tracking_uri=tracking_uri,
         experiment=None if experiment is None else str(experiment),
         runs=runs,
         out_dir=out_dir,
@@ -67,5 +70,21 @@ def main(cfg: DictConfig) -> None:
     log.info("PDF report: %s", path)
 
 
+# A report reads the store and writes one PDF: without these, Hydra would leave a run directory
+# with its .hydra/ files and a log file behind every report, even one refused in a second.
+_NO_FILES = {
+    "hydra.output_subdir": "hydra.output_subdir=null",
+    "hydra.run.dir": "hydra.run.dir=.",
+    "hydra/job_logging": "hydra/job_logging=stdout",
+}
+
+
+def quiet_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the overrides that keep Hydra from writing files, unless the user set them."""
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in argv[1:]}
+    return [*argv, *(arg for key, arg in _NO_FILES.items() if key not in given)]
+
+
 if __name__ == "__main__":
+    sys.argv = quiet_argv(sys.argv)
     run_hydra_app(main)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from advlab import naming
 from advlab.report.blocks import WARN, Story
-from advlab.report.summary import MISSING, attack_label, fmt_eps, fmt_pct
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_pct
+from advlab.verdict import PASS
 
 LIBRARIES = {"torchattacks": "torchattacks", "art": "ART", "foolbox": "Foolbox", "worst": "worst"}
 CAPTION = (
@@ -29,14 +31,15 @@ def section(story: Story, audit: dict[str, Any]) -> None:
     versions = ", ".join(f"{LIBRARIES[k]} {v}" for k, v in audit.get("versions", {}).items())
     story.para(
         f"Verdict: {audit['verdict']}. {audit['n']} points, clean accuracy "
-        f"{fmt_pct(audit['clean_acc'])} (the run logged {fmt_pct(audit.get('run_clean_acc'))}); "
+        f"{fmt_pct(audit[naming.CLEAN_ACC])} "
+        f"(the run logged {fmt_pct(audit.get('run_clean_acc'))}); "
         f"{versions}; on {audit.get('device', MISSING)}."
     )
     rows = audit["rows"]
     for attack in dict.fromkeys(row["attack"] for row in rows):
         _attack_table(story, attack, [row for row in rows if row["attack"] == attack])
     story.para(CAPTION, "caption")
-    warned = [row for row in rows if row["verdict"] != "pass"]
+    warned = [row for row in rows if row["verdict"] != PASS]
     if warned:
         story.bullets(
             f"{attack_label(r['attack'])} at {fmt_eps(r['eps'])}: {r['evidence']}" for r in warned
@@ -61,6 +64,6 @@ def _attack_table(story: Story, attack: str, rows: list[dict[str, Any]]) -> None
         accs = [fmt_pct(row["robust_acc"].get(name)) for name in LIBRARIES]
         run = fmt_pct(row.get("run_robust_acc"))
         table.append([fmt_eps(row["eps"]), *accs, run, row["disagree"], row["verdict"]])
-        if row["verdict"] != "pass":
+        if row["verdict"] != PASS:
             highlight[i] = WARN
     story.table(table, [0.1, 0.13, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], highlight=highlight)

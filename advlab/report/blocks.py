@@ -38,6 +38,9 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from advlab.verdict import FAIL, PASS
+from advlab.verdict import WARN as WARN_STATUS
+
 PAGE_W, PAGE_H = A4
 MARGIN = 16 * mm
 TEXT_W = PAGE_W - 2 * MARGIN
@@ -53,9 +56,9 @@ NOT_FINISHED = colors.HexColor("#fbe9e7")  # row background: a run that did not 
 FAILED_VERDICT = colors.HexColor("#f5c6cb")  # row background: a run whose verdict is fail
 # Banner (background, text) per verdict: red fail, amber warn, green pass; grey when not recorded.
 VERDICT_COLOURS = {
-    "fail": (colors.HexColor("#c62828"), colors.white),
-    "warn": (colors.HexColor("#f2a900"), colors.HexColor("#1a1a1a")),
-    "pass": (colors.HexColor("#2e7d32"), colors.white),
+    FAIL: (colors.HexColor("#c62828"), colors.white),
+    WARN_STATUS: (colors.HexColor("#f2a900"), colors.HexColor("#1a1a1a")),
+    PASS: (colors.HexColor("#2e7d32"), colors.white),
 }
 UNKNOWN_VERDICT_COLOURS = (colors.HexColor("#6b6b6b"), colors.white)
 
@@ -87,6 +90,7 @@ def _styles() -> dict[str, ParagraphStyle]:
             textColor=colors.HexColor("#555555"),
             spaceAfter=10,
         ),
+        "lead": ParagraphStyle("lead", parent=base, fontSize=12.5, leading=17, spaceAfter=8),
         "h1": _heading("h1", base, 14, 18, (10, 6)),
         "h2": _heading("h2", base, 11, 14, (8, 4)),
         "body": base,
@@ -312,8 +316,9 @@ class Story:
         name = f"{len(self.figures_written) + 1:02d}-{'-'.join(words) or 'figure'}.png"
         self.figures_written.append(atomic_write_bytes(Path(self.figures_dir) / name, png))
 
-    def png(self, data: bytes, caption: str) -> None:
-        """Embed a PNG artifact (an adversarial-example grid) near its natural size.
+    def png(self, data: bytes, caption: str, width: float = 0.8) -> None:
+        """Embed a PNG artifact (an adversarial-example grid) near its natural size, at most
+        ``width`` x the text width.
 
         A tall grid (one row per example) is cut between example rows, at blank pixel rows, into
         page-high slices, so its labels stay readable at 100% zoom instead of shrinking it to fit.
@@ -325,7 +330,7 @@ class Story:
             rgb = img.convert("L")
             pixels = np.asarray(rgb)
         h_px, w_px = pixels.shape
-        w = min(0.8 * TEXT_W, w_px * 72 / dpi)
+        w = min(width * TEXT_W, w_px * 72 / dpi)
         scale = w / w_px  # points per pixel
         # Slices of about half a page fill pages well; a slice never splits an example row.
         max_px = int(0.45 * (PAGE_H - 2 * MARGIN) / scale)

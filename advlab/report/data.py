@@ -1,16 +1,20 @@
-"""What the report knows about runs, and the numbers it derives from them run by run.
+"""What the report knows about runs, and the numbers it derives from them: data, not text.
 
 :class:`RunData` and :class:`ReportData` are filled from MLflow by :mod:`advlab.report.gather`.
-The functions below are the report's calculations (swept parameters, the quoted attack and eps,
-the setup facts, data groups, sanity counts, ...); the tables across runs and settings and their
-statistics over seeds are in :mod:`~advlab.report.seeds`. The section modules only lay out what
-these return.
+The functions below are the report's calculations (swept parameters, the headline, the eps where
+accuracy halves, the epochs of catastrophic overfitting, sanity counts, ...); they return numbers
+and frames. The tables across settings and their statistics over seeds are in
+:mod:`~advlab.report.seeds`; the words in :mod:`~advlab.report.facts` and
+:mod:`~advlab.report.summary`; the section modules only lay out what these return.
+
+The *headline* of a run is one thing everywhere: the worst case over every attack it ran (per
+example, :data:`advlab.naming.WORST_CASE`) at the headline eps (:func:`headline_eps`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,21 +24,14 @@ import pandas as pd
 
 from advlab import naming
 from advlab.errors import AdvlabError
-from advlab.report.summary import MISSING, fmt_eps, fmt_int, fmt_num, fmt_pct, setting_sort_key
-from advlab.verdict import FAIL, PASS, WARN
+from advlab.report.format import setting_sort_key
+from advlab.verdict import FAIL, PASS, STATUSES
 
-# Per-epoch metrics the learning curves use (step = epoch, 1-based).
-HISTORY_METRICS = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "gen_gap",
-    naming.VAL_PGD_ACC,
-    naming.VAL_FGSM_ACC,
-)
 ROBUSTNESS_COLUMNS = ("attack", "eps", "robust_acc", "ci_low", "ci_high", "asr", "n")
+CHECK_FIELDS = ("name", "status", "evidence")
+# Run statuses a report leaves out unless they were asked for (run ids, a filter on the status).
+UNFINISHED = ("FAILED", "KILLED")
+FINISHED = "FINISHED"
 
 
 class ReportError(AdvlabError, LookupError):
@@ -54,14 +51,16 @@ class RunData:
     tags: dict[str, str]
     config: dict[str, Any]  # the resolved config, typed (config/config.json); {} if not logged
     metrics: dict[str, float]  # latest value of every metric
-    history: pd.DataFrame  # one row per epoch: epoch + HISTORY_METRICS present; may be empty
+    history: pd.DataFrame  # one row per epoch: epoch + naming.EPOCH_METRICS present; may be empty
     robustness: pd.DataFrame  # ROBUSTNESS_COLUMNS, one row per attack x eps; empty: no attacks
     per_class: pd.DataFrame | None = None  # attack, eps, class, robust_acc, n
     confusion: dict[str, list[list[int]]] | None = None  # "clean", "<attack>/eps_<e>"
-    sanity: list[dict[str, str]] | None = None  # name, status, evidence
+    sanity: list[dict[str, str]] | None = None  # the evaluation's checks file: name, status, ...
     verdict_file: dict[str, Any] | None = None  # results/verdict.json: verdict, reason, checks
     audit: dict[str, Any] | None = None  # results/audit.json (python -m advlab.audit)
     grids: list[tuple[str, bytes]] = field(default_factory=list)  # (artifact path, PNG bytes)
+    info: dict[str, str] = field(default_factory=dict)  # naming.run_info: versions, command, ...
+    results: dict[str, Any] = field(default_factory=dict)  # results/results.json ({} if absent)
 
     # -------------------------------------------------------------------- convenience views
     def metric(self, key: str) -> float | None:
@@ -84,9 +83,27 @@ class RunData:
         return self.metric(naming.CLEAN_ACC)
 
     @property
+    def clean_n(self) -> float | None:
+        """How many test points the clean accuracy is over: results.json's ``clean_n``, else
+        the test split's size (param ``facts.n_test``); None when neither was logged."""
+        return _number(self.results.get(naming.CLEAN_N)) or _number(self.params.get("facts.n_test"))
+
+    @property
+    def robust_n(self) -> float | None:
+        """How many points every robust figure is over: results.json's ``robust_n``, else the n
+        of the robustness table (robustness.json); None when neither was logged."""
+        found = _number(self.results.get(naming.ROBUST_N))
+        if found is None and not self.robustness.empty:
+            found = _number(self.robustness["n"].max())
+        return found
+
+    @property
     def error(self) -> str | None:
-        # a run ended KILLED by the reaper or a sweep's end says why in advlab.killed_reason
-        return self.tags.get("advlab.error") or self.tags.get("advlab.killed_reason")
+        """Why a run did not finish: its exception, or what stopped or reaped it."""
+        for tag in (naming.ERROR_TAG, naming.STOP_REASON_TAG, naming.KILLED_REASON_TAG):
+            if self.tags.get(tag):
+                return self.tags[tag]
+        return None
 
     @property
     def verdict(self) -> str | None:
@@ -109,15 +126,21 @@ class RunData:
     @property
     def checks(self) -> list[dict[str, str]] | None:
         """The run's checks: those of results/verdict.json (training checks, then the
-        evaluation's sanity checks) when it was logged, else results/sanity.json's."""
+        evaluation's) when it was logged, else the evaluation's checks file, else the statuses
+        of the run's check tags (no evidence: tags record only the checks that did not pass)."""
         from_verdict = (self.verdict_file or {}).get("checks")
-        return from_verdict if from_verdict else self.sanity
+        if from_verdict:
+            return from_verdict
+        if self.sanity:
+            return self.sanity
+        tagged = naming.checks_from_tags(self.tags)
+        return [{"name": k, "status": v, "evidence": ""} for k, v in tagged.items()] or None
 
     @property
     def attacks(self) -> list[str]:
-        """Attacks with robustness numbers, in tag order (worst case last)."""
+        """Attacks with robustness numbers, in the order the run lists them (worst case last)."""
         found = list(dict.fromkeys(self.robustness["attack"])) if len(self.robustness) else []
-        tagged = [a for a in self.tags.get("advlab.attacks", "").split(",") if a]
+        tagged = [a for a in self.info.get(naming.ATTACKS_INFO, "").split(",") if a]
         ordered = [a for a in tagged if a in found] + [a for a in found if a not in tagged]
         return sorted(ordered, key=lambda a: a == naming.WORST_CASE)
 
@@ -144,6 +167,14 @@ class RunData:
         return float(rows.iloc[0][metric])
 
 
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
 @dataclass
 class ReportData:
     """The runs of one report, in start order, and where they came from."""
@@ -153,6 +184,7 @@ class ReportData:
     selection: str  # how the runs were chosen, in words
     runs: list[RunData]
     omitted_parents: int = 0  # sweep parent runs left out (they hold no results of their own)
+    left_out: dict[str, int] = field(default_factory=dict)  # FAILED/KILLED runs not reported
 
 
 # ------------------------------------------------------------------------------- across runs
@@ -175,14 +207,45 @@ _PREFERRED = (
 )
 
 
+def user_keys(run: RunData) -> set[str] | None:
+    """The config keys the user set on the run's command line (its Hydra overrides, ``+``/``~``
+    stripped); None when the run recorded no overrides (not started by Hydra, or older)."""
+    recorded = run.info.get(naming.OVERRIDES_INFO)
+    if recorded is None:
+        return None
+    import shlex
+
+    try:
+        words = shlex.split(recorded)
+    except ValueError:
+        words = recorded.split()
+    return {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
+
+
+def _internal(key: str) -> bool:
+    """A key no user sets: instantiation internals (``_target_``, ``_partial_``)."""
+    return key.rsplit(".", 1)[-1].startswith("_")
+
+
 def swept_params(runs: Sequence[RunData]) -> list[str]:
-    """Params whose value differs between runs, regularisation parameters first, seed last."""
+    """Params a user set that differ between runs, regularisation parameters first, seed last.
+
+    Set by the user: a key of the runs' Hydra overrides when they recorded them; otherwise a key
+    every run has (a key only some runs have, such as ``attacks.cw.norm``, comes with a choice of
+    options, not a value the user set). Instantiation internals (``_target_``, ``_partial_``)
+    never count."""
     if len(runs) < 2:
         return []
     keys = sorted({k for r in runs for k in r.params})
+    set_by_user = [user_keys(r) for r in runs]
+    overridden = set().union(*set_by_user) if all(k is not None for k in set_by_user) else None
     varying = []
     for key in keys:
-        if key.startswith(_IGNORED_PREFIXES) or key in _IGNORED_KEYS:
+        if key.startswith(_IGNORED_PREFIXES) or key in _IGNORED_KEYS or _internal(key):
+            continue
+        if overridden is not None and key not in overridden:
+            continue
+        if overridden is None and any(key not in r.params for r in runs):
             continue
         if len({r.params.get(key) for r in runs}) > 1:
             varying.append(key)
@@ -195,22 +258,85 @@ def swept_params(runs: Sequence[RunData]) -> list[str]:
     return sorted(varying, key=rank)
 
 
-def headline(runs: Sequence[RunData], eps: float | None) -> tuple[str | None, float | None]:
-    """The attack and eps the overview quotes: PGD if run (else the first attack), at ``eps`` if
-    evaluated (else the largest eps evaluated)."""
+def headline_eps(runs: Sequence[RunData], asked: float | None = None) -> float | None:
+    """The eps the headline is quoted at: ``asked`` (report.heatmap_eps) if evaluated, else the
+    runs' ``eval.grid_eps`` (the budget their example grids show) if evaluated, else the largest
+    eps evaluated; None when no run was attacked."""
+    grid = eps_union(runs)
+    if not grid:
+        return None
+    for candidate in (asked, *(r.setting("eval.grid_eps") for r in runs)):
+        if candidate is not None and float(candidate) in grid:
+            return float(candidate)
+    return grid[-1]
+
+
+def quoted_attack(runs: Sequence[RunData]) -> str | None:
+    """The single attack the per-attack tables and sentences quote: PGD if run, else the first."""
     attacks = [a for r in runs for a in r.attacks if a != naming.WORST_CASE]
     if not attacks:
-        return None, None
-    attack = "pgd" if "pgd" in attacks else attacks[0]
-    grid = sorted({e for r in runs if attack in r.attacks for e in r.eps_grid})
-    if eps is not None and float(eps) in grid:
-        return attack, float(eps)
-    return attack, grid[-1]
+        return None
+    return "pgd" if "pgd" in attacks else attacks[0]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A run's headline: clean accuracy and the worst case at the headline eps, with their n,
+    and the smallest eps at which the worst case falls below half the clean accuracy."""
+
+    clean_acc: float | None
+    clean_n: float | None
+    eps: float | None
+    worst: float | None  # worst-case robust accuracy at ``eps``
+    robust_n: float | None
+    attacks: list[str]  # the attacks the worst case is over (one: that attack alone)
+    halving_eps: float | None  # None: accuracy never halves on the eps grid
+    largest_eps: float | None
+
+
+def headline_attack(runs: Sequence[RunData]) -> str | None:
+    """The worst case when the runs logged it; else (runs of a release that did not) the attack
+    :func:`quoted_attack` picks."""
+    if any(naming.WORST_CASE in r.attacks for r in runs):
+        return naming.WORST_CASE
+    return quoted_attack(runs)
+
+
+def headline(run: RunData, eps: float | None) -> Headline:
+    """The :class:`Headline` of ``run`` at ``eps`` (see :func:`headline_eps`)."""
+    attack = headline_attack([run])
+    row = run.robust(attack, eps) if eps is not None and attack is not None else None
+    worst = None if row is None else _number(row["robust_acc"])
+    n = None if row is None else _number(row["n"])
+    attacks = [a for a in run.attacks if a != naming.WORST_CASE]
+    return Headline(
+        clean_acc=run.clean_acc,
+        clean_n=run.clean_n,
+        eps=eps,
+        worst=worst,
+        robust_n=n if n is not None else run.robust_n,
+        attacks=attacks if attack == naming.WORST_CASE else [str(attack)],
+        halving_eps=halving_eps(run, attack),
+        largest_eps=run.eps_grid[-1] if run.eps_grid else None,
+    )
+
+
+def halving_eps(run: RunData, attack: str | None = naming.WORST_CASE) -> float | None:
+    """Smallest eps > 0 at which ``attack`` (the worst case) leaves under half the clean
+    accuracy."""
+    clean = run.clean_acc
+    table = run.robustness
+    if clean is None or table.empty:
+        return None
+    worst = table[(table["attack"] == attack) & (table["eps"] > 0)]
+    hits = worst[worst["robust_acc"] < 0.5 * clean]
+    return None if hits.empty else float(hits["eps"].min())
 
 
 @dataclass(frozen=True)
 class Focus:
-    """What every section of one report quotes: the headline attack and eps, the swept params."""
+    """What every section of one report quotes: the per-attack tables' attack, the headline eps,
+    the swept params."""
 
     attack: str | None
     eps: float | None
@@ -223,14 +349,15 @@ class Focus:
 
 
 def focus(runs: Sequence[RunData], heatmap_eps: float | None) -> Focus:
-    """The :class:`Focus` of a report on ``runs``; ``heatmap_eps`` as in :func:`headline`."""
-    attack, eps = headline(runs, heatmap_eps)
+    """The :class:`Focus` of a report on ``runs``; ``heatmap_eps`` as in :func:`headline_eps`."""
+    attack = quoted_attack(runs)
+    eps = headline_eps(runs, heatmap_eps) if attack is not None else None
     return Focus(attack=attack, eps=eps, swept=swept_params(runs))
 
 
 def best_epoch_gap(run: RunData) -> float | None:
     """Train minus validation accuracy at the best (restored) epoch, or None."""
-    return run.history_at("gen_gap", run.metric(naming.BEST_EPOCH))
+    return run.history_at(naming.GEN_GAP, run.metric(naming.BEST_EPOCH))
 
 
 def swept_values(column: pd.Series) -> list[str]:
@@ -238,158 +365,30 @@ def swept_values(column: pd.Series) -> list[str]:
     return sorted(column.dropna().unique(), key=setting_sort_key)
 
 
-# ------------------------------------------------------------------------------- one run's setup
-SETUP_KEYS = (
-    "status",
-    "verdict",
-    "model",
-    "params",
-    "optimizer",
-    "lr",
-    "weight decay",
-    "dropout",
-    "early stopping",
-    "augmentation",
-    "adv. training",
-    "seed",
-)
+# -------------------------------------------------------------------------- training diagnostics
+def has_robust_validation(run: RunData) -> bool:
+    """Whether the run logged both FGSM and PGD validation accuracy per epoch (adversarial
+    training with robust validation)."""
+    hist = run.history
+    columns = (naming.VAL_FGSM_ACC, naming.VAL_PGD_ACC)
+    return all(c in hist and hist[c].notna().any() for c in columns)
 
 
-def setup_facts(run: RunData) -> dict[str, str]:
-    """The run's setup in words, one entry per :data:`SETUP_KEYS`, from its typed config."""
-    model_target = run.setting("model._target_")
-    model = run.tags.get("advlab.model") or (
-        naming.option_name(model_target) if model_target else MISSING
-    )
-    optimizer_target = run.setting("optimizer._target_")
-    seed = run.setting("seed")
-    return {
-        "status": run.status + (f": {run.error}" if run.error else ""),
-        "verdict": verdict_text(run),
-        "model": model,
-        "params": fmt_int(run.metric(naming.NUM_PARAMS)),
-        "optimizer": naming.option_name(optimizer_target) if optimizer_target else MISSING,
-        "lr": fmt_num(run.setting("optimizer.lr")),
-        "weight decay": fmt_num(run.setting("optimizer.weight_decay")),
-        "dropout": fmt_num(run.setting("model.dropout")),
-        "early stopping": _early_stopping(run),
-        "augmentation": _augmentation(run),
-        "adv. training": _adversarial_training(run),
-        "seed": str(seed) if seed is not None else run.tags.get("advlab.seed") or MISSING,
-    }
+def catastrophic_epochs(run: RunData) -> list[int]:
+    """The epochs :func:`advlab.training.diagnostics.catastrophic_epochs` finds in the run's
+    history (training's own rule, applied to the logged curves); [] without both curves."""
+    if not has_robust_validation(run):
+        return []
+    # Imported here: the report needs training code only for runs that have these curves.
+    from advlab.training.diagnostics import catastrophic_epochs as training_rule
 
-
-def _early_stopping(run: RunData) -> str:
-    enabled = run.setting("train.early_stopping.enabled")
-    if enabled is None:
-        return MISSING
-    best, stopped = run.metric(naming.BEST_EPOCH), run.metric(naming.STOPPED_EPOCH)
-    epochs = run.setting("train.epochs")
-    where = (
-        f"best {int(best)} / stopped {int(stopped)} of {'?' if epochs is None else epochs}"
-        if best is not None and stopped is not None
-        else f"not reached ({run.status})"
-    )
-    if not enabled:
-        return f"off; {where}"
-    patience = run.setting("train.early_stopping.patience")
-    monitor = run.setting("train.early_stopping.monitor")
-    return (
-        f"patience {'?' if patience is None else patience} on "
-        f"{'?' if monitor is None else monitor}; {where}"
-    )
-
-
-def _augmentation(run: RunData) -> str:
-    hflip = run.setting("data.augment.hflip")
-    aug = ["hflip"] if hflip else []
-    shift, rotation = run.setting("data.augment.shift"), run.setting("data.augment.rotation")
-    if shift:
-        aug.append(f"shift {fmt_num(shift)}px")
-    if rotation:
-        aug.append(f"rotation {fmt_num(rotation)}°")
-    return ", ".join(aug) or ("none" if hflip is not None else MISSING)
-
-
-def _adversarial_training(run: RunData) -> str:
-    method = run.setting("train.adversarial.method")
-    if not method:
-        return MISSING
-    if method == "none":
-        return "none"
-    eps = run.setting("train.adversarial.eps")
-    return f"{method} eps {fmt_eps(math.nan if eps is None else float(eps))}"
-
-
-def shared_and_differing(facts: Sequence[dict[str, str]]) -> tuple[list[str], list[str]]:
-    """Setup keys with one value across all runs, and the keys whose values differ."""
-    shared = [k for k in SETUP_KEYS if len({f[k] for f in facts}) == 1]
-    return shared, [k for k in SETUP_KEYS if k not in shared]
-
-
-# -------------------------------------------------------------------------------- the cover's facts
-def status_text(runs: Sequence[RunData]) -> str:
-    """Run statuses counted: '3 finished, 1 failed'."""
-    statuses = pd.Series([run.status for run in runs]).value_counts()
-    return ", ".join(f"{n} {s.lower()}" for s, n in statuses.items())
-
-
-def distinct(values: Iterable[str | None]) -> str:
-    """The distinct non-empty values, at most four named: 'a, b (+3 more)'."""
-    unique = list(dict.fromkeys(v for v in values if v))
-    if not unique:
-        return MISSING
-    return ", ".join(unique[:4]) + (f" (+{len(unique) - 4} more)" if len(unique) > 4 else "")
-
-
-def command_groups(runs: Sequence[RunData]) -> dict[str, list[str]]:
-    """Command line (tag advlab.command) -> names of the runs started with it, in run order."""
-    commands: dict[str, list[str]] = {}
-    for run in runs:
-        commands.setdefault(run.tags.get("advlab.command") or MISSING, []).append(run.name)
-    return commands
-
-
-def data_table(runs: Sequence[RunData]) -> list[list[object]]:
-    """The data the runs saw, one row per distinct dataset and split (header row first)."""
-    groups: dict[tuple, int] = {}
-    for run in runs:
-        p = run.params  # dataset facts exist only as params (facts.*), not in the config
-        key = (
-            run.tags.get("advlab.dataset") or run.setting("data.name") or MISSING,
-            p.get("facts.n_train"),
-            p.get("facts.n_val"),
-            p.get("facts.n_test"),
-            p.get("facts.image_shape"),
-            _balance(p),
-        )
-        groups[key] = groups.get(key, 0) + 1
-    rows: list[list[object]] = [
-        ["data", "train", "val", "test", "image", "class balance (train)", "runs"]
+    hist = run.history.sort_values("epoch", ignore_index=True)
+    rows = [
+        {k: float(v) for k, v in row.items() if k != "epoch" and pd.notna(v)}
+        for row in hist.to_dict("records")
     ]
-    for (name, n_train, n_val, n_test, shape, balance), count in groups.items():
-        rows.append(
-            [
-                name,
-                *(fmt_int(_float(n)) for n in (n_train, n_val, n_test)),
-                shape or MISSING,
-                balance or MISSING,
-                count,
-            ]
-        )
-    return rows
-
-
-def _balance(params: dict[str, str]) -> str:
-    shares = {k.split("/", 1)[1]: v for k, v in params.items() if k.startswith("facts.train_frac/")}
-    return ", ".join(f"{name} {fmt_pct(_float(v))}" for name, v in shares.items())
-
-
-def _float(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+    # The rule counts list positions from 1; the history's epochs may not start at 1.
+    return [int(hist["epoch"].iloc[i - 1]) for i in training_rule(rows) if 0 < i <= len(hist)]
 
 
 # ------------------------------------------------------------------------------------ sanity checks
@@ -398,7 +397,7 @@ def sanity_counts(runs: Sequence[RunData]) -> list[tuple[str, dict[str, int]]]:
     checks = [c for r in runs for c in r.checks or []]
     out = []
     for name in dict.fromkeys(c["name"] for c in checks):
-        counts = {"pass": 0, "warn": 0, "fail": 0}
+        counts = dict.fromkeys(STATUSES, 0)
         for check in checks:
             if check["name"] == name:
                 counts[check["status"]] = counts.get(check["status"], 0) + 1
@@ -408,66 +407,18 @@ def sanity_counts(runs: Sequence[RunData]) -> list[tuple[str, dict[str, int]]]:
 
 def failed_checks(runs: Sequence[RunData]) -> list[tuple[RunData, dict[str, str]]]:
     """(run, check) for every check that did not pass."""
-    return [(r, c) for r in runs for c in r.checks or [] if c["status"] != "pass"]
+    return [(r, c) for r in runs for c in r.checks or [] if c["status"] != PASS]
 
 
 def runs_with_warnings(runs: Sequence[RunData]) -> list[RunData]:
     """Runs with at least one check that did not pass."""
-    return [r for r in runs if any(c["status"] != "pass" for c in r.checks or [])]
+    return [r for r in runs if any(c["status"] != PASS for c in r.checks or [])]
 
 
-# ----------------------------------------------------------------------------------------- verdicts
-# Worst first: the order the cover shows verdict counts and reasons in.
-VERDICT_ORDER = (FAIL, WARN, PASS)
-NOT_RECORDED = "not recorded"  # runs made before verdicts existed; they count as not failed
-REASONS_SHOWN = 5  # reasons of failed/warned runs named on the cover; the rest are counted
-
-
-def verdict_text(run: RunData) -> str:
-    """The run's verdict as shown: 'pass', 'warn', 'fail' or 'not recorded'."""
-    return run.verdict or NOT_RECORDED
-
-
-def verdict_counts(runs: Sequence[RunData]) -> dict[str, int]:
-    """Runs per verdict, worst first, 'not recorded' last; verdicts no run has are left out."""
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[verdict_text(run)] = counts.get(verdict_text(run), 0) + 1
-    order = [*VERDICT_ORDER, *sorted(set(counts) - {*VERDICT_ORDER, NOT_RECORDED}), NOT_RECORDED]
-    return {v: counts[v] for v in order if v in counts}
-
-
-def verdict_reasons(
-    runs: Sequence[RunData], shown: int = REASONS_SHOWN
-) -> tuple[list[tuple[str, str]], int]:
-    """(verdict, '<run>: <verdict>: <reason>') of the failed, then the warned runs (at most
-    ``shown``), and how many more failed or warned runs there are."""
-    flagged = [r for v in (FAIL, WARN) for r in runs if r.verdict == v]
-    lines = [
-        (str(r.verdict), f"{r.name}: {r.verdict}: {r.verdict_reason or 'no reason recorded'}")
-        for r in flagged
-    ]
-    return lines[:shown], max(0, len(lines) - shown)
-
-
+# ------------------------------------------------------------------------------- comparisons
 def compared_runs(runs: Sequence[RunData]) -> list[RunData]:
     """The runs comparisons are drawn over: all but those whose verdict is fail."""
     return [r for r in runs if not r.failed_verdict]
-
-
-def left_out_sentence(runs: Sequence[RunData]) -> str | None:
-    """How many runs the comparisons leave out (verdict fail) and why; None when none are."""
-    failed = [r for r in runs if r.failed_verdict]
-    if not failed:
-        return None
-    named = [f"{r.name} ({r.verdict_reason or 'no reason recorded'})" for r in failed]
-    more = len(named) - REASONS_SHOWN
-    listed = "; ".join(named[:REASONS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
-    return (
-        f"{len(failed)} of {len(runs)} runs are left out of the comparisons (heatmaps, best "
-        f"settings, seed-group means) because their verdict is fail: {listed}. They are still "
-        "listed, marked fail."
-    )
 
 
 # ------------------------------------------------------------------------------- one run's details
@@ -476,7 +427,7 @@ def eps_union(runs: Sequence[RunData]) -> list[float]:
     return sorted({e for r in runs for e in r.eps_grid})
 
 
-def headline_grids(run: RunData, attack: str | None) -> list[tuple[str, bytes]]:
+def grids_of(run: RunData, attack: str | None) -> list[tuple[str, bytes]]:
     """The run's grids of ``attack`` (all of them when it logged none for that attack)."""
     return [g for g in run.grids if Path(g[0]).stem.startswith(f"{attack}_")] or run.grids
 

@@ -18,29 +18,30 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from advlab import naming
+from advlab.report import data
 from advlab.report.data import RunData
+from advlab.report.format import attack_label, fmt_num, setting_sort_key
 from advlab.report.seeds import SeedGroup
-from advlab.report.summary import (
-    attack_label,
-    fmt_eps,
-    fmt_num,
-    fmt_pct,
-    setting_sort_key,
-    within_spread,
-)
 
 WIDTH = 7.0  # inches: the A4 text column at 100% zoom
 _TRAIN, _VAL = "#1f77b4", "#d62728"
+# (split, panel) -> the per-epoch metric drawn
+_CURVES = {
+    ("train", "loss"): naming.TRAIN_LOSS,
+    ("val", "loss"): naming.VAL_LOSS,
+    ("train", "acc"): naming.TRAIN_ACC,
+    ("val", "acc"): naming.VAL_ACC,
+}
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def plot_style() -> Iterator[None]:
     # Scoped so that building a report never changes the caller's matplotlib/seaborn defaults.
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.95):
         yield
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -51,7 +52,7 @@ def _curve_panels(run: RunData, ax_loss, ax_acc, *, compact: bool) -> None:
     stopped = run.metric(naming.STOPPED_EPOCH)
     for ax, metric, title in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
         for split, color, style in (("train", _TRAIN, "-"), ("val", _VAL, "--")):
-            column = f"{split}_{metric}"
+            column = _CURVES[(split, metric)]
             if column in hist and hist[column].notna().any():
                 sns.lineplot(
                     x=hist["epoch"],
@@ -90,35 +91,14 @@ def _curve_panels(run: RunData, ax_loss, ax_acc, *, compact: bool) -> None:
         ax.set_title(title, fontsize=7 if compact else 9)
 
 
-def has_robust_validation(run: RunData) -> bool:
-    """Whether the run logged both FGSM and PGD validation accuracy per epoch (adversarial
-    training with robust validation): its accuracy panel then draws clean, FGSM and PGD."""
-    hist = run.history
-    columns = (naming.VAL_FGSM_ACC, naming.VAL_PGD_ACC)
-    return all(c in hist and hist[c].notna().any() for c in columns)
-
-
-def catastrophic_marks(run: RunData) -> list[int]:
-    """The epochs :func:`advlab.training.diagnostics.catastrophic_epochs` finds in the run's
-    history (PGD validation accuracy collapsing while FGSM's rises); [] without both curves."""
-    if not has_robust_validation(run):
-        return []
-    # Imported here: the report needs training code only for runs that have these curves.
-    from advlab.training.diagnostics import catastrophic_epochs
-
-    hist = run.history.sort_values("epoch", ignore_index=True)
-    rows = [
-        {k: float(v) for k, v in row.items() if k != "epoch" and pd.notna(v)}
-        for row in hist.to_dict("records")
-    ]
-    # catastrophic_epochs counts list positions from 1; the history's epochs may not start at 1.
-    return [int(hist["epoch"].iloc[i - 1]) for i in catastrophic_epochs(rows) if 0 < i <= len(hist)]
-
-
 def _split_label(split: str, metric: str, run: RunData) -> str:
     if split == "train":
         return "train"
-    return "validation (clean)" if metric == "acc" and has_robust_validation(run) else "validation"
+    return (
+        "validation (clean)"
+        if metric == "acc" and data.has_robust_validation(run)
+        else "validation"
+    )
 
 
 _FGSM, _PGD, _MARK = "#ff7f0e", "#2ca02c", "#111111"
@@ -147,7 +127,7 @@ def _robust_validation(run: RunData, ax, *, compact: bool) -> None:
 
 def _mark_catastrophic(ax, run: RunData, *, compact: bool) -> None:
     """A large × on the PGD validation curve at each catastrophic epoch, annotated."""
-    epochs = catastrophic_marks(run)
+    epochs = data.catastrophic_epochs(run)
     if not epochs:
         return
     pgd = [run.history_at(naming.VAL_PGD_ACC, e) for e in epochs]
@@ -181,12 +161,12 @@ def _mark_catastrophic(ax, run: RunData, *, compact: bool) -> None:
 def learning_curves(run: RunData) -> Figure:
     """Train vs validation loss and accuracy per epoch; dotted line = best (restored) epoch, grey
     band = epochs run after it until early stopping."""
-    with _style():
-        fig = _figure(WIDTH, 2.6)
+    with plot_style():
+        fig = new_figure(WIDTH, 2.6)
         ax_loss, ax_acc = fig.subplots(1, 2)
         _curve_panels(run, ax_loss, ax_acc, compact=False)
         handles, labels = ax_acc.get_legend_handles_labels()
-        if handles and has_robust_validation(run):
+        if handles and data.has_robust_validation(run):
             # Below the panels: inside, five entries would hide the low PGD curve and its marks.
             fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=len(labels))
         elif handles:
@@ -201,8 +181,8 @@ def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figur
     as the mean per epoch with a band of ± one std over the seeds (seaborn ``errorbar="sd"``) and
     a dotted line at each seed's best epoch."""
     rows = math.ceil(len(groups) / per_row)
-    with _style():
-        fig = _figure(WIDTH, 1.75 * rows + 0.35)
+    with plot_style():
+        fig = new_figure(WIDTH, 1.75 * rows + 0.35)
         subs = np.atleast_2d(fig.subfigures(rows, per_row, squeeze=False))
         legend_ax = None
         for i, sub in enumerate(subs.ravel()):
@@ -210,7 +190,7 @@ def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figur
                 continue
             group = groups[i]
             seeds = f" ({group.n_seeds} seeds)" if group.n_seeds > 1 else ""
-            sub.suptitle(_short(group.name, 48 - len(seeds)) + seeds, fontsize=7)
+            sub.suptitle(short_text(group.name, 48 - len(seeds)) + seeds, fontsize=7)
             ax_loss, ax_acc = sub.subplots(1, 2)
             drawn = [r for r in group.runs if not r.history.empty]
             if not drawn:
@@ -245,14 +225,23 @@ def learning_curves_grid(groups: Sequence[SeedGroup], per_row: int = 2) -> Figur
     return fig
 
 
+def _val_label(robust: bool) -> str:
+    return "validation (clean)" if robust else "validation"
+
+
 def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
     """Mean ± std over ``runs`` (seeds) per epoch; a dotted line at each run's best epoch."""
     long = pd.concat([r.history.assign(run=r.run_id) for r in runs], ignore_index=True)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
         robust = metric == "acc" and naming.VAL_FGSM_ACC in long and naming.VAL_PGD_ACC in long
         series = [
-            (f"train_{metric}", _TRAIN, "-", "train"),
-            (f"val_{metric}", _VAL, "--", "validation (clean)" if robust else "validation"),
+            (_CURVES[("train", metric)], _TRAIN, "-", "train"),
+            (
+                _CURVES[("val", metric)],
+                _VAL,
+                "--",
+                "validation (clean)" if robust else "validation",
+            ),
         ]
         if metric == "acc":
             series.append((naming.VAL_FGSM_ACC, _FGSM, ":", "validation (FGSM)"))
@@ -285,7 +274,7 @@ def _seed_curve_panels(runs: Sequence[RunData], ax_loss, ax_acc) -> None:
         ax.set_ylabel("")
 
 
-def _short(text: str, limit: int) -> str:
+def short_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -312,8 +301,8 @@ def robustness_curves(
     palette = _palette(groups, hue_param)
     styles = _linestyles(groups, style_param)
     grid = sorted({e for g in groups for e in g.eps_grid})
-    with _style():
-        fig = _figure(WIDTH, 2.5 * rows + (0.6 if many else 0))
+    with plot_style():
+        fig = new_figure(WIDTH, 2.5 * rows + (0.6 if many else 0))
         axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
         for ax, attack in zip(axes, attacks, strict=False):
             for group in groups:
@@ -337,7 +326,7 @@ def robustness_curves(
             ax.set_title(attack_label(attack), fontsize=9)
             ax.set_xlabel("eps (1/255)")
             ax.set_ylabel("accuracy")
-            ax.set_xticks(grid, _eps_labels(grid), fontsize=7)
+            ax.set_xticks(grid, eps_tick_labels(grid), fontsize=7)
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
             ax.set_ylim(-0.02, 1.02)
         for ax in axes[len(attacks) :]:
@@ -394,7 +383,7 @@ def _figure_legend(fig: Figure, ax, title: str) -> None:
     )
 
 
-def _eps_labels(grid: Sequence[float]) -> list[str]:
+def eps_tick_labels(grid: Sequence[float]) -> list[str]:
     """Tick labels for the eps grid, blank where a label would collide with the previous one."""
     span = (max(grid) - min(grid)) or 1.0
     labels, last = [], None
@@ -422,7 +411,7 @@ def _legend_label(run: SeedGroup, hue_param: str | None, style_param: str | None
         for p in (hue_param, style_param)
         if p
     ]
-    return ", ".join(parts) if parts else _short(run.name, 40)
+    return ", ".join(parts) if parts else short_text(run.name, 40)
 
 
 def _palette(runs: Sequence[SeedGroup], hue_param: str | None) -> dict[str, tuple]:
@@ -432,245 +421,3 @@ def _palette(runs: Sequence[SeedGroup], hue_param: str | None) -> dict[str, tupl
     values = sorted({r.params.get(hue_param, "?") for r in runs}, key=setting_sort_key)
     colors = dict(zip(values, sns.color_palette("viridis", len(values)), strict=True))
     return {r.run_id: colors[r.params.get(hue_param, "?")] for r in runs}
-
-
-# --------------------------------------------------------------------------------------- sweeps
-def sweep_heatmaps(
-    table: pd.DataFrame, *, x: str, y: str, panels: Sequence[tuple[str, str]]
-) -> Figure:
-    """Heatmaps over two swept params (``x`` columns, ``y`` rows), one per (column, title) in
-    ``panels``; ``table`` has one row per setting (:func:`~advlab.report.seeds.group_table`).
-
-    A cell is the mean over the settings with those two values (count shown if > 1). When a
-    setting has several seeds, a cell also shows ± its seed spread (root mean square of its
-    settings' stds over seeds) and ≈ marks a cell within the seed spread of the panel's highest
-    (:func:`~advlab.report.summary.within_spread`)."""
-    seeded = bool((table["n_seeds"] > 1).any())
-    with _style():
-        fig = _figure(WIDTH, 2.9 if seeded else 2.7)
-        axes = np.atleast_1d(fig.subplots(1, len(panels)))
-        for ax, (column, title) in zip(axes, panels, strict=True):
-            grid, annot = _heatmap_cells(table, x=x, y=y, column=column, seeded=seeded)
-            values = grid.to_numpy(dtype=float)
-            # Colour spans this panel's own range: the numbers are printed, the colour shows order.
-            low = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
-            high = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-            if high - low < 1e-9:
-                low, high = low - 0.01, high + 0.01
-            sns.heatmap(
-                grid.astype(float),
-                ax=ax,
-                annot=annot,
-                fmt="",
-                cmap="viridis",
-                vmin=low,
-                vmax=high,
-                cbar=False,
-                annot_kws={"fontsize": 6.5 if seeded else 7},
-                linewidths=0.5,
-                linecolor="white",
-            )
-            ax.set_xticklabels([fmt_num(v) for v in grid.columns], fontsize=7)
-            ax.set_yticklabels([fmt_num(v) for v in grid.index], fontsize=7, rotation=0)
-            ax.set_xlabel(x, fontsize=7.5)
-            ax.set_ylabel(y, fontsize=7.5)
-            ax.set_title(title, fontsize=8)
-    return fig
-
-
-def _heatmap_cells(
-    table: pd.DataFrame, *, x: str, y: str, column: str, seeded: bool
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The (y, x) grid of means of ``column`` and the text of each cell."""
-    order = {"index": y, "columns": x}
-    grid = table.pivot_table(**order, values=column, aggfunc="mean")
-    grid = grid.reindex(
-        index=sorted(grid.index, key=setting_sort_key),
-        columns=sorted(grid.columns, key=setting_sort_key),
-    )
-    count = table.pivot_table(**order, values=column, aggfunc="count")
-    count = count.reindex(index=grid.index, columns=grid.columns)
-    spread = pd.DataFrame(np.nan, index=grid.index, columns=grid.columns)
-    if seeded and table[f"{column}_std"].notna().any():
-        squares = table.assign(_sq=table[f"{column}_std"] ** 2)
-        spread = np.sqrt(squares.pivot_table(**order, values="_sq", aggfunc="mean"))
-        spread = spread.reindex(index=grid.index, columns=grid.columns)
-    values = grid.to_numpy(dtype=float)
-    top = np.unravel_index(np.nanargmax(values), grid.shape) if np.isfinite(values).any() else None
-    annot = np.empty(grid.shape, dtype=object)
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            value, n, std = grid.iat[i, j], count.iat[i, j], spread.iat[i, j]
-            if pd.isna(value):
-                annot[i, j] = ""
-                continue
-            text = fmt_pct(value) if pd.isna(std) else f"{fmt_pct(value)}\n± {fmt_pct(std)}"
-            if top is not None and (i, j) != top:
-                if within_spread(value, std, grid.iat[top], spread.iat[top]):
-                    text += " ≈"
-            annot[i, j] = text + (f"\n(n={int(n)})" if n and n > 1 else "")
-    return grid, annot
-
-
-def sweep_bars(table: pd.DataFrame, *, x: str, panels: Sequence[tuple[str, str]]) -> Figure:
-    """One swept parameter: the mean of each ``panels`` column per value of ``x``; ``table`` has
-    one row per run, and when a value has several runs (its seeds) the error bars are ± one std
-    over them (seaborn ``errorbar="sd"``)."""
-    long = table.melt(id_vars=[x], value_vars=[c for c, _ in panels], var_name="metric")
-    names = dict(panels)
-    long["metric"] = long["metric"].map(names)
-    order = sorted(long[x].dropna().unique(), key=setting_sort_key)
-    seeded = bool(table.groupby(x)[panels[0][0]].count().gt(1).any())
-    with _style():
-        fig = _figure(WIDTH, 2.6)
-        ax = fig.subplots()
-        sns.barplot(
-            data=long,
-            x=x,
-            y="value",
-            hue="metric",
-            order=order,
-            ax=ax,
-            errorbar="sd" if seeded else None,
-            capsize=0.15 if seeded else 0,
-            err_kws={"linewidth": 0.9},
-            palette="viridis",
-        )
-        ax.set_xticks(range(len(order)), [fmt_num(v) for v in order])
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-        ax.set_ylabel("accuracy")
-        ax.legend(fontsize=7, title=None)
-    return fig
-
-
-def clean_vs_robust(
-    table: pd.DataFrame, *, hue: str | None, style: str | None, robust_label: str
-) -> Figure:
-    """Clean vs robust accuracy, one point per setting (``table``: one row per setting, see
-    :func:`~advlab.report.seeds.group_table`): the trade-off across a sweep. A setting with
-    several seeds is its mean, with ± one std over the seeds as grey error bars."""
-    data = table.dropna(subset=["clean_acc", "robust"]).copy()
-    for column in (hue, style):
-        if column is not None:
-            data[column] = data[column].map(fmt_num)
-    with _style():
-        fig = _figure(WIDTH * 0.75, 3.0)
-        ax = fig.subplots()
-        if data["robust_std"].notna().any():
-            ax.errorbar(
-                data["clean_acc"],
-                data["robust"],
-                xerr=data["clean_acc_std"].fillna(0),
-                yerr=data["robust_std"].fillna(0),
-                fmt="none",
-                ecolor="0.6",
-                elinewidth=0.8,
-                zorder=1,
-            )
-        hue_order = sorted(data[hue].unique(), key=setting_sort_key) if hue else None
-        style_order = sorted(data[style].unique(), key=setting_sort_key) if style else None
-        sns.scatterplot(
-            data=data,
-            x="clean_acc",
-            y="robust",
-            hue=hue,
-            style=style,
-            ax=ax,
-            hue_order=hue_order,
-            style_order=style_order,
-            s=45,
-            palette="viridis" if hue else None,
-            zorder=2,
-        )
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-        ax.set_xlabel("clean accuracy")
-        ax.set_ylabel(robust_label)
-        if ax.get_legend() is not None:
-            sns.move_legend(
-                ax,
-                "center left",
-                bbox_to_anchor=(1.02, 0.5),
-                fontsize=7,
-                title_fontsize=7,
-                frameon=False,
-            )
-    return fig
-
-
-# ----------------------------------------------------------------------------- per class, etc.
-def per_class_heatmap(per_class: pd.DataFrame, attacks: Sequence[str]) -> Figure:
-    """Robust accuracy per class (rows) and eps (columns), one panel per attack."""
-    attacks = [a for a in attacks if a in set(per_class["attack"])]
-    n_classes = per_class["class"].nunique()
-    with _style():
-        fig = _figure(WIDTH, min(6.0, 0.9 + 0.22 * n_classes))
-        axes = np.atleast_1d(fig.subplots(1, len(attacks)))
-        for ax, attack in zip(axes, attacks, strict=True):
-            part = per_class[per_class["attack"] == attack]
-            grid = part.pivot_table(
-                index="class", columns="eps", values="robust_acc", aggfunc="mean", sort=False
-            )
-            grid = grid.reindex(columns=sorted(grid.columns))
-            annot = grid.map(fmt_pct).to_numpy()
-            sns.heatmap(
-                grid,
-                ax=ax,
-                annot=annot,
-                fmt="",
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
-                cbar=False,
-                annot_kws={"fontsize": 6},
-                linewidths=0.4,
-                linecolor="white",
-            )
-            ax.set_xticklabels([naming.format_eps(float(e)) for e in grid.columns], fontsize=7)
-            ax.set_yticklabels(list(grid.index), fontsize=7, rotation=0)
-            ax.set_xlabel("eps (1/255)", fontsize=7.5)
-            ax.set_ylabel("class" if ax is axes[0] else "", fontsize=7.5)
-            ax.set_title(attack_label(attack), fontsize=8)
-    return fig
-
-
-def confusion_pair(
-    clean: Sequence[Sequence[int]],
-    adversarial: Sequence[Sequence[int]],
-    *,
-    class_names: Sequence[str],
-    adv_title: str,
-) -> Figure:
-    """Clean and adversarial confusion matrices (rows: true class, columns: predicted), counts."""
-    n = len(class_names)
-    size = min(3.4, 1.4 + 0.22 * n)
-    with _style():
-        fig = _figure(WIDTH, size + 0.3)
-        axes = fig.subplots(1, 2)
-        for ax, matrix, title in ((axes[0], clean, "clean"), (axes[1], adversarial, adv_title)):
-            arr = np.asarray(matrix, dtype=float)
-            sns.heatmap(
-                arr,
-                ax=ax,
-                annot=n <= 12,
-                fmt=".0f",
-                cmap="Blues",
-                cbar=False,
-                square=True,
-                annot_kws={"fontsize": 6 if n > 5 else 8},
-                xticklabels=list(class_names),
-                yticklabels=list(class_names),
-                linewidths=0.3,
-                linecolor="white",
-            )
-            ax.tick_params(labelsize=6.5)
-            ax.tick_params(axis="y", labelrotation=0)
-            ax.set_xlabel("predicted", fontsize=7.5)
-            ax.set_ylabel("true", fontsize=7.5)
-            ax.set_title(title, fontsize=8)
-    return fig
-
-
-def eps_title(attack: str, eps: float) -> str:
-    """Title of an adversarial panel: 'PGD at 8/255'."""
-    return f"{attack_label(attack)} at {fmt_eps(eps)}"

@@ -1,10 +1,11 @@
 """Read one MLflow run or many into :class:`~advlab.report.data.RunData` (reads, never writes).
 
-Only reads: params, tags, metrics (latest values and per-epoch histories) and the artifacts listed
-in docs/architecture.md ("What a run leaves in MLflow"). Nothing is recomputed: robust accuracy and
-attack success rate come from the ``robust_acc/...`` and ``asr/...`` metrics; the confidence
-interval, n and per-class numbers come from the run's ``results/`` artifacts; the run's settings
-from its typed ``config/config.json``.
+Only reads, through :func:`advlab.tracking.store.read_client` (which never creates a store):
+params, tags, metrics (latest values and per-epoch histories) and the artifacts named in
+:mod:`advlab.naming`. Nothing is recomputed: robust accuracy and attack success rate come from the
+``robust_acc/...`` and ``asr/...`` metrics; the confidence interval, n and per-class numbers from
+the run's result artifacts; the run's settings from its typed config artifact; versions and the
+command from its run-info artifact (or, for runs of earlier releases, its tags).
 """
 
 from __future__ import annotations
@@ -23,22 +24,34 @@ from typing import Any
 import pandas as pd
 
 from advlab import naming
-from advlab.naming import CONFIG_ARTIFACT
-from advlab.report.data import HISTORY_METRICS, ROBUSTNESS_COLUMNS, ReportData, ReportError, RunData
+from advlab.report.data import (
+    CHECK_FIELDS,
+    ROBUSTNESS_COLUMNS,
+    UNFINISHED,
+    ReportData,
+    ReportError,
+    RunData,
+)
 from advlab.results import quiet_downloads
+from advlab.tracking.store import experiment_ids, read_client, retry
 
 log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_CHECKS_FILES = naming.artifact_candidates(naming.CHECKS_JSON)  # today's name first
 _WANTED = {
-    "results/robustness.json",
-    "results/per_class.csv",
-    "results/confusion.json",
-    "results/sanity.json",
+    naming.ROBUSTNESS_JSON,
+    naming.PER_CLASS_CSV,
+    naming.CONFUSION_JSON,
+    *_CHECKS_FILES,
     naming.VERDICT_JSON,  # the run's verdict with every check it rests on
-    "results/audit.json",  # python -m advlab.audit
-    CONFIG_ARTIFACT,
+    naming.AUDIT_JSON,  # python -m advlab.audit
+    naming.RESULTS_JSON,  # clean_n, robust_n
+    naming.RUN_INFO_JSON,  # versions, command, attacks (tags on runs of earlier releases)
+    naming.CONFIG_ARTIFACT,
 }
+_FOLDERS = (naming.RESULTS_DIR, naming.GRIDS_DIR, naming.CONFIG_DIR)
+_STATUS_FILTER = re.compile(r"\bstatus\b", re.IGNORECASE)  # a filter that picks run statuses
 
 
 # ------------------------------------------------------------------------------------ gathering
@@ -49,12 +62,14 @@ def gather(
 
     ``runs``: None (every run of ``experiment``), a list of run ids, or an MLflow filter string
     (``"params.model.dropout = '0.5'"``) applied within ``experiment``. A sweep's parent run is
-    replaced by its children. Raises :class:`ReportError` when nothing matches.
+    replaced by its children. Failed and killed runs are left out (and counted) unless they were
+    asked for: by run id, or by a filter on the run status. Raises :class:`ReportError` (or the
+    store's :class:`~advlab.errors.ConfigError`) when the store, the experiment or any reportable
+    run is missing; the store is only read, never created.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = read_client(tracking_uri)
     run_ids = _as_id_list(runs)
     try:
         if run_ids is not None:
@@ -69,15 +84,9 @@ def gather(
                     "report.experiment is not set: name the MLflow experiment to report on "
                     "(report.experiment=NAME) or give run ids (report.runs=[ID,...])"
                 )
-            exp = client.get_experiment_by_name(experiment)
-            if exp is None:
-                known = sorted(e.name for e in client.search_experiments())
-                raise ReportError(
-                    f"report.experiment={experiment!r}: no such MLflow experiment in "
-                    f"{tracking_uri} (known: {', '.join(known) or 'none'})"
-                )
+            (experiment_id,) = experiment_ids(client, experiment)
             filter_string = runs if isinstance(runs, str) else None
-            found = _search(client, exp.experiment_id, filter_string)
+            found = _search(client, experiment_id, filter_string)
             selection = (
                 f"runs matching {filter_string!r}"
                 if filter_string
@@ -93,9 +102,11 @@ def gather(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReportError(f"MLflow could not answer ({tracking_uri}): {first}") from exc
 
-    parents = {r.data.tags.get("mlflow.parentRunId") for r in found} - {None}
+    parents = {r.data.tags.get(naming.MLFLOW_PARENT_TAG) for r in found} - {None}
     kept = [r for r in found if r.info.run_id not in parents] or found
     omitted = len(found) - len(kept)
+    asked = run_ids is not None or bool(isinstance(runs, str) and _STATUS_FILTER.search(runs))
+    kept, left_out = (kept, {}) if asked else _leave_out_unfinished(kept, exp_label)
     kept.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
     with tempfile.TemporaryDirectory(prefix="advlab-report-") as tmp, quiet_downloads():
         data = [_run_data(client, r, Path(tmp)) for r in kept]
@@ -106,7 +117,50 @@ def gather(
         selection=selection,
         runs=data,
         omitted_parents=omitted,
+        left_out=left_out,
     )
+
+
+def _leave_out_unfinished(found: list, experiment: str) -> tuple[list, dict[str, int]]:
+    """The runs that did not fail or get killed, and how many of each status were left out.
+
+    Raises a one-line :class:`ReportError` when nothing else is left: a PDF of failed runs
+    would only repeat their error."""
+    kept = [r for r in found if r.info.status not in UNFINISHED]
+    left_out: dict[str, int] = {}
+    for run in found:
+        if run.info.status in UNFINISHED:
+            left_out[run.info.status] = left_out.get(run.info.status, 0) + 1
+    if not kept:
+        counts = " and ".join(f"{n} {s.lower()}" for s, n in left_out.items())
+        latest = max(found, key=lambda r: r.info.start_time or 0)
+        why = latest.data.tags.get(naming.ERROR_TAG) or latest.data.tags.get(
+            naming.KILLED_REASON_TAG
+        )
+        last = f"; the latest: {' '.join(why.split())[:200]}" if why else ""
+        raise ReportError(
+            f"MLflow experiment {experiment!r} has no finished run to report ({counts}){last}"
+        )
+    return kept, left_out
+
+
+def latest_experiment(tracking_uri: str) -> str:
+    """The experiment of the most recently started run in the store (the report's default)."""
+    client = read_client(tracking_uri)
+    ids = experiment_ids(client, None)
+    newest = (
+        retry(
+            lambda: client.search_runs(
+                list(ids), order_by=["attributes.start_time DESC"], max_results=1
+            ),
+            what="latest run",
+        )
+        if ids
+        else []
+    )
+    if not newest:
+        raise ReportError(f"no runs in the MLflow store {tracking_uri}: run something first")
+    return ids[newest[0].info.experiment_id]
 
 
 def _as_id_list(runs: Sequence[str] | str | None) -> list[str] | None:
@@ -182,33 +236,43 @@ def _run_data(client, run, tmp: Path) -> RunData:
     metrics = {k: float(v) for k, v in data.metrics.items()}
     artifacts = _artifacts(client, info.run_id, tmp)
     start = datetime.fromtimestamp(info.start_time / 1000, tz=UTC) if info.start_time else None
+    checks_file = next((artifacts[p] for p in _CHECKS_FILES if p in artifacts), None)
+    run_info = _json_or_none(artifacts.get(naming.RUN_INFO_JSON))
+    results_json = _json_or_none(artifacts.get(naming.RESULTS_JSON))
     return RunData(
         run_id=info.run_id,
-        name=info.run_name or data.tags.get("mlflow.runName") or info.run_id[:8],
+        name=info.run_name or data.tags.get(naming.MLFLOW_RUN_NAME_TAG) or info.run_id[:8],
         experiment=_experiment_name(client, info.experiment_id),
         status=info.status,
         start_time=start,
         params=dict(data.params),
         tags=dict(data.tags),
-        config=_config(artifacts.get(CONFIG_ARTIFACT)),
+        config=_config(artifacts.get(naming.CONFIG_ARTIFACT)),
         metrics=metrics,
         history=_history(client, info.run_id, metrics),
-        robustness=_robustness(metrics, artifacts.get("results/robustness.json")),
-        per_class=_per_class(artifacts.get("results/per_class.csv")),
-        confusion=_json_or_none(artifacts.get("results/confusion.json")),
-        sanity=_sanity(artifacts.get("results/sanity.json")),
+        robustness=_robustness(metrics, artifacts.get(naming.ROBUSTNESS_JSON)),
+        per_class=_per_class(artifacts.get(naming.PER_CLASS_CSV)),
+        confusion=_json_or_none(artifacts.get(naming.CONFUSION_JSON)),
+        sanity=_checks(_json_or_none(checks_file)),
         verdict_file=_verdict(artifacts.get(naming.VERDICT_JSON)),
-        audit=_json_or_none(artifacts.get("results/audit.json")),
-        grids=[(p, b) for p, b in sorted(artifacts.items()) if p.startswith("grids/")],
+        audit=_json_or_none(artifacts.get(naming.AUDIT_JSON)),
+        grids=[
+            (p, b) for p, b in sorted(artifacts.items()) if p.startswith(f"{naming.GRIDS_DIR}/")
+        ],
+        info=naming.run_info(dict(data.tags), run_info if isinstance(run_info, dict) else None),
+        results=results_json if isinstance(results_json, dict) else {},
     )
 
 
 def _history(client, run_id: str, metrics: dict[str, float]) -> pd.DataFrame:
+    """One row per epoch of every per-epoch metric the run logged, under today's names (a run
+    of an earlier release that logged ``val_robust_acc`` shows it as ``val_pgd_acc``)."""
     columns: dict[str, dict[int, float]] = {}
-    for key in HISTORY_METRICS:
-        if key not in metrics:
+    for key in sorted(metrics, key=lambda k: k != naming.current_metric(k)):  # today's name wins
+        name = naming.current_metric(key)
+        if name not in naming.EPOCH_METRICS or name in columns:
             continue
-        columns[key] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+        columns[name] = {m.step: m.value for m in client.get_metric_history(run_id, key)}
     if not columns:
         return pd.DataFrame(columns=["epoch"])
     frame = pd.DataFrame(columns).sort_index()
@@ -219,7 +283,7 @@ def _history(client, run_id: str, metrics: dict[str, float]) -> pd.DataFrame:
 def _artifacts(client, run_id: str, tmp: Path) -> dict[str, bytes]:
     """The report's artifacts of a run as {artifact path: bytes}; absent ones are simply missing."""
     out: dict[str, bytes] = {}
-    for folder in ("results", "grids", "config"):
+    for folder in _FOLDERS:
         try:
             listing = client.list_artifacts(run_id, folder)
         except Exception as exc:  # an unreachable artifact store must not sink the whole report
@@ -228,7 +292,8 @@ def _artifacts(client, run_id: str, tmp: Path) -> dict[str, bytes]:
         for item in listing:
             if item.is_dir:
                 continue
-            if item.path in _WANTED or (folder == "grids" and item.path.endswith(".png")):
+            grid = folder == naming.GRIDS_DIR and item.path.endswith(".png")
+            if item.path in _WANTED or grid:
                 try:
                     local = client.download_artifacts(run_id, item.path, str(tmp))
                     out[item.path] = Path(local).read_bytes()
@@ -251,7 +316,9 @@ def _robustness(metrics: dict[str, float], raw: bytes | None) -> pd.DataFrame:
             for row in json.loads(raw):
                 extra[(str(row["attack"]), float(row["eps"]))] = row
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("results/robustness.json is unreadable (%s); using the metrics only", exc)
+            log.warning(
+                "%s is unreadable (%s); using the metrics only", naming.ROBUSTNESS_JSON, exc
+            )
     rows = []
     for (attack, eps), vals in values.items():
         more = extra.get((attack, eps), {})
@@ -278,11 +345,12 @@ def _per_class(raw: bytes | None) -> pd.DataFrame | None:
     try:
         frame = pd.read_csv(io.BytesIO(raw))
     except ValueError as exc:
-        log.warning("results/per_class.csv is unreadable: %s", exc)
+        log.warning("%s is unreadable: %s", naming.PER_CLASS_CSV, exc)
         return None
     needed = {"attack", "eps", "class", "robust_acc"}
     if not needed <= set(frame.columns):
-        log.warning("results/per_class.csv lacks columns %s", sorted(needed - set(frame.columns)))
+        missing = sorted(needed - set(frame.columns))
+        log.warning("%s lacks columns %s", naming.PER_CLASS_CSV, missing)
         return None
     frame["class"] = frame["class"].astype(str)
     return frame
@@ -304,23 +372,15 @@ def _json_or_none(raw: bytes | None):
         return None
 
 
-def _sanity(raw: bytes | None) -> list[dict[str, str]] | None:
-    return _checks(_json_or_none(raw))
-
-
 def _checks(rows: Any) -> list[dict[str, str]] | None:
     """Check rows ({name, status, evidence}) as strings; None when ``rows`` is not a list."""
     if not isinstance(rows, list):
         return None
-    return [
-        {k: str(row.get(k, "")) for k in ("name", "status", "evidence")}
-        for row in rows
-        if isinstance(row, dict)
-    ]
+    return [{k: str(row.get(k, "")) for k in CHECK_FIELDS} for row in rows if isinstance(row, dict)]
 
 
 def _verdict(raw: bytes | None) -> dict[str, Any] | None:
-    """results/verdict.json as {verdict, reason, checks}; None when absent or not an object."""
+    """The verdict file as {verdict, reason, checks}; None when absent or not an object."""
     found = _json_or_none(raw)
     if not isinstance(found, dict):
         return None

@@ -1,9 +1,10 @@
 """PDF layout with reportlab platypus: A4, DejaVu fonts embedded, tables as text, figures as PNG.
 
-:func:`render` turns a :class:`~advlab.report.data.ReportData` into a PDF: the cover
-(:mod:`~advlab.report.cover`), then the sections of a one-run report (:mod:`~advlab.report.single`)
-or of a many-run report (:mod:`~advlab.report.sweep`). Every number printed comes from the gathered
-MLflow data and is formatted by :mod:`advlab.report.summary` (percentages with one decimal).
+:func:`render` turns a :class:`~advlab.report.data.ReportData` into a PDF: the first page that
+tells the story (:mod:`~advlab.report.front`), the sections of a one-run report
+(:mod:`~advlab.report.single`) or of a many-run report (:mod:`~advlab.report.sweep`), and last the
+provenance (:mod:`~advlab.report.cover`). Every number printed comes from the gathered MLflow data
+and is formatted by :mod:`advlab.report.format` (percentages with one decimal).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advlab.config import PerRun
-from advlab.report import data, single, sweep
+from advlab.report import data, front, single, sweep
 from advlab.report.blocks import Doc, Story, register_fonts
 from advlab.report.cover import cover
 from advlab.report.data import ReportData
@@ -34,12 +35,15 @@ def render(
     register_fonts()
     story = Story(figures_dir=figures_dir)
     focus = data.focus(report.runs, heatmap_eps)
-    cover(story, report)
-    story.page_break()
     if len(report.runs) == 1:
+        front.single_run(story, report, focus)
+        story.page_break()
         single.build(story, report.runs[0], focus)
     else:
+        front.sweep_runs(story, report, focus)
+        story.page_break()
         sweep.build(story, report.runs, focus, per_run)
+    cover(story, report)
     doc = Doc(
         path,
         title=f"advlab report: {report.experiment}",

@@ -18,7 +18,7 @@ import pandas as pd
 from advlab import naming, seed_groups
 from advlab.config import PerRun
 from advlab.report.data import ROBUSTNESS_COLUMNS, Focus, RunData, best_epoch_gap, eps_union
-from advlab.report.summary import MISSING, fmt_num
+from advlab.report.format import MISSING, fmt_num
 
 SPREAD_COLUMNS = ("robust_std", "asr_std", "n_seeds")  # added to a group's robustness rows
 VERDICT_FAIL = "VERDICT_FAIL"  # the status a verdict-fail run is grouped under: never pooled
@@ -129,7 +129,7 @@ def group_runs(runs: Sequence[RunData], focus: Focus) -> list[SeedGroup]:
 def _label(runs: list[RunData], knobs: list[str]) -> str:
     run = runs[0]
     label = ", ".join(f"{k.split('.', 1)[-1]}={fmt_num(run.params.get(k, MISSING))}" for k in knobs)
-    label = label or run.tags.get("mlflow.runName") or run.name
+    label = label or run.tags.get(naming.MLFLOW_RUN_NAME_TAG) or run.name
     return label if run.status == "FINISHED" else f"{label} ({run.status})"
 
 
@@ -155,9 +155,9 @@ def group_table(groups: Sequence[SeedGroup], focus: Focus) -> pd.DataFrame:
     swept param (its MLflow param string; the seed only when no group holds several seeds)."""
     shown = [p for p in focus.swept if p != "seed" or not pooled(groups)]
     values: dict[str, Callable[[RunData], float | None]] = {
-        "clean_acc": lambda r: r.clean_acc,
+        naming.CLEAN_ACC: lambda r: r.clean_acc,
         "robust": lambda r: headline_value(r, focus) if focus.attack is not None else None,
-        "gen_gap": best_epoch_gap,
+        naming.GEN_GAP: best_epoch_gap,
     }
     rows = []
     for group in groups:
@@ -213,3 +213,17 @@ def representative(group: SeedGroup, focus: Focus) -> RunData:
         return math.inf if value is None or math.isnan(mean) else abs(value - mean)
 
     return min(group.runs, key=distance)
+
+
+def within_spread(a: float, std_a: float, b: float, std_b: float) -> bool | None:
+    """Whether two means over seeds differ by no more than their seeds do:
+    |a - b| <= sqrt(std_a² + std_b²), the std of the difference between one run of each.
+
+    A setting run once (std NaN) is taken to spread as much as the other one; None when neither
+    std is known (or a mean is missing): the seeds then say nothing."""
+    a, std_a, b, std_b = (float(v) for v in (a, std_a, b, std_b))
+    std_a = std_b if math.isnan(std_a) else std_a
+    std_b = std_a if math.isnan(std_b) else std_b
+    if any(math.isnan(v) for v in (a, std_a, b, std_b)):
+        return None
+    return abs(a - b) <= math.hypot(std_a, std_b)

@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from advlab import naming
-from advlab.report import audit, data, figures
+from advlab.report import audit, data, detail_figures, facts, figures
 from advlab.report.blocks import WARN, Story
 from advlab.report.data import Focus, RunData
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_int, fmt_pct
 from advlab.report.seeds import SeedGroup
-from advlab.report.summary import MISSING, attack_label, fmt_eps, fmt_int, fmt_pct, run_sentences
+from advlab.report.summary import run_sentences
+from advlab.verdict import PASS
 
 CURVES_CAPTION = (
     "Solid: training, dashed: validation. Dotted line: the best epoch (its weights "
@@ -35,7 +37,7 @@ def build(story: Story, run: RunData, focus: Focus) -> None:
     story.h1("Summary")
     story.bullets(run_story(run, focus) or ["No numbers to summarise."])
     story.h1("Setup")
-    story.table([[k, v] for k, v in data.setup_facts(run).items()], [0.28, 0.72], header=False)
+    story.table([[k, v] for k, v in facts.setup_facts(run).items()], [0.28, 0.72], header=False)
     story.h1("Learning curves")
     if run.history.empty:
         story.para(f"No per-epoch metrics were logged (run {run.status}).", "note")
@@ -50,7 +52,7 @@ def build(story: Story, run: RunData, focus: Focus) -> None:
     if run.checks:
         sanity_table(story, run)
     else:
-        story.para("No sanity-check results (results/sanity.json) were logged.", "note")
+        story.para(f"No check results ({naming.CHECKS_JSON}) were logged.", "note")
     if run.audit:  # results/audit.json, written by python -m advlab.audit
         audit.section(story, run.audit)
     if run.grids:
@@ -74,7 +76,7 @@ def run_story(run: RunData, focus: Focus) -> list[str]:
         stopped_epoch=run.metric(naming.STOPPED_EPOCH),
         max_epochs=run.setting("train.epochs"),
         gen_gap=data.best_epoch_gap(run),
-        last_gap=run.history_at("gen_gap", run.metric(naming.STOPPED_EPOCH)),
+        last_gap=run.history_at(naming.GEN_GAP, run.metric(naming.STOPPED_EPOCH)),
         sanity=run.checks,
         status=run.status,
         error=run.error,
@@ -122,19 +124,19 @@ def robustness_of_one(story: Story, run: RunData) -> None:
 
 def sanity_table(story: Story, run: RunData) -> None:
     """Every check of one run with its evidence; those that did not pass highlighted. The checks
-    of results/verdict.json (training checks first) when the run has one, else of sanity.json."""
+    of the verdict file (training checks first) when the run has one, else of the checks file."""
     rows: list[list[object]] = [["check", "status", "evidence"]]
     highlight = {}
     for i, check in enumerate(run.checks or [], 1):
         rows.append([check["name"], check["status"], check["evidence"]])
-        if check["status"] != "pass":
+        if check["status"] != PASS:
             highlight[i] = WARN
     story.table(rows, [0.25, 0.08, 0.67], highlight=highlight)
     source = (
         f"The checks the run's verdict rests on ({naming.VERDICT_JSON}): training checks, then "
         "the evaluation's sanity checks."
         if (run.verdict_file or {}).get("checks")
-        else "The evaluation's sanity checks (results/sanity.json)."
+        else f"The evaluation's sanity checks ({naming.CHECKS_JSON})."
     )
     story.para(source, "caption")
 
@@ -142,10 +144,10 @@ def sanity_table(story: Story, run: RunData) -> None:
 def curves_caption(runs: Sequence[RunData]) -> str:
     """:data:`CURVES_CAPTION`, plus what the robust validation curves and the catastrophic-
     overfitting marks mean when any of ``runs`` has both FGSM and PGD validation accuracy."""
-    robust = [r for r in runs if figures.has_robust_validation(r)]
+    robust = [r for r in runs if data.has_robust_validation(r)]
     if not robust:
         return CURVES_CAPTION
-    marked = sum(len(figures.catastrophic_marks(r)) for r in robust)
+    marked = sum(len(data.catastrophic_epochs(r)) for r in robust)
     found = (
         f"{marked} such epoch(s) marked."
         if marked
@@ -187,7 +189,7 @@ def per_class(story: Story, run: RunData, head: Heading, prefix: str = "") -> No
         return
     head(f"{prefix}Per-class robustness")
     story.figure(
-        figures.per_class_heatmap(run.per_class, run.attacks),
+        detail_figures.per_class_heatmap(run.per_class, run.attacks),
         "Robust accuracy per true class and eps (1/255); eps 0 = clean.",
     )
 
@@ -204,11 +206,11 @@ def confusion(story: Story, run: RunData, focus: Focus, head: Heading, prefix: s
     name, attack, eps = key
     head(f"{prefix}Confusion matrices")
     story.figure(
-        figures.confusion_pair(
+        detail_figures.confusion_pair(
             matrix,
             run.confusion[name],
             class_names=data.class_names(run, n),
-            adv_title=figures.eps_title(attack, eps),
+            adv_title=detail_figures.eps_title(attack, eps),
         ),
         "Counts of test examples; rows: true class, columns: predicted class.",
     )

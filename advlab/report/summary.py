@@ -1,8 +1,7 @@
-"""Number formatting for the whole report, and the short written summary generated from numbers.
+"""The report's written summary: sentences generated from the tracked numbers.
 
-Every percentage in the PDF goes through :func:`fmt_pct` (one decimal, e.g. ``91.2%``) so that a
-number in the text, in a table and in a test is written the same way. Accuracies, attack success
-rates and class shares are fractions in [0, 1] in MLflow; they are formatted, never recomputed.
+Numbers are written by :mod:`advlab.report.format` (``fmt_pct`` and friends, re-exported here for
+callers that imported them from this module); nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -13,92 +12,45 @@ from collections.abc import Sequence
 import pandas as pd
 
 from advlab import naming
-
-MISSING = "—"  # shown where a run has no value (failed, not evaluated, not logged)
-
-
-def fmt_pct(value: float | None) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal: 0.9123 -> '91.2%'; None/NaN -> '—'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    return f"{100.0 * float(value):.1f}%"
-
-
-def fmt_pp(value: float | None) -> str:
-    """A difference of two fractions in percentage points: 0.123 -> '12.3 points'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    return f"{100.0 * float(value):.1f} points"
-
-
-def fmt_spread(mean: float | None, std: float | None) -> str:
-    """A mean over seeds with its std: '45.2% ± 1.3%'; just :func:`fmt_pct` when the std is
-    unknown (a single seed), so a setting run once reads as a single run."""
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return fmt_pct(mean)
-    return f"{fmt_pct(mean)} ± {fmt_pct(std)}"
+from advlab.report.data import Headline
+from advlab.report.format import (  # noqa: F401  (fmt_pct, fmt_spread: re-exported)
+    MISSING,
+    attack_label,
+    attack_list,
+    fmt_eps,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    fmt_pp,
+    fmt_spread,
+    over_seeds,
+    setting_sort_key,
+)
+from advlab.report.seeds import within_spread
+from advlab.verdict import PASS
 
 
-def over_seeds(counts: Sequence[int]) -> str:
-    """How many seeds each number averages, in words: 'over 3 seeds', 'over 1–3 seeds'."""
-    low, high = min(counts), max(counts)
-    many = f"{low}–{high}" if low != high else str(high)
-    return f"over {many} seed{'' if many == '1' else 's'}"
-
-
-def within_spread(a: float, std_a: float, b: float, std_b: float) -> bool | None:
-    """Whether two means over seeds differ by no more than their seeds do:
-    |a - b| <= sqrt(std_a² + std_b²), the std of the difference between one run of each.
-
-    A setting run once (std NaN) is taken to spread as much as the other one; None when neither
-    std is known (or a mean is missing): the seeds then say nothing."""
-    a, std_a, b, std_b = (float(v) for v in (a, std_a, b, std_b))
-    std_a = std_b if math.isnan(std_a) else std_a
-    std_b = std_a if math.isnan(std_b) else std_b
-    if any(math.isnan(v) for v in (a, std_a, b, std_b)):
-        return None
-    return abs(a - b) <= math.hypot(std_a, std_b)
-
-
-def fmt_eps(eps: float) -> str:
-    """Eps in 1/255 units as a budget: 8.0 -> '8/255'."""
-    return f"{naming.format_eps(eps)}/255"
-
-
-def fmt_int(value: float | None) -> str:
-    """A count with thousands separators: 25450.0 -> '25,450'; None/NaN -> '—'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    return f"{int(round(float(value))):,}"
-
-
-def fmt_num(value: float | str | None) -> str:
-    """A hyperparameter value as short as it stays exact: '0.0005' -> '0.0005', 1e-4 -> '0.0001'."""
-    if value is None:
-        return MISSING
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(number):
-        return MISSING
-    return f"{number:g}"
-
-
-def attack_label(attack: str) -> str:
-    """Display name of an attack option: 'pgd' -> 'PGD', 'worst_case' -> 'worst case'."""
-    if attack == naming.WORST_CASE:
-        return "worst case"
-    return attack.upper().replace("_", "-")
-
-
-def setting_sort_key(value: object) -> tuple[int, float | str]:
-    """Order of a swept param's values (MLflow strings): numbers by value ('0.0001' < '0.001'),
-    then the others alphabetically."""
-    try:
-        return (0, float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return (1, str(value))
+# ------------------------------------------------------------------------------------ headline
+def headline_sentence(head: Headline) -> str:
+    """The first page's sentence: clean accuracy with its n, the worst case at the headline eps
+    with its n, and the eps where accuracy halves (:class:`~advlab.report.data.Headline`)."""
+    if head.clean_acc is None:
+        return "The run logged no clean test accuracy: there is no headline."
+    clean_n = f" of {fmt_int(head.clean_n)} test images" if head.clean_n is not None else ""
+    text = f"The model classifies {fmt_pct(head.clean_acc)}{clean_n} correctly"
+    if head.worst is None or head.eps is None:
+        return text + "; no attack was evaluated."
+    robust_n = f" of {fmt_int(head.robust_n)} attacked images" if head.robust_n is not None else ""
+    if len(head.attacks) == 1:
+        over = attack_label(head.attacks[0])
+    else:
+        over = f"the worst case of {attack_list(head.attacks)}" if head.attacks else "attack"
+    text += f"; under {over} at eps {fmt_eps(head.eps)} it keeps {fmt_pct(head.worst)}{robust_n}"
+    if head.halving_eps is not None:
+        return text + f", and its accuracy halves at eps {fmt_eps(head.halving_eps)}."
+    if head.largest_eps:
+        return text + f", and its accuracy stays above half up to eps {fmt_eps(head.largest_eps)}."
+    return text + "."
 
 
 # ------------------------------------------------------------------------------ written summary
@@ -203,7 +155,7 @@ def _gap_sentences(gen_gap: float | None, last_gap: float | None) -> list[str]:
 def _sanity_sentences(sanity: Sequence[dict] | None) -> list[str]:
     if not sanity:
         return []
-    warns = [c for c in sanity if str(c.get("status")) != "pass"]
+    warns = [c for c in sanity if str(c.get("status")) != PASS]
     if not warns:
         return [f"All {len(sanity)} sanity checks passed."]
     names = ", ".join(f"{c.get('name')} ({c.get('status')})" for c in warns)
@@ -233,7 +185,7 @@ def sweep_sentences(
     means over seeds, ``clean_acc_std``/``robust_std`` (NaN for one seed) and one column per swept
     parameter (MLflow param strings).
     """
-    done = table.dropna(subset=["clean_acc"])
+    done = table.dropna(subset=[naming.CLEAN_ACC])
     if done.empty:
         return ["No run has a clean test accuracy in MLflow."]
     out: list[str] = []
@@ -244,14 +196,14 @@ def sweep_sentences(
     if seeds and len(done) == 1:  # one setting over several seeds: nothing to rank
         only = done.iloc[0]
         text = f"{only['name']}: clean accuracy "
-        text += fmt_spread(only["clean_acc"], only["clean_acc_std"])
+        text += fmt_spread(only[naming.CLEAN_ACC], only["clean_acc_std"])
         if label and eps is not None and not pd.isna(only["robust"]):
             text += f", {label} {fmt_spread(only['robust'], only['robust_std'])}"
         return [*out, text + "."]
-    best_clean = done.loc[done["clean_acc"].idxmax()]
+    best_clean = done.loc[done[naming.CLEAN_ACC].idxmax()]
     out.append(
         f"Highest clean accuracy: {best_clean['name']} with "
-        f"{fmt_spread(best_clean['clean_acc'], best_clean['clean_acc_std'])}."
+        f"{fmt_spread(best_clean[naming.CLEAN_ACC], best_clean['clean_acc_std'])}."
     )
     if label is None or eps is None or done["robust"].isna().all():
         return out
@@ -260,7 +212,7 @@ def sweep_sentences(
     worst = robust.loc[robust["robust"].idxmin()]
     out.append(
         f"Highest {label}: {best['name']} with {fmt_spread(best['robust'], best['robust_std'])} "
-        f"(clean {fmt_spread(best['clean_acc'], best['clean_acc_std'])}); lowest: "
+        f"(clean {fmt_spread(best[naming.CLEAN_ACC], best['clean_acc_std'])}); lowest: "
         f"{worst['name']} with {fmt_spread(worst['robust'], worst['robust_std'])}."
     )
     for param in params:

@@ -15,22 +15,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from advlab import naming
 from advlab.config import PerRun
-from advlab.report import data, figures, seeds, single
+from advlab.report import data, facts, figures, seeds, single, sweep_figures
 from advlab.report.blocks import FAILED_VERDICT, Story
 from advlab.report.data import Focus, RunData
-from advlab.report.seeds import SeedGroup
-from advlab.report.summary import (
-    MISSING,
-    attack_label,
-    fmt_eps,
-    fmt_num,
-    fmt_spread,
-    over_seeds,
-    sweep_sanity_sentences,
-    sweep_sentences,
-    within_spread,
-)
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_num, fmt_spread, over_seeds
+from advlab.report.seeds import SeedGroup, within_spread
+from advlab.report.summary import sweep_sanity_sentences, sweep_sentences
+from advlab.verdict import STATUSES
 
 CURVES_PER_FIGURE = 8  # settings per learning-curve small-multiples figure (one page)
 BAND_LINES = 4  # robustness figures draw uncertainty bands up to this many lines (readability)
@@ -75,7 +68,7 @@ def summary(
     story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], focus: Focus
 ) -> None:
     story.h1("Summary")
-    left_out = data.left_out_sentence(runs)
+    left_out = facts.left_out_sentence(runs)
     lines = [left_out] if left_out else []
     kept = seeds.compared(groups)
     if kept:
@@ -99,17 +92,17 @@ def summary(
 def setup(story: Story, runs: Sequence[RunData]) -> None:
     """What all runs share is said once; the table shows only what differs between runs."""
     story.h1("Setup")
-    facts = [data.setup_facts(run) for run in runs]
-    shared, differ = data.shared_and_differing(facts)
+    per_run = [facts.setup_facts(run) for run in runs]
+    shared, differ = facts.shared_and_differing(per_run)
     if shared:
         story.para("Shared by all runs:")
-        story.table([[k, facts[0][k]] for k in shared], [0.28, 0.72], header=False)
+        story.table([[k, per_run[0][k]] for k in shared], [0.28, 0.72], header=False)
     if differ:
         story.para("Differences between runs:")
         total = sum(_SETUP_WIDTHS.get(k, 0.8) for k in differ)
         widths = [0.26] + [0.74 * _SETUP_WIDTHS.get(k, 0.8) / total for k in differ]
         rows: list[list[object]] = [["run", *differ]]
-        rows += [[run.name, *(f[k] for k in differ)] for run, f in zip(runs, facts, strict=True)]
+        rows += [[run.name, *(f[k] for k in differ)] for run, f in zip(runs, per_run, strict=True)]
         story.table(rows, widths)
 
 
@@ -259,21 +252,23 @@ def sweep(story: Story, runs: Sequence[RunData], groups: Sequence[SeedGroup], fo
         )
         + "."
     )
-    left_out = data.left_out_sentence(runs)
+    left_out = facts.left_out_sentence(runs)
     if left_out:
         story.para(left_out, "note")
     table = seeds.group_table(groups, focus)  # every setting: the table lists them all
     compared = seeds.group_table(seeds.compared(groups), focus)
-    finished = compared[compared["clean_acc"].notna()]
+    finished = compared[compared[naming.CLEAN_ACC].notna()]
     run_rows = seeds.run_table(data.compared_runs(runs), focus)
     knobs = _knobs(groups, focus)
     robust_title = _robust_title(focus)
     panels = _panels(table, robust_title)
     if knobs and len(finished) >= 2:
         _sweep_figures(story, finished, run_rows, knobs, focus, panels, robust_title)
-    elif not knobs and run_rows["clean_acc"].notna().sum() >= 2:
+    elif not knobs and run_rows[naming.CLEAN_ACC].notna().sum() >= 2:
         story.figure(  # only the seed varies: the seeds side by side
-            figures.sweep_bars(run_rows[run_rows["clean_acc"].notna()], x="seed", panels=panels),
+            sweep_figures.sweep_bars(
+                run_rows[run_rows[naming.CLEAN_ACC].notna()], x="seed", panels=panels
+            ),
             "One bar per seed: the spread a single run's numbers carry.",
         )
     elif not seeds.pooled(groups):
@@ -310,7 +305,10 @@ def _sweep_table(
         cells: list[object] = [row["name"], *(fmt_num(row[p]) for p in shown)]
         if pooled:
             cells.append(row["n_seeds"])
-        cells += [fmt_spread(row[c], row[f"{c}_std"]) for c in ("clean_acc", "robust", "gen_gap")]
+        cells += [
+            fmt_spread(row[c], row[f"{c}_std"])
+            for c in (naming.CLEAN_ACC, "robust", naming.GEN_GAP)
+        ]
         if pooled:
             cells.append("left out" if row["left_out"] else _near_best(row, best))
         rows.append(cells)
@@ -359,11 +357,11 @@ def _robust_title(focus: Focus) -> str | None:
 
 def _panels(table: pd.DataFrame, robust_title: str | None) -> list[tuple[str, str]]:
     """(column of the overview table, title) of each heatmap or bar panel."""
-    panels = [("clean_acc", "clean accuracy")]
+    panels = [(naming.CLEAN_ACC, "clean accuracy")]
     if robust_title:
         panels.append(("robust", f"robust accuracy, {robust_title}"))
-    if table["gen_gap"].notna().any():
-        panels.append(("gen_gap", "train − val accuracy (best epoch)"))
+    if table[naming.GEN_GAP].notna().any():
+        panels.append((naming.GEN_GAP, "train − val accuracy (best epoch)"))
     return panels
 
 
@@ -393,7 +391,7 @@ def _sweep_figures(
         y, x = axes
         averaged = [p for p in focus.swept if p not in axes and not (pooled and p == "seed")]
         story.figure(
-            figures.sweep_heatmaps(finished, x=x, y=y, panels=panels),
+            sweep_figures.sweep_heatmaps(finished, x=x, y=y, panels=panels),
             f"Mean over the runs with each pair of values of {y} (rows) and {x} (columns)"
             + (f", averaged over {', '.join(averaged)}" if averaged else "")
             + "."
@@ -401,13 +399,15 @@ def _sweep_figures(
         )
     else:
         story.figure(
-            figures.sweep_bars(run_rows[run_rows["clean_acc"].notna()], x=axes[0], panels=panels),
+            sweep_figures.sweep_bars(
+                run_rows[run_rows[naming.CLEAN_ACC].notna()], x=axes[0], panels=panels
+            ),
             f"Mean per value of {axes[0]}."
             + (" Error bars: ± one std over the seeds." if pooled else ""),
         )
     if robust_title:
         story.figure(
-            figures.clean_vs_robust(
+            sweep_figures.clean_vs_robust(
                 finished,
                 hue=axes[0],
                 style=axes[1] if len(axes) > 1 else None,
@@ -425,10 +425,10 @@ def sanity(story: Story, runs: Sequence[RunData]) -> None:
     """How many runs passed each check; every check that did not pass, with its evidence."""
     story.h1("Sanity checks")
     if not any(r.checks for r in runs):
-        story.para("No sanity-check results (results/sanity.json) were logged.", "note")
+        story.para(f"No check results ({naming.CHECKS_JSON}) were logged.", "note")
         return
-    rows: list[list[object]] = [["check", "pass", "warn", "fail"]]
-    rows += [[name, c["pass"], c["warn"], c["fail"]] for name, c in data.sanity_counts(runs)]
+    rows: list[list[object]] = [["check", *STATUSES]]
+    rows += [[name, *(c[s] for s in STATUSES)] for name, c in data.sanity_counts(runs)]
     story.table(rows, [0.55, 0.15, 0.15, 0.15])
     bad = data.failed_checks(runs)
     if bad:
@@ -475,6 +475,6 @@ def run_details(
         )
     for run in picks:
         prefix = f"{run.name}: "
-        single.grids(story, data.headline_grids(run, focus.attack), story.h2, prefix)
+        single.grids(story, data.grids_of(run, focus.attack), story.h2, prefix)
         single.per_class(story, run, story.h2, prefix)
         single.confusion(story, run, focus, story.h2, prefix)
