@@ -1,7 +1,7 @@
 """Draw the README's picture: clean digits, their PGD perturbation (amplified) and the adversarial
 digits, each with the quickstart model's prediction.
 
-    .venv/bin/python scripts/readme_figure.py [--run RUN] [--eps 32] [--n 3] [--out PNG]
+    .venv/bin/python scripts/readme_figure.py [--run RUN] [--eps 64] [--n 3] [--out PNG]
 
 RUN is a quickstart run directory or MLflow run id; by default the newest finished run of the
 ``quickstart`` experiment in the project's store (``runs/mlflow.db``), and when there is none the
@@ -104,7 +104,7 @@ def draw(run: str, tracking_uri: str, eps: float, n: int, out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="run directory or MLflow run id (default: newest)")
-    parser.add_argument("--eps", type=float, default=32.0, help="PGD budget, 1/255 units")
+    parser.add_argument("--eps", type=float, default=64.0, help="PGD budget, 1/255 units")
     parser.add_argument("--n", type=int, default=3, help="digits shown, one per row")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--tracking-uri", default=None, help="default: the project's store")
@@ -113,7 +113,9 @@ def main() -> None:
         raise SystemExit(f"--eps={args.eps} must be > 0 and --n={args.n} at least 1")
     uri = results.default_tracking_uri(args.tracking_uri)
     try:
-        run = args.run or quickstart_run(uri)
+        # a run directory relative to the current directory, as a shell user means it
+        run = str(Path(args.run).resolve()) if args.run and Path(args.run).is_dir() else args.run
+        run = run or quickstart_run(uri)
         path = draw(run, uri, args.eps, args.n, args.out)
     except AdvlabError as error:
         print(f"error: {error}", file=sys.stderr)
