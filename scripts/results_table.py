@@ -106,8 +106,13 @@ def _evaluated(by_id: pd.DataFrame, run_ids: list[str]) -> str:
     split (null = all of it); the split itself is the train / val / test column."""
     counts = set()
     for run_id in run_ids:
-        n_test = float(by_id.loc[run_id].get("params.facts.n_test", math.nan))
-        asked = str(by_id.loc[run_id].get("params.eval.n_examples", "None"))
+        run = by_id.loc[run_id]
+        recorded = run.get(f"metrics.{naming.ROBUST_N}", math.nan)  # runs that record their n
+        if recorded == recorded:
+            counts.add(float(recorded))
+            continue
+        n_test = float(run.get("params.facts.n_test", math.nan))
+        asked = str(run.get("params.eval.n_examples", "None"))
         counts.add(n_test if asked in ("None", "null") else min(float(asked), n_test))
     low, high = min(counts), max(counts)
     return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
