@@ -170,3 +170,17 @@ def test_readme_picture_is_committed_small() -> None:
     for picture in pictures:
         size = (PROJECT_ROOT / picture).stat().st_size
         assert size < 100 * 1024, f"{picture}: {size} bytes"
+
+
+SCRIPT = re.compile(r"(?<![\w/.])(scripts/[\w/.-]+\.(?:py|sh))")
+MAKE_TARGET = re.compile(r"(?:^|`)make ([a-z][a-z-]*)", flags=re.M)  # commands, not prose
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_names_scripts_and_make_targets_that_exist(page) -> None:
+    text = page.read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    missing = [s for s in SCRIPT.findall(text) if not (PROJECT_ROOT / s).is_file()]
+    missing += [f"make {t}" for t in MAKE_TARGET.findall(text) if t not in targets]
+    assert not missing, f"{page.name}: {sorted(set(missing))}"
