@@ -1,6 +1,11 @@
-"""Print the README's results table (Markdown) from what MLflow holds: nothing is recomputed.
+"""Print a results table (Markdown) from what MLflow holds: nothing is recomputed.
 
-    .venv/bin/python scripts/results_table.py [--eps EPS] [EXPERIMENT ...]
+    .venv/bin/python scripts/results_table.py [--eps EPS] [--markdown] [EXPERIMENT ...]
+
+``--markdown`` prints a page section for docs/results.md: a header with the date, the machine
+(CPU model and cores from /proc/cpuinfo), the commit of the working copy and the command that
+printed it, then per experiment the commands, commits, devices and dates its runs recorded
+(``naming.run_info``: results/run_info.json, or the tags of older runs) and its table.
 
 One row per setting of each experiment (finished runs; sweep parents left out): the settings that
 differ between the experiment's runs, data sizes, clean accuracy, FGSM, PGD and worst-case robust
@@ -17,28 +22,30 @@ line under the table says how many runs were left out and why.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import shlex
+import subprocess
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
+import advlab.config
 from advlab import naming, results, seed_groups
+from advlab.config import CONF_DIR, PROJECT_ROOT
 from advlab.errors import ConfigError
 from advlab.verdict import FAIL
 
-DEFAULT_EXPERIMENTS = [
-    "quickstart",
-    "gender_perceptron",
-    "gender_cnn",
-    "gender_cnn_dropout",
-    "gender_fool",
-    "gender_overfitting",
-    "gender_adversarial_training",
-    "cifar10_fool",
-    "cifar10_regularization_sweep",
-    "cifar10_adversarial_training",
-    "transfer",
-]
+
+def default_experiments() -> list[str]:
+    """Every experiment of conf/experiment/: the config's own list when it provides one."""
+    listed = getattr(advlab.config, "experiment_names", None)  # the one list, once it exists
+    if listed is not None:
+        return list(listed())
+    return sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 VERDICT = f"tags.{naming.VERDICT_TAG}"
@@ -99,8 +106,13 @@ def _evaluated(by_id: pd.DataFrame, run_ids: list[str]) -> str:
     split (null = all of it); the split itself is the train / val / test column."""
     counts = set()
     for run_id in run_ids:
-        n_test = float(by_id.loc[run_id].get("params.facts.n_test", math.nan))
-        asked = str(by_id.loc[run_id].get("params.eval.n_examples", "None"))
+        run = by_id.loc[run_id]
+        recorded = run.get(f"metrics.{naming.ROBUST_N}", math.nan)  # runs that record their n
+        if recorded == recorded:
+            counts.add(float(recorded))
+            continue
+        n_test = float(run.get("params.facts.n_test", math.nan))
+        asked = str(run.get("params.eval.n_examples", "None"))
         counts.add(n_test if asked in ("None", "null") else min(float(asked), n_test))
     low, high = min(counts), max(counts)
     return f"{low:.0f}" if low == high or math.isnan(low) else f"{low:.0f}-{high:.0f}"
@@ -159,16 +171,16 @@ def _left_out_line(frames: list[pd.DataFrame]) -> str | None:
     )
 
 
-def main(experiments: list[str], eps: float = 8.0) -> None:
-    loaded = {name: tables for name in experiments if (tables := _load(name)) is not None}
+def table(loaded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], eps: float) -> list[str]:
+    """The Markdown lines of one table over the experiments ``loaded`` (see :func:`_load`)."""
     seeded = any((groups["n_seeds"] > 1).any() for _, groups in loaded.values())
     seeds_head = " n seeds |" if seeded else ""
     at = f"{naming.format_eps(eps)}/255"
-    print(
+    lines = [
         f"| experiment | settings |{seeds_head} train / val / test | evaluated | clean acc "
-        f"| FGSM {at} | PGD {at} | worst case {at} | best / stopped epoch | wall time | verdict |"
-    )
-    print("|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|---|")
+        f"| FGSM {at} | PGD {at} | worst case {at} | best / stopped epoch | wall time | verdict |",
+        "|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|---|",
+    ]
     for experiment, (frame, groups) in loaded.items():
         varied = [
             key
@@ -177,31 +189,118 @@ def main(experiments: list[str], eps: float = 8.0) -> None:
         ]
         by_id = frame.set_index("run_id")
         for _, row in groups.sort_values("start_time").iterrows():
-            sizes = " / ".join(
-                _size(by_id, row["run_ids"], k) for k in ("n_train", "n_val", "n_test")
-            )
-            epochs = f"{_epoch(row, naming.BEST_EPOCH)} / {_epoch(row, naming.STOPPED_EPOCH)}"
-            seconds = row["duration_s"]
-            minutes = "-" if seconds != seconds else f"{seconds / 60:.1f} min"
-            print(
-                f"| {experiment} | {_settings(row, varied)} |"
-                + (f" {row['n_seeds']} |" if seeded else "")
-                + f" {sizes} | {_evaluated(by_id, row['run_ids'])} | {_pct(row, naming.CLEAN_ACC)} "
-                f"| {_pct(row, naming.robust_acc_key('fgsm', eps))} "
-                f"| {_pct(row, naming.robust_acc_key('pgd', eps))} "
-                f"| {_pct(row, naming.robust_acc_key(naming.WORST_CASE, eps))} "
-                f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
-                f"| {_verdict_cell(by_id, row['run_ids'], bool(row['left_out']))} |"
-            )
+            lines.append(_row(experiment, row, by_id, varied, eps, seeded))
     left_out = _left_out_line([frame for frame, _ in loaded.values()])
     if left_out:
-        print()  # a blank line ends the Markdown table
-        print(left_out)
+        lines += ["", left_out]  # a blank line ends the Markdown table
+    return lines
+
+
+def _row(experiment: str, row, by_id: pd.DataFrame, varied: list[str], eps: float, seeded: bool):
+    sizes = " / ".join(_size(by_id, row["run_ids"], k) for k in ("n_train", "n_val", "n_test"))
+    epochs = f"{_epoch(row, naming.BEST_EPOCH)} / {_epoch(row, naming.STOPPED_EPOCH)}"
+    seconds = row["duration_s"]
+    minutes = "-" if seconds != seconds else f"{seconds / 60:.1f} min"
+    return (
+        f"| {experiment} | {_settings(row, varied)} |"
+        + (f" {row['n_seeds']} |" if seeded else "")
+        + f" {sizes} | {_evaluated(by_id, row['run_ids'])} | {_pct(row, naming.CLEAN_ACC)} "
+        f"| {_pct(row, naming.robust_acc_key('fgsm', eps))} "
+        f"| {_pct(row, naming.robust_acc_key('pgd', eps))} "
+        f"| {_pct(row, naming.robust_acc_key(naming.WORST_CASE, eps))} "
+        f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
+        f"| {_verdict_cell(by_id, row['run_ids'], bool(row['left_out']))} |"
+    )
+
+
+# ------------------------------------------------------------------------ --markdown header
+def machine() -> str:
+    """'AMD EPYC, 2 cores': the CPU model of /proc/cpuinfo and the cores this process may use."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def commit() -> str:
+    """The working copy's short commit, '+ local changes' when it differs from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return (
+        f"{head} + local changes" if git("status", "--porcelain", "--untracked-files=no") else head
+    )
+
+
+def _run_facts(run) -> dict[str, str]:
+    """A run's descriptive facts: results/run_info.json in its run directory when it is on this
+    machine, else what older runs kept as tags (``naming.run_info`` reads both)."""
+    tags = {k.removeprefix("tags."): v for k, v in run.items() if k.startswith("tags.")}
+    tags = {k: str(v) for k, v in tags.items() if isinstance(v, str)}
+    info = None
+    run_dir = tags.get(naming.RUN_DIR_TAG)
+    if run_dir and (Path(run_dir) / naming.RUN_INFO_JSON).is_file():
+        info = json.loads((Path(run_dir) / naming.RUN_INFO_JSON).read_text())
+    return naming.run_info(tags, info)
+
+
+def provenance(frame: pd.DataFrame) -> list[str]:
+    """What an experiment's runs recorded: their commands, commits, devices and dates."""
+    facts = [_run_facts(run) for _, run in frame.iterrows()]
+
+    def distinct(key: str) -> list[str]:
+        return sorted({f[key] for f in facts if f.get(key)})
+
+    start, end = frame["start_time"].min(), frame["end_time"].max()
+    commits = [c[:7] for c in distinct(naming.GIT_COMMIT_INFO)]
+    lines = [
+        f"Runs: {len(frame)} finished, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC; "
+        f"commit {', '.join(commits) or 'not recorded'}; "
+        f"device {', '.join(distinct(naming.DEVICE_INFO)) or 'not recorded'}; "
+        f"torch {', '.join(distinct(naming.TORCH_VERSION_INFO)) or 'not recorded'}."
+    ]
+    commands = distinct(naming.COMMAND_INFO)
+    if commands:
+        lines += ["", "```bash", *commands[:3], "```"]
+        if len(commands) > 3:
+            lines.append(f"(and {len(commands) - 3} other commands)")
+    return lines
+
+
+def markdown(loaded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], eps: float) -> list[str]:
+    """The docs/results.md section: header (date, machine, commit, command), then per experiment
+    what its runs recorded and its table."""
+    command = shlex.join(["scripts/results_table.py", *sys.argv[1:]])
+    lines = [
+        f"Read back from MLflow on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, "
+        f"commit {commit()}, by `.venv/bin/python {command}`.",
+    ]
+    for experiment, (frame, groups) in loaded.items():
+        lines += ["", f"#### {experiment}", "", *provenance(frame), ""]
+        lines += table({experiment: (frame, groups)}, eps)
+    return lines
+
+
+def main(experiments: list[str], eps: float = 8.0, as_markdown: bool = False) -> None:
+    loaded = {name: tables for name in experiments if (tables := _load(name)) is not None}
+    lines = markdown(loaded, eps) if as_markdown else table(loaded, eps)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eps", type=float, default=8.0, help="eps of the columns, 1/255 units")
-    parser.add_argument("experiments", nargs="*", help="default: every experiment of README")
+    parser.add_argument(
+        "--markdown", action="store_true", help="docs/results.md section: header, provenance"
+    )
+    parser.add_argument("experiments", nargs="*", help="default: every conf/experiment/ file")
     args = parser.parse_args()
-    main(args.experiments or DEFAULT_EXPERIMENTS, args.eps)
+    main(args.experiments or default_experiments(), args.eps, args.markdown)

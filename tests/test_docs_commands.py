@@ -92,3 +92,95 @@ def test_documented_command_composes_and_validates(where: str, args: str, refuse
             validate_config(cfg)
     else:
         validate_config(cfg)
+
+
+# ------------------------------------------------------------------------ the pages themselves
+# The pages this suite holds to the writing rules: README and every docs page except the ones
+# whose prose belongs to other parts of the project (they are checked for commands above).
+OTHER_OWNERS = {"tracking.md", "report.md", "config.md", "architecture.md"}
+PAGES = [
+    PROJECT_ROOT / "README.md",
+    *(p for p in sorted((PROJECT_ROOT / "docs").glob("*.md")) if p.name not in OTHER_OWNERS),
+]
+WORD_LIMITS = {"README.md": 1200}
+PAGE_WORD_LIMIT = 2000
+# Words that speak of how the project was made rather than of what it does.
+OFF_TOPIC = re.compile(r"session|this tree|machines? [AB]\b|issue [0-9#]", re.IGNORECASE)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+BARE_COMMAND = re.compile(r"(?<![/\w.])python -m advlab|(?<![/\w.])python scripts/")
+ACTIVATE = "source .venv/bin/activate"
+PAGE_IDS = [str(p.relative_to(PROJECT_ROOT)) for p in PAGES]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)  # no code blocks
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_stays_short(page) -> None:
+    words = len(page.read_text().split())  # what `wc -w` counts
+    assert words <= WORD_LIMITS.get(page.name, PAGE_WORD_LIMIT), f"{page.name}: {words} words"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_speaks_of_advlab_only(page) -> None:
+    found = [
+        f"line {n}: {m.group(0)!r}"
+        for n, line in enumerate(page.read_text().splitlines(), start=1)
+        for m in OFF_TOPIC.finditer(line)
+    ]
+    assert not found, f"{page.name}: {found}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_links_and_pictures_resolve(page) -> None:
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue  # the web is not checked offline
+        file_part, _, anchor = target.partition("#")
+        linked = (page.parent / file_part).resolve() if file_part else page
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, f"{page.name}: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_says_how_its_bare_commands_run(page) -> None:
+    """`python -m advlab` runs from a fresh clone only inside the venv `make run` made: a page
+    showing it without `.venv/bin/` says once to activate that venv."""
+    text = page.read_text()
+    if BARE_COMMAND.search(text):
+        assert ACTIVATE in text, f"{page.name}: bare `python` commands but no `{ACTIVATE}`"
+
+
+def test_readme_picture_is_committed_small() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", readme)
+    assert pictures, "README shows no picture"
+    for picture in pictures:
+        size = (PROJECT_ROOT / picture).stat().st_size
+        assert size < 100 * 1024, f"{picture}: {size} bytes"
+
+
+SCRIPT = re.compile(r"(?<![\w/.])(scripts/[\w/.-]+\.(?:py|sh))")
+MAKE_TARGET = re.compile(r"(?:^|`)make ([a-z][a-z-]*)", flags=re.M)  # commands, not prose
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_page_names_scripts_and_make_targets_that_exist(page) -> None:
+    text = page.read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    missing = [s for s in SCRIPT.findall(text) if not (PROJECT_ROOT / s).is_file()]
+    missing += [f"make {t}" for t in MAKE_TARGET.findall(text) if t not in targets]
+    assert not missing, f"{page.name}: {sorted(set(missing))}"

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from advlab import naming
 from advlab.config import PROJECT_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -27,5 +28,5 @@ def test_every_python_recipe_runs_in_order(monkeypatch: pytest.MonkeyPatch) -> N
     for number, block in enumerate(python_blocks(), start=1):
         code = compile(block, f"{RECIPES.name}, Python block {number}", "exec")
         exec(code, namespace)  # noqa: S102 - the documented code is what is under test
-    assert 0.0 <= namespace["metrics"]["clean_acc"] <= 1.0
+    assert 0.0 <= namespace["metrics"][naming.CLEAN_ACC] <= 1.0
     assert (namespace["work"] / "runs.csv").is_file()
