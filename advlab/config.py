@@ -19,6 +19,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from advlab import naming
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
@@ -59,9 +61,9 @@ class AdversarialMethod(StrEnum):
 
 class Monitor(StrEnum):
     auto = "auto"  # val_pgd_acc under adversarial training, else val_loss (set at validation)
-    val_loss = "val_loss"
-    val_acc = "val_acc"
-    val_pgd_acc = "val_pgd_acc"
+    val_loss = naming.VAL_LOSS  # the monitor names a per-epoch metric of the contract
+    val_acc = naming.VAL_ACC
+    val_pgd_acc = naming.VAL_PGD_ACC
 
 
 class Mode(StrEnum):

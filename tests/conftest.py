@@ -141,12 +141,14 @@ def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
 
     run(compose_config([*base, "tracking.experiment=demo"]))
     good = latest("demo")
-    with pytest.raises(AdvlabError):
-        run(
-            compose_config(
-                [*base, "tracking.experiment=demo", "data=gender", f"data.root={root / 'nowhere'}"]
-            )
-        )
+    # A run that fails after it opened (bad input is refused before any run exists, so the
+    # failure is injected into training): the real Tracker must end it FAILED with the error.
+    def broken_fit(*args, **kwargs):
+        raise AdvlabError("training broke on purpose")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(AdvlabError):
+        patch.setattr("advlab.training.fit.fit", broken_fit)
+        run(compose_config([*base, "tracking.experiment=demo"]))
     failed = latest("demo")
 
     sweep_overrides = [*base, "tracking.experiment=sweep"]

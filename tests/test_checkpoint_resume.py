@@ -290,8 +290,8 @@ def test_pipeline_killed_then_resumed_is_one_finished_run_with_every_epoch_once(
 
     from mlflow import MlflowClient
 
+    from advlab.naming import KILLED_REASON_TAG
     from advlab.pipeline import run as run_pipeline
-    from advlab.tracking import KILLED_REASON_TAG
 
     epochs, uri = 8, f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [

@@ -20,8 +20,8 @@ from advlab.config import PROJECT_ROOT
 SCANNED = ("advlab", "scripts")
 HOME = PROJECT_ROOT / "advlab" / "naming.py"
 # Values too generic to be recognised as recorded names when spelled alone: directory names that
-# are also config groups or words ("model", "config", "results"), and the learning rate "lr",
-# which is also an optimizer key.
+# are also config groups or words ("model", "config", "results", "report"), "verdict" (a field of
+# several JSON payloads), and the learning rate "lr", which is also an optimizer key.
 GENERIC = {
     naming.CONFIG_DIR,
     naming.CONFIG_FILE,
@@ -33,6 +33,9 @@ GENERIC = {
     naming.CHECKPOINTS_DIR,
     naming.LR,
     naming.MARGIN,
+    naming.VERDICT_KEY,  # also a JSON field of the audit, the verdict and report rows
+    naming.REPORT_ARTIFACT_DIR,  # also the config node `report`
+    naming.ADVERSARIAL_DIR,  # also a config node and a word
 }
 # Fragments that build a recorded name by hand (f"robust_acc/{attack}/...", "results/x.json").
 BUILDING = re.compile(

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from advlab.config import Mode, Monitor
 from advlab.errors import ConfigError
-from advlab.naming import VAL_LOSS
+from advlab.naming import BEST_EPOCH, STOPPED_EPOCH, VAL_LOSS
 from advlab.validate import MONITOR_MODE
 
 
@@ -91,9 +91,9 @@ class EarlyStopping:
             "monitor": self.monitor,
             "mode": self.mode,
             "best": float(self.best),
-            "best_epoch": self.best_epoch,
+            BEST_EPOCH: self.best_epoch,
             "bad_epochs": self.bad_epochs,
-            "stopped_epoch": self.stopped_epoch,
+            STOPPED_EPOCH: self.stopped_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -104,6 +104,6 @@ class EarlyStopping:
                 "same settings"
             )
         self.best = float(state["best"])
-        self.best_epoch = int(state["best_epoch"])
+        self.best_epoch = int(state[BEST_EPOCH])
         self.bad_epochs = int(state["bad_epochs"])
-        self.stopped_epoch = int(state["stopped_epoch"])
+        self.stopped_epoch = int(state[STOPPED_EPOCH])
