@@ -101,7 +101,9 @@ class AugmentConf:
 class DataConf:
     name: str = MISSING  # short name used in run names and tags (mnist, gender, ...)
     loader: str = MISSING  # dotted path of the function that reads the raw splits
-    root: str | None = None  # folder holding the data (absolute, or relative to the project root)
+    # folder holding the data: absolute, or relative to where the command runs (typed on the
+    # command line) or to the project root (set in conf/ or the Python API)
+    root: str | None = None
     val_fraction: float = 0.1  # share of the training data held out for validation
     limit_train: int | None = None  # keep only the first N training images (after shuffling)
     limit_test: int | None = None  # keep only the first N test images
@@ -118,14 +120,15 @@ class GenderDataConf(DataConf):
     root: str = MISSING  # required: the folder with data_<tag>.bin / gender_<tag>.bin
     train: str = "10k"  # tag of data_<tag>.bin / gender_<tag>.bin used for training
     test: str = "test10k"  # tag of the test files
+    # column order of the one-hot labels (the course does not state it)
     class_names: list[str] = field(default_factory=lambda: ["male", "female"])
 
 
 @dataclass
 class Cifar10DataConf(DataConf):
-    download: bool = True
-    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    md5: str = "c58f30108f718f92721af3b95e74349a"
+    download: bool = True  # download the archive into data.root when it is absent
+    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # where it comes from
+    md5: str = "c58f30108f718f92721af3b95e74349a"  # the archive's checksum (the official one)
 
 
 @dataclass
@@ -139,19 +142,19 @@ class FolderDataConf(DataConf):
 # ---------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConf:
-    _target_: str = MISSING
+    _target_: str = MISSING  # the function of advlab.models.zoo that builds the network
     _partial_: bool = True  # shape, class count and Normalize stats come from the data at run time
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout rate before the classifier layer(s); 0 = off
 
 
 @dataclass
 class PerceptronConf(ModelConf):
-    hidden: int = 50
+    hidden: int = 50  # hidden units (sigmoid)
 
 
 @dataclass
 class CourseCnnConf(ModelConf):
-    filters: list[int] = field(default_factory=lambda: [3, 6, 12])
+    filters: list[int] = field(default_factory=lambda: [3, 6, 12])  # channels of the 3 convs
 
 
 @dataclass
@@ -161,59 +164,59 @@ class Lenet5Conf(ModelConf):
 
 @dataclass
 class MnistCnnConf(ModelConf):
-    dropout: float = 0.5
-    conv_dropout: float = 0.25
+    dropout: float = 0.5  # dropout before the classifier
+    conv_dropout: float = 0.25  # dropout after the conv block
 
 
 @dataclass
 class VggSmallConf(ModelConf):
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    convs_per_stage: int = 2
-    batch_norm: bool = True
-    hidden: int = 256
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels a stage, 2x2 pool
+    convs_per_stage: int = 2  # 3x3 convs per stage
+    batch_norm: bool = True  # batch norm after every conv
+    hidden: int = 256  # units of the hidden classifier layer
 
 
 @dataclass
 class ResnetSmallConf(ModelConf):
     blocks_per_stage: int = 3  # 3 -> ResNet-20
-    width: int = 16
+    width: int = 16  # channels of the first stage, doubled at each of the 3 stages
 
 
 # ------------------------------------------------------------------------------------ optimizer
 @dataclass
 class OptimizerConf:
-    _target_: str = MISSING
+    _target_: str = MISSING  # the torch.optim class
     _partial_: bool = True  # the parameter groups are given at run time
-    lr: float = 1e-3
-    weight_decay: float = 0.0  # applied to conv/linear weights only (see training.param_groups)
+    lr: float = 1e-3  # learning rate
+    weight_decay: float = 0.0  # L2 on conv/linear weights only (never biases or norm layers)
 
 
 @dataclass
 class SgdConf(OptimizerConf):
-    _target_: str = "torch.optim.SGD"
-    lr: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
+    _target_: str = "torch.optim.SGD"  # the torch.optim class
+    lr: float = 0.01  # learning rate
+    momentum: float = 0.0  # the course's plain SGD; 0.9 for CIFAR-10
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
 
 
 @dataclass
 class AdamConf(OptimizerConf):
-    _target_: str = "torch.optim.Adam"
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    _target_: str = "torch.optim.Adam"  # the torch.optim class
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # moment decay rates
 
 
 @dataclass
 class AdamWConf(AdamConf):
-    _target_: str = "torch.optim.AdamW"
-    weight_decay: float = 0.01
+    _target_: str = "torch.optim.AdamW"  # the torch.optim class
+    weight_decay: float = 0.01  # decoupled decay, on conv/linear weights only
 
 
 # ---------------------------------------------------------------------------------------- train
 @dataclass
 class EarlyStoppingConf:
-    enabled: bool = True
+    enabled: bool = True  # stop when the monitored value stops improving
     monitor: Monitor = Monitor.auto  # val_pgd_acc needs adversarial validation
-    mode: Mode = Mode.auto
+    mode: Mode = Mode.auto  # auto: min for losses, max for accuracies
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change that counts as an improvement
     restore_best: bool = True  # reload the best epoch's weights at the end
@@ -221,7 +224,7 @@ class EarlyStoppingConf:
 
 @dataclass
 class SchedulerConf:
-    name: Scheduler = Scheduler.none
+    name: Scheduler = Scheduler.none  # learning-rate schedule over the optimizer steps
     decay_rate: float = 0.75  # staircase: lr * decay_rate ** floor(step / decay_steps)
     decay_steps: int = 1000  # staircase: optimizer steps between decays
     max_lr: float | None = None  # onecycle: peak lr (default: optimizer lr)
@@ -229,24 +232,25 @@ class SchedulerConf:
 
 @dataclass
 class AdversarialTrainConf:
+    # fgsm_rs: Wong et al. 2020; pgd: Madry et al. 2018; setting it alone is a complete run
     method: AdversarialMethod = AdversarialMethod.none
     eps: float = 8.0  # 1/255 units
     alpha: float | None = None  # 1/255 units; null: 1.25 eps (fgsm_rs), 2.5 eps / steps (pgd)
     steps: int = 7  # pgd only
     val_robust: bool | None = None  # PGD accuracy on a validation subset; null: iff method != none
     val_robust_n: int = 256  # size of that subset
-    val_robust_steps: int = 10
+    val_robust_steps: int = 10  # PGD steps of that validation pass
 
 
 @dataclass
 class TrainConf:
-    epochs: int = 10
-    batch_size: int = 64
-    loss: Loss = Loss.cross_entropy
+    epochs: int = 10  # maximum number of epochs (early stopping may end sooner)
+    batch_size: int = 64  # training examples per optimizer step
+    loss: Loss = Loss.cross_entropy  # mse: on one-hot targets, the course's first loss
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     adversarial: AdversarialTrainConf = field(default_factory=AdversarialTrainConf)
-    channels_last: bool = False
+    channels_last: bool = False  # memory format; faster convs on CPUs with AMX
     precision: Precision = Precision.fp32  # bf16 runs under autocast
     resume: str | None = None  # checkpoint file or run directory to continue from
     checkpoint: bool = True  # write last/best checkpoints atomically every epoch
@@ -258,9 +262,9 @@ class TrainConf:
 class AttackConf:
     """An attack option; ``eps`` comes from ``eval.eps`` at run time (1/255 units)."""
 
-    _target_: str = MISSING
+    _target_: str = MISSING  # the function of advlab.attacks.zoo that builds the attack
     _partial_: bool = True  # the model and eps are given at run time
-    norm: Norm = Norm.linf
+    norm: Norm = Norm.linf  # the norm eps is measured in (reported with the results)
     white_box: bool = True  # false for query-only attacks (square)
 
 
@@ -271,19 +275,19 @@ class FgsmConf(AttackConf):
 
 @dataclass
 class PgdConf(AttackConf):
-    steps: int = 10
+    steps: int = 10  # gradient steps
     alpha: float | None = None  # step size, 1/255 units; null: 2.5 * eps / steps (Madry et al.)
-    random_start: bool = True
-    targeted: Targeted | None = None
+    random_start: bool = True  # uniform start in the eps ball
+    targeted: Targeted | None = None  # null = untargeted
 
 
 @dataclass
 class PgdL2Conf(AttackConf):
-    norm: Norm = Norm.l2
-    steps: int = 10
+    norm: Norm = Norm.l2  # the norm eps is measured in
+    steps: int = 10  # gradient steps
     l2_per_unit: float = 0.1  # L2 radius per eps-grid unit, so the grid 0..16 maps to 0..1.6
     alpha_fraction: float = 0.2  # step size as a fraction of the radius
-    random_start: bool = True
+    random_start: bool = True  # random start in the L2 ball
 
 
 @dataclass
@@ -308,13 +312,13 @@ class FabConf(RestartsConf):
 class SquareConf(AttackConf):
     white_box: bool = False  # query-only: no gradients, so it reaches points that mask them
     queries: int = 1000  # model queries per point and restart
-    restarts: int = 1
+    restarts: int = 1  # independent runs; a point falls if any run breaks it
     p_init: float = 0.8  # initial share of pixels changed per square (Andriushchenko et al.)
 
 
 @dataclass
 class CwConf(AttackConf):
-    norm: Norm = Norm.l2
+    norm: Norm = Norm.l2  # minimises an L2 perturbation (eps is not its budget)
     c: float = 1.0  # weight of the misclassification term against the L2 distance
     kappa: float = 0.0  # confidence margin of the misclassification (0 = just across)
     steps: int = 50  # Adam steps
@@ -329,14 +333,14 @@ class AutoattackVersion(StrEnum):
 
 @dataclass
 class DeepfoolConf(AttackConf):
-    norm: Norm = Norm.none
+    norm: Norm = Norm.none  # unbounded: minimal perturbation, reported as L2
     steps: int = 50  # maximum linearisation steps
     overshoot: float = 0.02  # step past the boundary so the example really flips
 
 
 @dataclass
 class AutoattackConf(AttackConf):
-    version: AutoattackVersion = AutoattackVersion.standard
+    version: AutoattackVersion = AutoattackVersion.standard  # DLR parts: refused below 4 classes
 
 
 # ----------------------------------------------------------------------------------------- eval
@@ -364,7 +368,8 @@ class EscalationConf:
     """After the main attacks: a margin-loss attack on the points they left robust, and a
     black-box / restarted re-attack of the robust points a gradient-masking indicator flags."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: the main attacks only (no margin attack, no re-attack)
+    # re-attack of the robust points a gradient-masking indicator flags
     attacks: list[EscalationAttack] = field(
         default_factory=lambda: [EscalationAttack.square, EscalationAttack.pgd_restarts]
     )
@@ -372,7 +377,7 @@ class EscalationConf:
     restarts: int = 5  # pgd_restarts: random starts per point
     steps: int = 20  # pgd_restarts: steps per start
     max_points: int = 256  # flagged points re-attacked per eps, at most (the first ones)
-    margin: MarginAttack = MarginAttack.auto
+    margin: MarginAttack = MarginAttack.auto  # the margin-loss attack on the points left robust
     margin_steps: int = 20  # iterations of the margin attack (per target for APGD-T)
     margin_targets: int = 1  # APGD-T: target classes, most likely first (AutoAttack: 9)
     margin_eps: list[float] | None = None  # eps (1/255) it runs at; null = every eps of eval.eps
@@ -380,10 +385,11 @@ class EscalationConf:
 
 @dataclass
 class EvalConf:
-    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
-    eps: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])  # 1/255
+    attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])  # options of attacks.*
+    # perturbation budgets, 1/255 units (L-inf); eps 0 gives the clean accuracy
+    eps: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])
     n_examples: int | None = 1000  # fixed seeded subset of the test set; null = all
-    batch_size: int = 256
+    batch_size: int = 256  # test points per attack call
     cascade: bool = True  # reuse a point's adversarial example from the next smaller eps
     grid_eps: float | None = 8.0  # eps (1/255) of the adversarial-example grids; null = none
     grid_n: int = 8  # examples per grid
@@ -397,12 +403,12 @@ class EvalConf:
 # ------------------------------------------------------------------------------ tracking/report
 @dataclass
 class TrackingConf:
-    enabled: bool = True
+    enabled: bool = True  # false: no MLflow run (files in the run directory only)
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<project>/runs/mlflow.db
-    experiment: str = "quickstart"
+    experiment: str = "quickstart"  # MLflow experiment (conf/: the data name; experiments: theirs)
     run_name: str | None = None  # null: derived from data, model and overfitting controls
     artifact_root: str | None = None  # null: <project>/runs/mlartifacts (new experiments only)
-    log_model: bool = True
+    log_model: bool = True  # log the state dict + the config to rebuild it
     stale_after_s: float | None = 86400.0  # RUNNING run of another host with no heartbeat: KILLED
 
 
@@ -431,8 +437,8 @@ class AuditConf:
 
 @dataclass
 class PathsConf:
-    root: str = "${advlab.root:}"
-    runs_dir: str = "${paths.root}/runs"
+    root: str = "${advlab.root:}"  # the project folder (where conf/ is)
+    runs_dir: str = "${paths.root}/runs"  # run directories and the default MLflow store
     cache_dir: str = "${paths.root}/data"  # downloads (CIFAR-10) land here; git-ignored
 
 
@@ -448,8 +454,8 @@ class Config:
     report: ReportConf = MISSING
     audit: AuditConf = field(default_factory=AuditConf)
     paths: PathsConf = field(default_factory=PathsConf)
-    seed: int = 0
-    device: Device = Device.auto
+    seed: int = 0  # every random generator (split, init, batches, attack starts) derives from it
+    device: Device = Device.auto  # auto: CUDA when available, else the CPU
     threads: int | None = None  # torch CPU threads; null = one per core (set 1 in parallel sweeps)
 
 
