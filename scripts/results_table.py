@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Print a results table (Markdown) from what MLflow holds: nothing is recomputed.
 
     .venv/bin/python scripts/results_table.py [--eps EPS] [--markdown] [EXPERIMENT ...]
