@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
         raise AdvlabError("training broke on purpose")
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(AdvlabError):
-        patch.setattr("advlab.training.fit.fit", broken_fit)
+        patch.setattr(importlib.import_module("advlab.training.fit"), "fit", broken_fit)
         run(compose_config([*base, "tracking.experiment=demo"]))
     failed = latest("demo")
 
