@@ -65,8 +65,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def _refuse_a_sweep_run_as_one_job() -> None:
     """A sweep experiment started without -m would run one job that is no point of its sweep.
 
-    Fixing every swept key on the command line (``+experiment=transfer seed=0``) names a point of
-    the sweep, so that one job runs.
+    Fixing every swept key on the command line (``+experiment=gender_overfitting`` with its five
+    swept keys set) names a point of the sweep, so that one job runs.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

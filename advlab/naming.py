@@ -169,6 +169,7 @@ WORST_CASE = "worst_case"  # pseudo-attack name: per-example worst case over all
 MARGIN = "margin"  # the escalation's margin-loss attack (APGD-T, APGD-DLR or logit-margin PGD)
 CLEAN_ACC = "clean_acc"  # on the whole evaluated test split (n: CLEAN_N)
 CLEAN_N = "clean_n"  # how many test points the clean accuracy is over
+POINTS_CLEAN_ACC = "points_clean_acc"  # clean accuracy on the ROBUST_N evaluated points
 ROBUST_N = "robust_n"  # how many points every robust figure is over (eval.n_examples)
 NUM_PARAMS = "num_params"
 BEST_EPOCH = "best_epoch"

@@ -330,8 +330,13 @@ def test_a_sweep_experiment_with_every_swept_key_fixed_runs_that_point(tmp_path)
             sys.executable,
             "-m",
             "advlab",
-            "+experiment=transfer",
-            "seed=0",  # transfer sweeps only the seed: this names one point of the sweep
+            "+experiment=gender_overfitting",
+            # every key it sweeps, fixed: one point of the sweep
+            "data.limit_train=1000",
+            "model.dropout=0.5",
+            "optimizer.weight_decay=0.0",
+            "train.early_stopping.enabled=true",
+            "seed=0",
             f"data.root={tmp_path / 'nowhere'}",
             f"paths.runs_dir={tmp_path / 'runs'}",
         ],

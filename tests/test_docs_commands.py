@@ -29,6 +29,7 @@ COMMAND = re.compile(r"python -m advlab(?:\.report)?(?=[\s`'\"]|$)(?P<args>[^`\n
 FLAGS = {"-m", "--multirun", "--cfg", "job", "--help"}
 TEMPLATES = ("NAME",)  # +experiment=NAME in prose; "data.root=..." stays (a string value)
 RUN_ID = "0123456789abcdef0123456789abcdef"  # stands for the docs' <run id>
+SHAPES = ("+experiment=NAME", "key=value")  # the shape of a command in prose, not one to run
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -43,7 +44,7 @@ def documented_commands() -> list[tuple[str, str, bool]]:
         for line in _logical_lines(path.read_text()):
             for match in COMMAND.finditer(line):
                 args = match.group("args").split("#", 1)[0].split("(", 1)[0].strip()
-                if "+experiment=NAME" in args:
+                if any(shape in args for shape in SHAPES):
                     continue
                 # a documented refusal (`python -m advlab eval.eps=[0,-1]`: refused, one line)
                 refused = "refused" in line[match.end() :]

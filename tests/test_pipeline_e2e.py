@@ -110,8 +110,6 @@ def test_eps_typed_out_of_order_is_logged_in_ascending_steps(quickstart) -> None
 
 
 def test_saved_model_reloads_to_the_logged_clean_accuracy(quickstart) -> None:
-    from advlab.attacks.evaluate import select_subset
-
     cfg, metrics, client, mlflow_run, tmp = quickstart
     local = client.download_artifacts(
         mlflow_run.info.run_id, naming.MODEL_ARTIFACT, str(tmp / "dl")
@@ -119,17 +117,15 @@ def test_saved_model_reloads_to_the_logged_clean_accuracy(quickstart) -> None:
     model, spec = load_model(Path(local))
     data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
     assert spec["num_classes"] == data.num_classes
-    rows = select_subset(len(data.test), cfg.eval.n_examples, cfg.seed)
-    evaluated = data.test.subset(rows)
     correct = 0
     with torch.no_grad():
         for images, labels in batches(
-            evaluated, 64, shuffle=False, generator=None, augment=None, device="cpu"
+            data.test, 64, shuffle=False, generator=None, augment=None, device="cpu"
         ):
             correct += int((model.eval()(images).argmax(1) == labels).sum())
-    # the reloaded weights are the ones evaluated: same accuracy on the same points, exactly
-    assert correct / len(rows) == pytest.approx(metrics[naming.CLEAN_ACC], abs=1e-9)
-    assert mlflow_run.data.metrics[naming.CLEAN_ACC] == pytest.approx(correct / len(rows))
+    # the reloaded weights are the ones evaluated: same accuracy on the whole test split, exactly
+    assert correct / len(data.test) == pytest.approx(metrics[naming.CLEAN_ACC], abs=1e-9)
+    assert mlflow_run.data.metrics[naming.CLEAN_ACC] == pytest.approx(correct / len(data.test))
 
 
 def test_a_run_repeated_with_the_same_seed_writes_identical_results(quickstart) -> None:
@@ -178,7 +174,10 @@ def test_run_name_tags_and_description_say_what_users_filter_and_read(quickstart
     assert f"{metrics[naming.CLEAN_ACC]:.1%}** (n = {int(metrics[naming.CLEAN_N])}" in note
     worst16 = metrics[naming.robust_acc_key(naming.WORST_CASE, 16)]
     assert f"(n = {n} test images)" in note and f"{worst16:.1%} at 16/255" in note
-    assert metrics[naming.CLEAN_N] == metrics[naming.ROBUST_N] == cfg.eval.n_examples
+    # clean accuracy is measured on the whole test split, the attacks on eval.n_examples of it
+    data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
+    assert metrics[naming.CLEAN_N] == len(data.test)
+    assert metrics[naming.ROBUST_N] == cfg.eval.n_examples < len(data.test)
 
 
 def test_train_val_and_test_are_the_runs_dataset_inputs(quickstart) -> None:
@@ -201,8 +200,6 @@ def test_train_val_and_test_are_the_runs_dataset_inputs(quickstart) -> None:
 
 
 def test_the_logged_model_loads_from_mlflow_and_reproduces_the_clean_accuracy(quickstart) -> None:
-    from advlab.attacks.evaluate import select_subset
-
     cfg, metrics, client, mlflow_run, _tmp = quickstart
     (output,) = mlflow_run.outputs.model_outputs
     model_info = client.get_logged_model(output.model_id)
@@ -221,11 +218,10 @@ def test_the_logged_model_loads_from_mlflow_and_reproduces_the_clean_accuracy(qu
     mlflow.set_tracking_uri(cfg.tracking.uri)
     loaded = mlflow.pytorch.load_model(f"models:/{output.model_id}")
     data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
-    evaluated = data.test.subset(select_subset(len(data.test), cfg.eval.n_examples, cfg.seed))
-    images = torch.from_numpy(evaluated.images).float() / naming.PIXEL_LEVELS
+    images = torch.from_numpy(data.test.images).float() / naming.PIXEL_LEVELS  # the whole split
     with torch.no_grad():
         predicted = loaded(images).argmax(1).numpy()
-    assert (predicted == evaluated.labels).mean() == pytest.approx(metrics[naming.CLEAN_ACC])
+    assert (predicted == data.test.labels).mean() == pytest.approx(metrics[naming.CLEAN_ACC])
 
 
 def test_a_truncated_data_file_is_refused_before_any_run_opens(tmp_path) -> None:

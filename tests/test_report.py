@@ -71,6 +71,12 @@ def _logged_checks(uri: str, run_id: str) -> list[dict]:
     return results.read_json(run_id, path, tracking_uri=uri)
 
 
+def _run_info(uri: str, run_id: str) -> dict[str, str]:
+    """The run's descriptive facts (attacks, versions, command) from results/run_info.json."""
+    tags = _run(uri, run_id).data.tags
+    return naming.run_info(tags, results.read_json(run_id, naming.RUN_INFO_JSON, tracking_uri=uri))
+
+
 # --------------------------------------------------------------------------------- formatting
 def test_percentages_have_one_decimal_everywhere() -> None:
     assert fmt_pct(0.9123) == "91.2%"
@@ -121,7 +127,7 @@ def test_gather_reads_metrics_history_artifacts_and_typed_config(
     assert run.clean_acc == m[naming.CLEAN_ACC]
     assert list(run.history["epoch"]) == list(range(1, int(m[naming.STOPPED_EPOCH]) + 1))
     # Attacks in tag order, then the rows evaluation adds (escalation), worst case last.
-    tagged = _run(store.uri, store.good).data.tags[naming.ATTACKS_INFO].split(",")
+    tagged = _run_info(store.uri, store.good)[naming.ATTACKS_INFO].split(",")
     rows = {naming.parse_eps_metric(k)[1] for k in m if naming.parse_eps_metric(k)}
     added = sorted(rows - {*tagged, naming.WORST_CASE})
     assert tagged == ["fgsm", "pgd"] and run.attacks == [*tagged, *added, naming.WORST_CASE]
@@ -191,6 +197,7 @@ def test_single_run_report_numbers_match_mlflow(
     params, tags = mlflow_run.data.params, mlflow_run.data.tags
     best, stopped = int(m[naming.BEST_EPOCH]), int(m[naming.STOPPED_EPOCH])
     sanity = _logged_checks(store.uri, store.good)
+    info = _run_info(store.uri, store.good)
     for expected in (
         f"patience 3 on val_loss; best {best} / stopped {stopped} of 2",
         f"dropout {fmt_num(params['model.dropout'])}",
@@ -201,8 +208,8 @@ def test_single_run_report_numbers_match_mlflow(
         ),
         f"params {fmt_int(m[naming.NUM_PARAMS])}",
         *(f"{c['name']} {c['status']}" for c in sanity),
-        f"torchattacks {tags[naming.TORCHATTACKS_VERSION_INFO]}",
-        " ".join(tags[naming.COMMAND_INFO].split()),
+        f"torchattacks {info[naming.TORCHATTACKS_VERSION_INFO]}",
+        " ".join(info[naming.COMMAND_INFO].split()),
     ):
         assert expected in flat, expected
 
@@ -434,7 +441,8 @@ def test_first_page_tells_the_story(pipeline_store: PipelineStore, tmp_path: Pat
     page = PdfReader(str(pdf)).pages[0]
     assert len(page.images) >= 2  # the worst-case curve and the logged example row
     # Versions and command lines come later, under "About these runs".
-    assert mlflow_run.data.tags[naming.TORCHATTACKS_VERSION_INFO] not in first
+    info = _run_info(store.uri, store.good)
+    assert f"torchattacks {info[naming.TORCHATTACKS_VERSION_INFO]}" not in first
     assert "About these runs" in _flat(pdf)
 
 

@@ -371,9 +371,14 @@ def test_app_without_arguments_reports_the_latest_runs_experiment(
     assert done.returncode == 0, done.stderr[-2000:]
     assert [p.name.split("-")[0] for p in (tmp_path / "reports").glob("*.pdf")] == ["newer"]
     assert not (tmp_path / "runs").exists()  # no Hydra run directory for a report
-    # `make report` runs exactly this command, with no argument of its own.
+    # `make report` runs exactly this command, with no argument of its own. (Under `make test`
+    # a nested make would add "Leaving directory" lines, hence --no-print-directory.)
     made = subprocess.run(
-        ["make", "-n", "report"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+        ["make", "-n", "--no-print-directory", "report"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert made.stdout.strip().splitlines()[-1].endswith("-m advlab.report")
 

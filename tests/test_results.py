@@ -139,6 +139,4 @@ def test_artifacts_are_the_run_directory_files(
     mlflow_table = results.read_table(run_id, "results/robustness_table.json", tracking_uri=uri)
     assert list(mlflow_table["robust_acc"]) == pytest.approx(list(table["robust_acc"]))
     local = results.download_artifacts(run_id, "results", tmp_path / "dl", tracking_uri=uri)
-    assert (local / "sanity.json").read_bytes() == (
-        run_dir / "results" / "sanity.json"
-    ).read_bytes()
+    assert (local / "checks.json").read_bytes() == (run_dir / naming.CHECKS_JSON).read_bytes()

@@ -418,9 +418,10 @@ def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(monkeypatch) -
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert runtime.resolve_precision("auto", CPU) == "fp32"  # AVX512-BF16 alone is slower
     cfg = cfg_for("train.precision=auto", "device=cpu")
-    from advlab.tracking import run_tags
+    from advlab import naming
+    from advlab.tracking.metadata import run_facts
 
-    assert run_tags(cfg, run_dir=Path("."))["advlab.precision"] == "fp32"
+    assert run_facts(cfg)[naming.PRECISION_INFO] == "fp32"
 
 
 def test_seed_everything_repeats_every_generator() -> None:

@@ -233,7 +233,8 @@ def _split_clean_acc(
 def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     """The evaluation's metrics, the one builder of their names (:mod:`advlab.naming`).
 
-    ``clean_acc`` (whole test split) with ``clean_n``, and ``robust_n`` (evaluated points);
+    ``clean_acc`` (whole test split) with ``clean_n``, ``points_clean_acc`` on the ``robust_n``
+    evaluated points;
     ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per table row;
     ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps. An undefined value
     (NaN: ASR with no point correct before the attack) is left out rather than logged.
@@ -242,6 +243,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
         (naming.CLEAN_ACC, evaluation.clean_acc),
         (naming.CLEAN_N, evaluation.clean_n),
         (naming.ROBUST_N, evaluation.robust_n),
+        (naming.POINTS_CLEAN_ACC, evaluation.points_clean_acc),
     ]
     for row in evaluation.table.itertuples():
         pairs.append((naming.robust_acc_key(row.attack, row.eps), row.robust_acc))

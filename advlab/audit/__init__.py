@@ -117,7 +117,11 @@ def _audit_points(run_cfg: DictConfig, source, extras: dict, device) -> dict[str
         "run_dir": str(source.out_dir),
         "n": len(indices),
         naming.CLEAN_ACC: float(correct.mean()),
-        "run_clean_acc": source.logged.get(naming.CLEAN_ACC),
+        # the run's clean accuracy on these same points (runs of earlier releases measured
+        # clean_acc on them; later ones on the whole test split, and points_clean_acc here)
+        "run_clean_acc": source.logged.get(
+            naming.POINTS_CLEAN_ACC, source.logged.get(naming.CLEAN_ACC)
+        ),
         "cascade": bool(run_cfg.eval.cascade),
         "device": str(device),
         "versions": versions(),
