@@ -170,6 +170,8 @@ MARGIN = "margin"  # the escalation's margin-loss attack (APGD-T, APGD-DLR or lo
 CLEAN_ACC = "clean_acc"  # on the whole evaluated test split (n: CLEAN_N)
 CLEAN_N = "clean_n"  # how many test points the clean accuracy is over
 POINTS_CLEAN_ACC = "points_clean_acc"  # clean accuracy on the ROBUST_N evaluated points
+# what always answering the most frequent class of those points keeps, at every eps
+CONSTANT_ACC = "constant_acc"
 ROBUST_N = "robust_n"  # how many points every robust figure is over (eval.n_examples)
 NUM_PARAMS = "num_params"
 BEST_EPOCH = "best_epoch"

@@ -15,9 +15,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from advlab import naming
+from advlab.config import AdversarialMethod
 from advlab.fileio import atomic_write_text
 from advlab.validate import validate_config
-from advlab.verdict import PASS, Verdict, decide
+from advlab.verdict import PASS, Check, Verdict, decide
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
         tracker.log_metrics({naming.NUM_PARAMS: num_params})
         fitted = _train(cfg, model, data, device, run_dir, tracker)
         evaluation = _evaluate(cfg, model, data, device, results_dir, transfer_checkpoints)
-        verdict = decide([*fitted.checks, *evaluation.sanity])
+        verdict = decide([*fitted.checks, *evaluation.checks, _constant_baseline(cfg, evaluation)])
         metrics = _track_results(cfg, tracker, evaluation, verdict, num_params, run_dir)
         run_id = tracker.run_id
         tracking_uri = tracker.tracking_uri
@@ -81,6 +82,18 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
 
     _print_summary(cfg, metrics, verdict, run_dir, tracker, device, pdf)
     return {**metrics, **_verdict_fields(verdict)}
+
+
+def _constant_baseline(cfg: DictConfig, evaluation) -> Check:
+    """The ``constant_baseline`` check (:mod:`advlab.baseline`), judged at the budgets the model
+    was adversarially trained for."""
+    from advlab.baseline import check_constant_baseline
+
+    adversarial = cfg.train.adversarial
+    trained = None if adversarial.method == AdversarialMethod.none else float(adversarial.eps)
+    return check_constant_baseline(
+        evaluation.table, evaluation.constant_acc, evaluation.constant_answer, trained
+    )
 
 
 def _track_results(cfg, tracker, evaluation, verdict: Verdict, num_params: int, run_dir: Path):
@@ -271,6 +284,13 @@ def _print_summary(cfg, metrics, verdict: Verdict, run_dir, tracker, device, pdf
         key = naming.robust_acc_key(attack, largest)
         if key in metrics:
             lines.append(f"  {attack:<8} eps {naming.format_eps(largest)}/255  {metrics[key]:.1%}")
+    worst = naming.robust_acc_key(naming.WORST_CASE, largest)
+    if worst in metrics:
+        lines.append(f"  worst    eps {naming.format_eps(largest)}/255  {metrics[worst]:.1%}")
+    if naming.CONSTANT_ACC in metrics:
+        # what a model that ignores its input keeps: the floor a defence must stay above
+        constant = f"{metrics[naming.CONSTANT_ACC]:.1%} at every eps (the most frequent class)"
+        lines.append(f"  constant answer     {constant}")
     lines.append(f"  device              {_device_line(device)}")
     lines.append(f"  run directory       {run_dir}")
     if tracker.run_id is not None:

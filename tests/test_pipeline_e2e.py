@@ -180,6 +180,23 @@ def test_run_name_tags_and_description_say_what_users_filter_and_read(quickstart
     assert metrics[naming.ROBUST_N] == cfg.eval.n_examples < len(data.test)
 
 
+def test_the_constant_answer_is_logged_and_judged(quickstart) -> None:
+    from advlab.attacks.evaluate import select_subset
+    from advlab.baseline import constant_answer
+
+    cfg, metrics, _client, mlflow_run, _tmp = quickstart
+    data = load_data(cfg.data, seed=cfg.seed, cache_dir=Path(cfg.paths.cache_dir))
+    indices = select_subset(len(data.test), cfg.eval.n_examples, cfg.seed)
+    share, _answer = constant_answer(data.test.labels[indices], data.class_names)
+    assert metrics[naming.CONSTANT_ACC] == pytest.approx(share)
+    assert mlflow_run.data.metrics[naming.CONSTANT_ACC] == pytest.approx(share)
+    verdict = json.loads(
+        (Path(mlflow_run.data.tags[naming.RUN_DIR_TAG]) / naming.VERDICT_JSON).read_text()
+    )
+    (check,) = [c for c in verdict["checks"] if c["name"] == "constant_baseline"]
+    assert check["status"] == PASS and f"{share:.1%}" in check["evidence"]  # trained clean
+
+
 def test_train_val_and_test_are_the_runs_dataset_inputs(quickstart) -> None:
     from advlab.tracking.datasets import split_digest
 

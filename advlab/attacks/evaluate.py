@@ -75,6 +75,7 @@ from advlab.attacks.runner import (
 )
 from advlab.attacks.tables import Tables, write_tables
 from advlab.attacks.zoo import build_factories
+from advlab.baseline import constant_answer
 from advlab.config import EscalationConf
 from advlab.errors import ConfigError
 from advlab.runtime import progress
@@ -98,6 +99,10 @@ class Evaluation:
     checks: list[Check]
     artifacts: list[Path]  # every file written under out_dir
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # the constant-answer baseline (advlab.baseline): the most frequent class of the evaluated
+    # points and its share, what answering it keeps at every eps
+    constant_acc: float = 0.0
+    constant_answer: str = ""
     # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points
     escalation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
 
@@ -196,6 +201,7 @@ def evaluate_robustness(
         grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
+    constant_acc, answer = constant_answer(tables.labels, class_names)
     return Evaluation(
         clean_acc=clean_acc,
         clean_n=len(data.test.labels),
@@ -208,6 +214,8 @@ def evaluate_robustness(
         artifacts=[*sweep.saved, *grids, *written],
         indices=indices,
         escalation=escalation.counts,
+        constant_acc=constant_acc,
+        constant_answer=answer,
     )
 
 
@@ -234,7 +242,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     """The evaluation's metrics, the one builder of their names (:mod:`advlab.naming`).
 
     ``clean_acc`` (whole test split) with ``clean_n``, ``points_clean_acc`` on the ``robust_n``
-    evaluated points;
+    evaluated points and ``constant_acc`` (the constant-answer baseline on them);
     ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per table row;
     ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps. An undefined value
     (NaN: ASR with no point correct before the attack) is left out rather than logged.
@@ -244,6 +252,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
         (naming.CLEAN_N, evaluation.clean_n),
         (naming.ROBUST_N, evaluation.robust_n),
         (naming.POINTS_CLEAN_ACC, evaluation.points_clean_acc),
+        (naming.CONSTANT_ACC, evaluation.constant_acc),
     ]
     for row in evaluation.table.itertuples():
         pairs.append((naming.robust_acc_key(row.attack, row.eps), row.robust_acc))

@@ -106,6 +106,12 @@ class RunData:
         return None
 
     @property
+    def constant_acc(self) -> float | None:
+        """What always answering the most frequent class of the evaluated points keeps at every
+        eps (:mod:`advlab.baseline`); None for runs that did not log it."""
+        return self.metric(naming.CONSTANT_ACC)
+
+    @property
     def verdict(self) -> str | None:
         """pass | warn | fail from tag advlab.verdict (else results/verdict.json); None for runs
         made before verdicts existed."""
@@ -269,6 +275,13 @@ def headline_eps(runs: Sequence[RunData], asked: float | None = None) -> float |
         if candidate is not None and float(candidate) in grid:
             return float(candidate)
     return grid[-1]
+
+
+def constant_acc(runs: Sequence[RunData]) -> float | None:
+    """The constant-answer baseline of ``runs``: the mean of the runs that logged it (their
+    evaluated points differ by seed, so the share can differ by a fraction of a point)."""
+    found = [r.constant_acc for r in runs if r.constant_acc is not None]
+    return sum(found) / len(found) if found else None
 
 
 def quoted_attack(runs: Sequence[RunData]) -> str | None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from advlab import naming
 from advlab.report.data import RunData
-from advlab.report.format import MISSING, fmt_eps, fmt_int, fmt_num, fmt_pct
+from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_int, fmt_num, fmt_pct
 from advlab.verdict import FAIL, PASS, WARN
 
 # ------------------------------------------------------------------------------- one run's setup
@@ -246,3 +246,28 @@ def unfinished_sentence(left_out: dict[str, int]) -> str | None:
         f"{' and '.join(parts)} {'is' if total == 1 else 'are'} left out of this report "
         "(report.runs selects them by id, or by a filter on attributes.status)."
     )
+
+
+def constant_sentence(
+    table: pd.DataFrame, constant: float | None, attack: str | None, eps: float | None
+) -> str | None:
+    """Which settings of a sweep (``table``: :func:`advlab.report.seeds.group_table`) keep more
+    than the constant answer at the headline ``eps``, and which do not; None without a
+    baseline or a headline."""
+    if constant is None or eps is None or attack is None or table.empty or eps <= 0:
+        return None
+    rated = table.dropna(subset=["robust"])
+    if rated.empty:
+        return None
+    above = [str(n) for n in rated.loc[rated["robust"] > constant, "name"]]
+    below = [str(n) for n in rated.loc[rated["robust"] <= constant, "name"]]
+    where = f"at eps {fmt_eps(eps)} ({attack_label(attack)})"
+    start = (
+        f"A constant answer (always the most frequent class) keeps {fmt_pct(constant)} at every "
+        f"eps. "
+    )
+    if not above:
+        return start + f"No setting keeps more {where}: none is worth its defence there."
+    if not below:
+        return start + f"Every setting keeps more {where}."
+    return start + (f"Above it {where}: {', '.join(above)}. Not above it: {', '.join(below)}.")

@@ -285,6 +285,7 @@ def robustness_curves(
     hue_param: str | None = None,
     style_param: str | None = None,
     bands: bool = True,
+    constant: float | None = None,
 ) -> Figure:
     """Accuracy vs eps (1/255), one panel per attack, one line per setting (its mean over seeds).
 
@@ -292,7 +293,8 @@ def robustness_curves(
     colour per setting. With ``bands``: when no setting has several seeds, each line's 95%
     confidence band (its run's robustness table); otherwise a band of ± one std over the seeds
     (training-seed spread) and error bars of one run's 95% Wilson interval (test-sampling error,
-    averaged over the seeds), so both uncertainties show side by side."""
+    averaged over the seeds), so both uncertainties show side by side. ``constant``: the
+    constant-answer baseline, drawn across every panel."""
     attacks = list(dict.fromkeys(a for g in groups for a in g.attacks))
     cols = min(3, len(attacks))
     rows = math.ceil(len(attacks) / cols)
@@ -323,6 +325,7 @@ def robustness_curves(
                 )
                 if bands:
                     _uncertainty(ax, part, color, seeded=seeded)
+            constant_line(ax, constant)
             ax.set_title(attack_label(attack), fontsize=9)
             ax.set_xlabel("eps (1/255)")
             ax.set_ylabel("accuracy")
@@ -334,6 +337,26 @@ def robustness_curves(
         if many:
             _figure_legend(fig, axes[0], ", ".join(p for p in (hue_param, style_param) if p))
     return fig
+
+
+CONSTANT_STYLE = {"color": "#2166ac", "lw": 1.0, "ls": "-."}
+
+
+def constant_caption(constant: float | None) -> str:
+    """The caption's words for :func:`constant_line` (with a leading space); "" without one."""
+    if constant is None:
+        return ""
+    return (
+        f" Dash-dot blue: {100 * constant:.1f}%, what a constant answer (always the most "
+        "frequent class) keeps at every eps."
+    )
+
+
+def constant_line(ax, constant: float | None) -> None:
+    """The constant-answer baseline across the panel: a defence is worth something at an eps
+    only above it."""
+    if constant is not None:
+        ax.axhline(constant, **CONSTANT_STYLE, label="constant answer")
 
 
 def _uncertainty(ax, part: pd.DataFrame, color, *, seeded: bool) -> None:

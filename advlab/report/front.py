@@ -53,9 +53,14 @@ def single_run(story: Story, report: ReportData, focus: Focus) -> None:
     story.banner(_verdict_lines(run))
     if not run.robustness.empty:
         story.figure(
-            worst_case_figure([SeedGroup(run.name, [run])], clean=run.clean_acc, eps=focus.eps),
+            worst_case_figure(
+                [SeedGroup(run.name, [run])],
+                clean=run.clean_acc,
+                eps=focus.eps,
+                constant=run.constant_acc,
+            ),
             WORST_CAPTION + "Band: 95% confidence interval; grey: each attack alone; dotted: "
-            "half the clean accuracy.",
+            "half the clean accuracy." + figures.constant_caption(run.constant_acc),
             width=0.8,
         )
     row = example_row(run, focus)
@@ -91,11 +96,17 @@ def sweep_runs(story: Story, report: ReportData, focus: Focus) -> None:
     lines = sweep_sentences(table, params=knobs[:2], attack=worst.attack, eps=focus.eps)
     story.bullets(lines[:4])
     _comparison_table(story, table, groups, worst)
+    constant = data.constant_acc([r for g in groups for r in g.runs])
+    beats = facts.constant_sentence(table, constant, worst.attack, focus.eps)
+    if beats:
+        story.para(beats, "note")
     attacked = [g for g in groups if not g.robustness.empty]
     if attacked:
         story.figure(
-            worst_case_figure(attacked[:LINES_SHOWN], clean=None, eps=focus.eps),
-            WORST_CAPTION + "One line per setting (mean over its seeds; band: ± one std).",
+            worst_case_figure(attacked[:LINES_SHOWN], clean=None, eps=focus.eps, constant=constant),
+            WORST_CAPTION
+            + "One line per setting (mean over its seeds; band: ± one std); "
+            + figures.CONSTANT_CAPTION,
             width=0.8,
         )
     _unfinished(story, report)
@@ -143,11 +154,15 @@ def _unfinished(story: Story, report: ReportData) -> None:
 
 # ----------------------------------------------------------------------------------- the figure
 def worst_case_figure(
-    groups: Sequence[SeedGroup], *, clean: float | None, eps: float | None
+    groups: Sequence[SeedGroup],
+    *,
+    clean: float | None,
+    eps: float | None,
+    constant: float | None = None,
 ) -> Figure:
     """The worst-case curve of each group (one run: with its 95% CI band and each attack alone in
-    grey; many: the mean over seeds ± one std), a dotted line at half ``clean`` and a mark at the
-    headline ``eps``."""
+    grey; many: the mean over seeds ± one std), a dotted line at half ``clean``, the
+    ``constant``-answer baseline and a mark at the headline ``eps``."""
     one = len(groups) == 1
     grid = sorted({e for g in groups for e in g.eps_grid})
     with figures.plot_style():
@@ -180,6 +195,7 @@ def worst_case_figure(
                 ax.fill_between(part["eps"], low, high, color=color, alpha=0.15, lw=0)
         if clean is not None:
             ax.axhline(clean / 2, color="0.35", lw=0.8, ls=":")
+        figures.constant_line(ax, constant)
         if eps is not None:
             ax.axvline(eps, color="0.35", lw=0.6, ls="-", alpha=0.4)
         ax.set_xlabel("eps (1/255)")

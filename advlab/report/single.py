@@ -86,8 +86,12 @@ def run_story(run: RunData, focus: Focus) -> list[str]:
 def robustness_of_one(story: Story, run: RunData) -> None:
     """Accuracy-vs-eps curves with confidence bands and the table of one attacked run."""
     story.figure(
-        figures.robustness_curves([SeedGroup(run.name, [run])], bands=True),
-        ROBUSTNESS_CAPTION + " Band: 95% confidence interval.",
+        figures.robustness_curves(
+            [SeedGroup(run.name, [run])], bands=True, constant=run.constant_acc
+        ),
+        ROBUSTNESS_CAPTION
+        + " Band: 95% confidence interval"
+        + ("; " + figures.CONSTANT_CAPTION if run.constant_acc is not None else "."),
     )
     rows: list[list[object]] = [
         ["attack", "eps", "clean acc", "robust acc", "95% CI", "attack success rate", "n"]

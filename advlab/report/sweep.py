@@ -179,8 +179,12 @@ def _robustness_figure(
         extra += f" Colour: {hue}." + (f" Line style: {style}." if style else "")
     if left_out:
         extra += f" Not drawn: {left_out} run(s) whose verdict is fail (in the table, marked)."
+    constant = data.constant_acc([r for g in groups for r in g.runs])
+    extra += figures.constant_caption(constant)
     story.figure(
-        figures.robustness_curves(groups, hue_param=hue, style_param=style, bands=bands),
+        figures.robustness_curves(
+            groups, hue_param=hue, style_param=style, bands=bands, constant=constant
+        ),
         single.ROBUSTNESS_CAPTION + extra,
     )
 
