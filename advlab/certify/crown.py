@@ -45,7 +45,8 @@ def crown_margins(nodes: tuple[Node, ...], lo: Tensor, hi: Tensor, y: Tensor) ->
     entry j == y is 0."""
     z_lo, _, trace = propagate(nodes, lo, hi)
     spec = margin_matrix(y, z_lo.shape[1], z_lo.dtype)
-    a, offset = _backward(nodes, trace, spec, torch.zeros(spec.shape[:2], dtype=spec.dtype))
+    offset = spec.new_zeros(spec.shape[:2])
+    a, offset = _backward(nodes, trace, spec, offset)
     low, high = lo.unsqueeze(1), hi.unsqueeze(1)
     box_min = a.clamp(min=0) * low + a.clamp(max=0) * high
     return box_min.flatten(2).sum(2) + offset
@@ -53,7 +54,6 @@ def crown_margins(nodes: tuple[Node, ...], lo: Tensor, hi: Tensor, y: Tensor) ->
 
 def _backward(nodes: tuple[Node, ...], trace: Trace, a: Tensor, offset: Tensor):
     """``(A, a)`` on the input of ``nodes`` from ``(A, a)`` on their output."""
-    offset = offset.to(a.device)
     for node, entry in zip(reversed(nodes), reversed(trace), strict=True):
         if isinstance(node, Residual):
             box, trace_main, trace_short = entry
@@ -141,8 +141,8 @@ def _maxpool_back(m: nn.MaxPool2d, lo: Tensor, hi: Tensor, a: Tensor, offset: Te
     others = hi_w.scatter(2, best, float("-inf")).amax(2)
     exact = lo_w.gather(2, best).squeeze(2) >= others  # the max is that element
     hi_max = hi_w.amax(2)
-    where = torch.arange(h * w, dtype=lo.dtype, device=lo.device).view(1, 1, h, w)
-    index = _windows(where.expand(n, c, h, w), m, -1.0).gather(2, best).squeeze(2).long()
+    where = torch.arange(h * w, dtype=torch.float32, device=lo.device).view(1, 1, h, w)
+    index = _windows(where, m, -1.0).expand(n, c, -1, -1).gather(2, best).squeeze(2).long()
     a = a.flatten(3)  # (N, K, C, output positions)
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     exact, hi_max = exact.unsqueeze(1), hi_max.unsqueeze(1)
