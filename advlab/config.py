@@ -363,6 +363,12 @@ class MarginAttack(StrEnum):
     none = "none"  # no margin attack
 
 
+class Certify(StrEnum):
+    ibp = "ibp"  # interval bounds: about two forward passes per eps (advlab.certify)
+    crown = "crown"  # linear bounds: tighter on normally trained models, one backward per class
+    none = "none"  # no certified lower bound
+
+
 @dataclass
 class EscalationConf:
     """After the main attacks: a margin-loss attack on the points they left robust, and a
@@ -398,6 +404,8 @@ class EvalConf:
     transfer_required: bool = False  # refuse an empty transfer_from (+experiment=transfer sets it)
     sanity: SanityConf = field(default_factory=SanityConf)
     escalation: EscalationConf = field(default_factory=EscalationConf)
+    # certified lower bound at every eps, beside the attacks' upper bound (the bracket)
+    certify: Certify = Certify.ibp
 
 
 # ------------------------------------------------------------------------------ tracking/report

@@ -61,6 +61,7 @@ def _result(name: str) -> str:
 
 RESULTS_JSON = _result("results.json")  # every headline metric of the run, as logged
 VERDICT_JSON = _result("verdict.json")  # {"verdict", "reason", "checks": [...]}, as CHECKS_JSON
+CERTIFIED_CSV = _result("certified.csv")  # per point and eps: certified, margin lower bound
 CHECKS_JSON = _result("checks.json")  # the evaluation's checks: [{name, status, evidence}]
 ROBUSTNESS_JSON = _result("robustness.json")  # the eps curve per attack, with n and CIs
 ROBUSTNESS_CSV = _result("robustness.csv")
@@ -211,6 +212,11 @@ def robust_acc_key(attack: str, eps: float) -> str:
 def asr_key(attack: str, eps: float) -> str:
     """Attack success rate (over points correct before the attack): ``asr/<attack>/eps_<e>``."""
     return f"asr/{attack}/eps_{format_eps(eps)}"
+
+
+def certified_acc_key(eps: float) -> str:
+    """Certified accuracy at ``eps`` (1/255), the bracket's lower end: ``certified_acc/eps_<e>``."""
+    return f"certified_acc/eps_{format_eps(eps)}"
 
 
 def escalation_points_key(eps: float) -> str:

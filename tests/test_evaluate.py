@@ -283,7 +283,10 @@ def test_evaluation_metrics_use_the_shared_names(evaluation):
     assert naming.asr_key(naming.WORST_CASE, 16) in metrics
     assert metrics[naming.escalation_points_key(8)] == ev.escalation.set_index("eps").points[8.0]
     assert naming.escalation_flips_key(16) in metrics
-    assert len(metrics) == 3 + 2 * len(ev.table) + 2 * len(ev.escalation)
+    assert metrics[naming.POINTS_CLEAN_ACC] == ev.points_clean_acc
+    assert metrics[naming.CONSTANT_ACC] == ev.constant_acc
+    # clean_acc, clean_n, robust_n, points_clean_acc, constant_acc; two per row and per eps
+    assert len(metrics) == 5 + 2 * len(ev.table) + 2 * len(ev.escalation)
     assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
 
 

@@ -60,11 +60,15 @@ def run_checks(
         sanity.check_margin(table, [a for a in outcomes if linf.get(a)], tolerance),
         sanity.check_escalation(counts, enabled=escalation.enabled),
     ]
-    for check in checks:
-        (log.warning if check.status != PASS else log.info)(
-            "check %s: %s: %s", check.name, check.status, check.evidence
-        )
-    return checks
+    return [log_check(check) for check in checks]
+
+
+def log_check(check: Check) -> Check:
+    """Log ``check`` (a warning unless it passed) and return it."""
+    (log.warning if check.status != PASS else log.info)(
+        "check %s: %s: %s", check.name, check.status, check.evidence
+    )
+    return check
 
 
 def convergence_check(

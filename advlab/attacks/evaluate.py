@@ -60,7 +60,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advlab import naming
-from advlab.attacks.checks import run_checks
+from advlab.attacks.certification import Certification, certify_grid, check_certificates_sound
+from advlab.attacks.checks import log_check, run_checks
 from advlab.attacks.escalation import COUNT_COLUMNS, Escalation
 from advlab.attacks.export import save_adversarial
 from advlab.attacks.grids import attack_grid, grid_rows
@@ -73,11 +74,12 @@ from advlab.attacks.runner import (
     load_points,
     split_accuracy,
 )
-from advlab.attacks.tables import Tables, write_tables
+from advlab.attacks.tables import Tables, results_file, write_tables
 from advlab.attacks.zoo import build_factories
 from advlab.baseline import constant_answer
-from advlab.config import EscalationConf
+from advlab.config import Certify, EscalationConf, Norm
 from advlab.errors import ConfigError
+from advlab.fileio import atomic_write_text
 from advlab.runtime import progress
 from advlab.validate import check_eval
 from advlab.verdict import Check
@@ -103,6 +105,8 @@ class Evaluation:
     # points and its share, what answering it keeps at every eps
     constant_acc: float = 0.0
     constant_answer: str = ""
+    # the bracket's lower end (advlab.attacks.certification); None with eval.certify=none
+    certification: Certification | None = None
     # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points
     escalation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
 
@@ -194,13 +198,21 @@ def evaluate_robustness(
         rows = grid_rows(clean.correct, tables.labels, int(cfg_eval.grid_n))
         sweep = _attack_every_eps(runner, factories, cfg_eval, tables, rows, out_dir, indices)
         escalation = Escalation(runner, _escalation_cfg(cfg_eval), cascade=bool(cfg_eval.cascade))
-        for eps, out in escalation.worst_cases(sweep.outcomes, tables).items():
+        worst = escalation.worst_cases(sweep.outcomes, tables)
+        for eps, out in worst.items():
             tables.add(naming.WORST_CASE, eps, out)
         table, per_class = tables.frames()
         checks = run_checks(table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation)
+        certification = _certify(model, x, y, cfg_eval)
+        robust = {eps: out.correct for eps, out in (worst or _single_linf(runner, sweep)).items()}
+        checks.append(log_check(check_certificates_sound(certification, robust, indices)))
         grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
+    if certification is not None:
+        points = certification.points(indices)
+        path = results_file(out_dir, naming.CERTIFIED_CSV)
+        written.append(atomic_write_text(path, points.to_csv(index=False)))
     constant_acc, answer = constant_answer(tables.labels, class_names)
     return Evaluation(
         clean_acc=clean_acc,
@@ -216,7 +228,24 @@ def evaluate_robustness(
         escalation=escalation.counts,
         constant_acc=constant_acc,
         constant_answer=answer,
+        certification=certification,
     )
+
+
+def _certify(model: nn.Module, x, y, cfg_eval: DictConfig) -> Certification | None:
+    """Certificates at every eps with ``eval.certify`` (None for ``none``)."""
+    method = Certify(cfg_eval.get("certify", Certify.none))
+    if method == Certify.none:
+        return None
+    return certify_grid(
+        model, x, y, list(cfg_eval.eps), method=str(method), batch_size=int(cfg_eval.batch_size)
+    )
+
+
+def _single_linf(runner: AttackRunner, sweep: _Sweep) -> dict[float, Outcome]:
+    """Per eps, the outcome of the one L-inf attack when no worst case was formed ({} if none)."""
+    linf = [name for name in sweep.outcomes if runner.norms[name] == Norm.linf]
+    return dict(sweep.outcomes[linf[0]]) if linf else {}
 
 
 def _split_clean_acc(
@@ -243,6 +272,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
 
     ``clean_acc`` (whole test split) with ``clean_n``, ``points_clean_acc`` on the ``robust_n``
     evaluated points and ``constant_acc`` (the constant-answer baseline on them);
+    ``certified_acc/eps_<e>`` per eps with ``eval.certify``;
     ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per table row;
     ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps. An undefined value
     (NaN: ASR with no point correct before the attack) is left out rather than logged.
@@ -257,6 +287,9 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     for row in evaluation.table.itertuples():
         pairs.append((naming.robust_acc_key(row.attack, row.eps), row.robust_acc))
         pairs.append((naming.asr_key(row.attack, row.eps), row.asr))
+    if evaluation.certification is not None:
+        for row in evaluation.certification.rows.itertuples():
+            pairs.append((naming.certified_acc_key(row.eps), row.certified_acc))
     for row in evaluation.escalation.itertuples():
         pairs.append((naming.escalation_points_key(row.eps), row.points))
         pairs.append((naming.escalation_flips_key(row.eps), row.flips))

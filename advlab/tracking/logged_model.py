@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from advlab import naming
 
 log = logging.getLogger(__name__)
 
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's variable; read by resolve_tracking_uri too
 EXAMPLE_IMAGES = 4  # test images in the input example (and behind the inferred signature)
 
 
@@ -38,15 +40,22 @@ def input_example(data: Any, n: int = EXAMPLE_IMAGES) -> np.ndarray:
 @contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
     """``mlflow.pytorch.log_model`` writes to the process's tracking URI: point it at the run's
-    store for the call only, so other stores used by this process are left as they were."""
+    store for the call only. MLflow's ``set_tracking_uri`` also writes $MLFLOW_TRACKING_URI, which
+    the next job of a sweep in this process would take as its store, so both the URI MLflow holds
+    and that variable are put back exactly as they were (unset stays unset)."""
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    before = mlflow.get_tracking_uri()
+    held, env = tracking_utils._tracking_uri, os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(held)  # None: MLflow unsets the variable
+        if env is not None:
+            os.environ[TRACKING_URI_ENV] = env
+        else:
+            os.environ.pop(TRACKING_URI_ENV, None)
 
 
 def log_pytorch_model(model: Any, data: Any, *, client: Any, run_id: str) -> str:
