@@ -142,6 +142,7 @@ def pipeline_store(tmp_path_factory: pytest.TempPathFactory) -> PipelineStore:
 
     run(compose_config([*base, "tracking.experiment=demo"]))
     good = latest("demo")
+
     # A run that fails after it opened (bad input is refused before any run exists, so the
     # failure is injected into training): the real Tracker must end it FAILED with the error.
     def broken_fit(*args, **kwargs):
