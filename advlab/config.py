@@ -56,7 +56,9 @@ class Precision(StrEnum):
 class AdversarialMethod(StrEnum):
     none = "none"
     fgsm_rs = "fgsm_rs"
+    nfgsm = "nfgsm"
     pgd = "pgd"
+    trades = "trades"
 
 
 class Monitor(StrEnum):
@@ -232,11 +234,17 @@ class SchedulerConf:
 
 @dataclass
 class AdversarialTrainConf:
-    # fgsm_rs: Wong et al. 2020; pgd: Madry et al. 2018; setting it alone is a complete run
+    # fgsm_rs: Wong et al. 2020; nfgsm: de Jorge et al. 2022; pgd: Madry et al. 2018; trades:
+    # Zhang et al. 2019; setting it alone is a complete run
     method: AdversarialMethod = AdversarialMethod.none
     eps: float = 8.0  # 1/255 units
-    alpha: float | None = None  # 1/255 units; null: 1.25 eps (fgsm_rs), 2.5 eps / steps (pgd)
-    steps: int = 7  # pgd only
+    # step size, 1/255 units; null: 1.25 eps (fgsm_rs), eps (nfgsm), 2.5 eps / steps (pgd, trades)
+    alpha: float | None = None
+    steps: int = 7  # pgd and trades only
+    # nfgsm only: uniform start noise in [-noise * eps, noise * eps], in multiples of eps; no
+    # projection, so the perturbation reaches noise * eps + alpha
+    noise: float = 2.0
+    beta: float = 6.0  # trades only: weight of the KL term (clean vs adversarial predictions)
     val_robust: bool | None = None  # PGD accuracy on a validation subset; null: iff method != none
     val_robust_n: int = 256  # size of that subset
     val_robust_steps: int = 10  # PGD steps of that validation pass

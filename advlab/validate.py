@@ -173,6 +173,8 @@ def _check_adversarial_training(adv: DictConfig) -> None:
     _at_least("train.adversarial.eps", adv.eps, 0)
     _positive("train.adversarial.alpha", adv.alpha, allow_none=True)
     _at_least("train.adversarial.steps", adv.steps, 1)
+    _at_least("train.adversarial.noise", adv.noise, 0)
+    _at_least("train.adversarial.beta", adv.beta, 0)
     _at_least("train.adversarial.val_robust_n", adv.val_robust_n, 1)
     _at_least("train.adversarial.val_robust_steps", adv.val_robust_steps, 1)
 

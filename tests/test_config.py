@@ -99,7 +99,7 @@ def test_paths_resolve_against_the_project_root() -> None:
         # closed choices are enum-typed in the schemas: refused before validation even runs
         "device=tpu",
         "train.scheduler.name=exponential",
-        "train.adversarial.method=trades",
+        "train.adversarial.method=free_at",
         "train.early_stopping.monitor=train_loss",
         "attacks.fgsm.targeted=most_likely",
     ],
@@ -267,7 +267,7 @@ def test_a_sweep_experiment_without_multirun_is_refused_naming_m(tmp_path, exper
     assert len(errors) == 1 and "run it with -m" in errors[0], proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("method", ["pgd", "fgsm_rs"])
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "nfgsm", "trades"])
 def test_one_spelling_turns_adversarial_training_on_with_its_consequences(method: str) -> None:
     cfg = compose_config(["+experiment=cifar10_fool", f"train.adversarial.method={method}"])
     validate_config(cfg)

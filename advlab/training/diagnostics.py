@@ -158,7 +158,7 @@ def _overfitting_check(history: Sequence[Mapping[str, float]]) -> Check:
             CATASTROPHIC_OVERFITTING,
             WARN,
             f"{collapses} (Wong et al. 2020): the model resists the single-step attack only; "
-            "early-stop on val_pgd_acc, lower train.adversarial.alpha or train with pgd",
+            "early-stop on val_pgd_acc, lower train.adversarial.alpha or train with nfgsm or pgd",
         )
     last_epoch, last = both[-1]
     return Check(

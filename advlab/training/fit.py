@@ -214,8 +214,8 @@ def _train_epoch(loop: Loop, state: TrainingState, epoch: int) -> tuple[float, f
     """One pass over the shuffled training batches in train mode (dropout on, batch norm
     updating its statistics); returns mean loss, accuracy and the number of examples."""
     model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
-    perturb, adv_generator = loop.perturb, state.generators["adversarial"]
-    device, memory_format, loss_fn = loop.val.device, loop.val.memory_format, loop.val.loss
+    objective, adv_generator = loop.objective, state.generators["adversarial"]
+    device, memory_format = loop.val.device, loop.val.memory_format
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -236,12 +236,10 @@ def _train_epoch(loop: Loop, state: TrainingState, epoch: int) -> tuple[float, f
         unit="batch",
     ):
         x = x.contiguous(memory_format=memory_format)
-        if perturb is not None:
-            with loop.val.autocast():
-                x = perturb(model, x, y, generator=adv_generator)
         with loop.val.autocast():
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            # The batch's loss: on the adversarial batch with train.adversarial (TRADES: clean
+            # loss plus a KL term), its logits those of the batch trained on.
+            loss, logits = objective(model, x, y, generator=adv_generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,4 +1,5 @@
-"""The training losses of ``train.loss``, per example, on the model's logits."""
+"""The training losses on the model's logits: those of ``train.loss`` (per example, and their
+batch mean), and TRADES's, which adds a KL term between clean and adversarial predictions."""
 
 from __future__ import annotations
 
@@ -44,3 +45,24 @@ def batch_mean(loss_per_example: PerExampleLoss) -> BatchLoss:
         return loss_per_example(logits, y).mean()
 
     return loss
+
+
+def trades_loss(
+    logits_clean: torch.Tensor,
+    logits_adv: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    beta: float,
+    loss_fn: BatchLoss,
+) -> torch.Tensor:
+    """TRADES's objective (Zhang et al. 2019): ``loss_fn(logits_clean, y) + beta * KL``.
+
+    KL is ``KL(softmax(logits_clean) || softmax(logits_adv))``, summed over the C classes and
+    averaged over the batch (the reference implementation's ``batchmean``); gradients flow
+    through both logits. ``loss_fn`` is the batch mean of ``train.loss`` (cross-entropy, as in
+    the paper, by default). Logits (N, C), labels int64 (N,); a scalar.
+    """
+    log_p = F.log_softmax(logits_clean.float(), dim=1)
+    log_q = F.log_softmax(logits_adv.float(), dim=1)
+    kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    return loss_fn(logits_clean, y) + beta * kl

@@ -46,7 +46,7 @@ class Loop:
     batch_size: int
     n_steps: int  # optimizer steps per epoch
     val: ValSettings  # device, precision, memory format, loss; batch size of the eval passes
-    perturb: adversarial.Perturbation | None  # the adversarial-training attack, if any
+    objective: adversarial.Objective  # a batch's loss and logits (adversarial, with training)
     attacked: ValSubset | None  # the subset attacked each epoch (val_pgd_acc, val_fgsm_acc)
     progress: bool
     lr: float  # optimizer.lr, named in the divergence messages
@@ -60,8 +60,8 @@ def prepare_loop(
     seed: int,
     device: torch.device,
 ) -> Loop:
-    """The loop's fixed settings: precision for ``device``, loss, adversarial attack, the
-    validation subset attacked each epoch."""
+    """The loop's fixed settings: precision for ``device``, loss, the batch objective (with its
+    adversarial attack), the validation subset attacked each epoch."""
     precision = resolve_precision(str(cfg_train.precision), device)
     if precision != cfg_train.precision:
         log.info("train.precision=%s: training in %s on %s", cfg_train.precision, precision, device)
@@ -83,7 +83,7 @@ def prepare_loop(
         batch_size=batch_size,
         n_steps=steps_per_epoch(len(data.train), batch_size),
         val=val,
-        perturb=adversarial.training_perturbation(cfg_train.adversarial, loss_fn=loss),
+        objective=adversarial.training_objective(cfg_train.adversarial, loss_fn=loss),
         attacked=val_subset(data, cfg_train.adversarial, seed=seed, device=device),
         progress=bool(cfg_train.progress),
         lr=float(cfg_optimizer.lr),
