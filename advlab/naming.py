@@ -219,6 +219,17 @@ def certified_acc_key(eps: float) -> str:
     return f"certified_acc/eps_{format_eps(eps)}"
 
 
+def parse_certified_metric(name: str) -> float | None:
+    """The eps of a name made by :func:`certified_acc_key`; None for any other name."""
+    prefix = "certified_acc/eps_"
+    if not name.startswith(prefix):
+        return None
+    try:
+        return float(name.removeprefix(prefix))
+    except ValueError:
+        return None
+
+
 def escalation_points_key(eps: float) -> str:
     """Number of points the escalation re-attacked at ``eps`` (1/255 units)."""
     return f"escalation/points/eps_{format_eps(eps)}"

@@ -287,6 +287,9 @@ def _print_summary(cfg, metrics, verdict: Verdict, run_dir, tracker, device, pdf
     worst = naming.robust_acc_key(naming.WORST_CASE, largest)
     if worst in metrics:
         lines.append(f"  worst    eps {naming.format_eps(largest)}/255  {metrics[worst]:.1%}")
+    bracket = _bracket_line(cfg, metrics)
+    if bracket:
+        lines.append(f"  bracket             {bracket}")
     if naming.CONSTANT_ACC in metrics:
         # what a model that ignores its input keeps: the floor a defence must stay above
         constant = f"{metrics[naming.CONSTANT_ACC]:.1%} at every eps (the most frequent class)"
@@ -306,6 +309,21 @@ def _print_summary(cfg, metrics, verdict: Verdict, run_dir, tracker, device, pdf
         lines.append(f"  PDF report          {pdf}")
     # The summary is the product's answer to the user, so it goes to the log (Hydra's console).
     log.info("\n".join(lines))
+
+
+def _bracket_line(cfg, metrics) -> str | None:
+    """``[certified, worst case]`` at the grid's headline eps (eval.grid_eps if evaluated, else
+    the largest eps at which anything was certified, else the largest): the truth lies between."""
+    grid = [float(e) for e in cfg.eval.eps if float(e) > 0]
+    certified = {e: metrics.get(naming.certified_acc_key(e)) for e in grid}
+    if not grid or all(v is None for v in certified.values()):
+        return None
+    some = [e for e in grid if certified[e]]
+    grid_eps = cfg.eval.get("grid_eps")
+    eps = float(grid_eps) if grid_eps in grid else (some[-1] if some else grid[-1])
+    worst = metrics.get(naming.robust_acc_key(naming.WORST_CASE, eps))
+    upper = "n/a" if worst is None else f"{worst:.1%}"
+    return f"eps {naming.format_eps(eps)}/255  [{certified[eps]:.1%} certified, {upper} worst case]"
 
 
 def _device_line(device) -> str:

@@ -112,6 +112,17 @@ class RunData:
         return self.metric(naming.CONSTANT_ACC)
 
     @property
+    def certified(self) -> dict[float, float]:
+        """eps -> certified accuracy (``certified_acc/eps_<e>``), ascending; {} when the run did
+        not certify (eval.certify=none, or a release before certificates)."""
+        found = {
+            eps: value
+            for key, value in self.metrics.items()
+            if (eps := naming.parse_certified_metric(key)) is not None and not math.isnan(value)
+        }
+        return dict(sorted(found.items()))
+
+    @property
     def verdict(self) -> str | None:
         """pass | warn | fail from tag advlab.verdict (else results/verdict.json); None for runs
         made before verdicts existed."""

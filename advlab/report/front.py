@@ -27,7 +27,7 @@ from advlab.report.cover import verdict_banner
 from advlab.report.data import Focus, ReportData, RunData
 from advlab.report.format import attack_label, fmt_eps, fmt_spread
 from advlab.report.seeds import SeedGroup
-from advlab.report.summary import headline_sentence, sweep_sentences
+from advlab.report.summary import bracket_sentence, headline_sentence, sweep_sentences
 
 WORST_CAPTION = (
     "Accuracy under the worst case (per example, the strongest of the attacks run) vs the "
@@ -50,6 +50,9 @@ def single_run(story: Story, report: ReportData, focus: Focus) -> None:
     title(story, report)
     head = data.headline(run, focus.eps)
     story.para(headline_sentence(head), "lead")
+    bracket = bracket_sentence(run, focus.eps)
+    if bracket:
+        story.para(bracket, "note")
     story.banner(_verdict_lines(run))
     if not run.robustness.empty:
         story.figure(
@@ -60,7 +63,9 @@ def single_run(story: Story, report: ReportData, focus: Focus) -> None:
                 constant=run.constant_acc,
             ),
             WORST_CAPTION + "Band: 95% confidence interval; grey: each attack alone; dotted: "
-            "half the clean accuracy." + figures.constant_caption(run.constant_acc),
+            "half the clean accuracy."
+            + certified_caption(run)
+            + figures.constant_caption(run.constant_acc),
             width=0.8,
         )
     row = example_row(run, focus)
@@ -105,8 +110,8 @@ def sweep_runs(story: Story, report: ReportData, focus: Focus) -> None:
         story.figure(
             worst_case_figure(attacked[:LINES_SHOWN], clean=None, eps=focus.eps, constant=constant),
             WORST_CAPTION
-            + "One line per setting (mean over its seeds; band: ± one std); "
-            + figures.CONSTANT_CAPTION,
+            + "One line per setting (mean over its seeds; band: ± one std)."
+            + figures.constant_caption(constant),
             width=0.8,
         )
     _unfinished(story, report)
@@ -124,18 +129,27 @@ def _comparison_table(
     pooled = seeds.pooled(groups)
     ranked = table.sort_values("robust", ascending=False, na_position="last")
     quoted = f"{attack_label(focus.attack)} at {fmt_eps(focus.eps)}"
+    eps = focus.eps
+    certified = {
+        g.name: g.spread(lambda r: r.certified.get(eps)) for g in groups if g.certified_any
+    }
     head = ["setting" if pooled else "run", "seeds", "clean acc", quoted]
+    if certified:
+        head.append(f"certified at {fmt_eps(eps)}")
     rows: list[list[object]] = [head]
     for _, row in ranked.head(SETTINGS_SHOWN).iterrows():
-        rows.append(
-            [
-                row["name"],
-                row["n_seeds"],
-                fmt_spread(row[naming.CLEAN_ACC], row["clean_acc_std"]),
-                fmt_spread(row["robust"], row["robust_std"]),
-            ]
-        )
-    story.table(rows, [0.46, 0.1, 0.2, 0.24])
+        line = [
+            row["name"],
+            row["n_seeds"],
+            fmt_spread(row[naming.CLEAN_ACC], row["clean_acc_std"]),
+            fmt_spread(row["robust"], row["robust_std"]),
+        ]
+        if certified:
+            found = certified.get(row["name"])
+            line.append("-" if found is None else fmt_spread(found["mean"], found["std"]))
+        rows.append(line)
+    widths = [0.36, 0.08, 0.18, 0.2, 0.18] if certified else [0.46, 0.1, 0.2, 0.24]
+    story.table(rows, widths)
     more = len(ranked) - SETTINGS_SHOWN
     extra = f" {more} more in the Sweep section." if more > 0 else ""
     spread = " mean ± std over seeds;" if pooled else ""
@@ -193,6 +207,8 @@ def worst_case_figure(
             low, high = _band(part, one)
             if low is not None:
                 ax.fill_between(part["eps"], low, high, color=color, alpha=0.15, lw=0)
+            if one:
+                _certified(ax, group.runs[0], part)
         if clean is not None:
             ax.axhline(clean / 2, color="0.35", lw=0.8, ls=":")
         figures.constant_line(ax, constant)
@@ -207,6 +223,34 @@ def worst_case_figure(
         if not one:
             ax.legend(fontsize=6.5, loc="upper right", frameon=True)
     return fig
+
+
+CERTIFIED_COLOR = "#1b7837"
+
+
+def _certified(ax, run: RunData, worst: pd.DataFrame) -> None:
+    """The certified curve of one run and the bracket between it and the worst case, hatched."""
+    certified = run.certified
+    shared = worst[worst["eps"].isin(list(certified))]
+    if shared.empty:
+        return
+    eps = shared["eps"].to_numpy()
+    low = np.array([certified[e] for e in eps])
+    ax.plot(eps, low, marker="s", ms=3, lw=1.4, color=CERTIFIED_COLOR, label="certified")
+    ax.fill_between(
+        eps, low, shared["robust_acc"].to_numpy(), color=CERTIFIED_COLOR, alpha=0.08, lw=0
+    )
+
+
+def certified_caption(run: RunData) -> str:
+    """The caption's words for :func:`_certified` (leading space); "" for a run without it."""
+    if not run.certified:
+        return ""
+    method = str(run.setting("eval.certify") or "bounds").upper()
+    return (
+        f" Green squares: certified accuracy ({method}), a proven lower bound; the shaded band "
+        "between it and the worst case is the bracket the true robust accuracy lies in."
+    )
 
 
 def _band(part, one: bool):

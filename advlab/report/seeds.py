@@ -66,6 +66,11 @@ class SeedGroup:
         """:func:`advlab.seed_groups.spread` of ``value(run)`` over the group's runs."""
         return seed_groups.spread(value(run) for run in self.runs)
 
+    @property
+    def certified_any(self) -> bool:
+        """True when a run of the group logged certified accuracies (eval.certify)."""
+        return any(run.certified for run in self.runs)
+
     @cached_property
     def robustness(self) -> pd.DataFrame:
         """One row per attack x eps: :data:`ROBUSTNESS_COLUMNS` averaged over the runs, and

@@ -90,8 +90,8 @@ def robustness_of_one(story: Story, run: RunData) -> None:
             [SeedGroup(run.name, [run])], bands=True, constant=run.constant_acc
         ),
         ROBUSTNESS_CAPTION
-        + " Band: 95% confidence interval"
-        + ("; " + figures.CONSTANT_CAPTION if run.constant_acc is not None else "."),
+        + " Band: 95% confidence interval."
+        + figures.constant_caption(run.constant_acc),
     )
     rows: list[list[object]] = [
         ["attack", "eps", "clean acc", "robust acc", "95% CI", "attack success rate", "n"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from advlab import naming
-from advlab.report.data import Headline
+from advlab.report.data import Headline, RunData
 from advlab.report.format import (  # noqa: F401  (fmt_pct, fmt_spread: re-exported)
     MISSING,
     attack_label,
@@ -51,6 +51,25 @@ def headline_sentence(head: Headline) -> str:
     if head.largest_eps:
         return text + f", and its accuracy stays above half up to eps {fmt_eps(head.largest_eps)}."
     return text + "."
+
+
+def bracket_sentence(run: RunData, eps: float | None) -> str | None:
+    """The robustness bracket at ``eps``: certified (a proof: at least) and the worst case (the
+    attacks: at most), and how wide it is; None when the run certified nothing there."""
+    certified = run.certified
+    if eps is None or eps <= 0 or eps not in certified:
+        return None
+    row = run.robust(naming.WORST_CASE, eps)
+    if row is None or row["robust_acc"] is None:
+        return None
+    low, high = certified[eps], float(row["robust_acc"])
+    method = str(run.setting("eval.certify") or "bounds").upper()
+    return (
+        f"The bracket at eps {fmt_eps(eps)}: at least {fmt_pct(low)} of the attacked images are "
+        f"certified robust ({method}: no input of the eps-ball changes the answer), at most "
+        f"{fmt_pct(high)} survive the attacks; the true robust accuracy lies between, a bracket "
+        f"{100 * (high - low):.1f} points wide."
+    )
 
 
 # ------------------------------------------------------------------------------ written summary

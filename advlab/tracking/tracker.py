@@ -402,7 +402,11 @@ def _eps_step(key: str, eps_grid: Sequence[float]) -> int:
         by_key = {
             name(e): float(e)
             for e in eps_grid
-            for name in (naming.escalation_points_key, naming.escalation_flips_key)
+            for name in (
+                naming.escalation_points_key,
+                naming.escalation_flips_key,
+                naming.certified_acc_key,
+            )
         }
         if key not in by_key:
             return 0
