@@ -62,6 +62,7 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
     _check_attacks_fit_task(cfg, data.num_classes)
     load_sources(transfer_refs, data, torch.device("cpu"), transfer_checkpoints)
     model, num_params = _build_model(cfg, data)
+    _check_certifiable(cfg, model)
 
     with Tracker(cfg, run_dir=run_dir) as tracker:
         tracker.log_run_info(run_facts(cfg))
@@ -133,6 +134,25 @@ def _build_model(cfg: DictConfig, data):
         layer_table(model, (1, data.channels, *data.image_size)),
     )
     return model, num_params
+
+
+def _check_certifiable(cfg: DictConfig, model) -> None:
+    """Before training: a model with a layer the certified bounds cannot take is refused in one
+    line (which layer, and how to run without the lower bound)."""
+    from advlab.certify import check_supported
+    from advlab.config import Certify
+    from advlab.errors import AttackError, ConfigError
+
+    method = Certify(cfg.eval.get("certify", Certify.none))
+    if method == Certify.none:
+        return
+    try:
+        check_supported(model)
+    except AttackError as error:
+        raise ConfigError(
+            f"eval.certify={method}: {error}; eval.certify=none evaluates this model without "
+            "a certified lower bound"
+        ) from error
 
 
 def _train(cfg: DictConfig, model, data, device, run_dir: Path, tracker):

@@ -107,12 +107,14 @@ def check_certificates_sound(
     certification: Certification | None,
     robust: dict[float, np.ndarray],
     indices: np.ndarray,
+    skipped: str = "eval.certify=none",
 ) -> Check:
     """``fail`` when a point certified at an eps is not robust there (``robust``: eps -> bool
-    (n,), the worst case over the L-inf attacks), naming the points by test index."""
+    (n,), the worst case over the L-inf attacks), naming the points by test index. ``skipped``:
+    why there is no ``certification``."""
     name = "certificate_sound"
     if certification is None:
-        return Check(name, PASS, "not applicable: eval.certify=none")
+        return Check(name, PASS, f"not applicable: {skipped}")
     broken = []
     for eps, ok in sorted(certification.certified.items()):
         if eps not in robust:

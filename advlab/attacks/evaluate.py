@@ -78,7 +78,7 @@ from advlab.attacks.tables import Tables, results_file, write_tables
 from advlab.attacks.zoo import build_factories
 from advlab.baseline import constant_answer
 from advlab.config import Certify, EscalationConf, Norm
-from advlab.errors import ConfigError
+from advlab.errors import AttackError, ConfigError
 from advlab.fileio import atomic_write_text
 from advlab.runtime import progress
 from advlab.validate import check_eval
@@ -167,7 +167,7 @@ def evaluate_robustness(
     adversarial/<attack>_eps_<e>.npz under ``out_dir`` (the run's results directory; names from
     :mod:`advlab.naming`), all listed in ``artifacts``. Raises :class:`AttackError` when an
     attack cannot run on this task; an adversarial example outside its eps ball or [0, 1] fails
-    the ``bounds`` check (status ``fail``) instead.
+    the ``bounds`` check (status ``fail``) instead. With ``eval.certify``, certified.csv too.
     """
     check_eval(cfg_eval, attacks)
     out_dir = Path(out_dir)
@@ -185,14 +185,9 @@ def evaluate_robustness(
         assert_eval(model)
         clean = clean_pass(model, x, y, int(cfg_eval.batch_size))
         clean_acc = _split_clean_acc(model, data, clean, int(cfg_eval.batch_size), device)
+        batch_size, num_classes = int(cfg_eval.batch_size), int(data.num_classes)
         runner = AttackRunner(
-            model,
-            x,
-            y,
-            clean,
-            batch_size=int(cfg_eval.batch_size),
-            seed=seed,
-            num_classes=int(data.num_classes),
+            model, x, y, clean, batch_size=batch_size, seed=seed, num_classes=num_classes
         )
         tables = Tables(clean, y.cpu().numpy(), class_names)
         rows = grid_rows(clean.correct, tables.labels, int(cfg_eval.grid_n))
@@ -203,16 +198,14 @@ def evaluate_robustness(
             tables.add(naming.WORST_CASE, eps, out)
         table, per_class = tables.frames()
         checks = run_checks(table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation)
-        certification = _certify(model, x, y, cfg_eval)
+        certification, skipped = _certify(model, x, y, cfg_eval)
         robust = {eps: out.correct for eps, out in (worst or _single_linf(runner, sweep)).items()}
-        checks.append(log_check(check_certificates_sound(certification, robust, indices)))
+        sound = check_certificates_sound(certification, robust, indices, skipped)
+        checks.append(log_check(sound))
         grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
-    if certification is not None:
-        points = certification.points(indices)
-        path = results_file(out_dir, naming.CERTIFIED_CSV)
-        written.append(atomic_write_text(path, points.to_csv(index=False)))
+    written += _write_certificates(out_dir, certification, indices)
     constant_acc, answer = constant_answer(tables.labels, class_names)
     return Evaluation(
         clean_acc=clean_acc,
@@ -232,14 +225,31 @@ def evaluate_robustness(
     )
 
 
-def _certify(model: nn.Module, x, y, cfg_eval: DictConfig) -> Certification | None:
-    """Certificates at every eps with ``eval.certify`` (None for ``none``)."""
+def _certify(model: nn.Module, x, y, cfg_eval: DictConfig) -> tuple[Certification | None, str]:
+    """Certificates at every eps with ``eval.certify``, or None and why not: ``none``, or a model
+    with a layer the bounds cannot take (the pipeline refuses such a model before training; a
+    model given to this function directly is evaluated without the lower bound, with a warning)."""
     method = Certify(cfg_eval.get("certify", Certify.none))
     if method == Certify.none:
-        return None
-    return certify_grid(
-        model, x, y, list(cfg_eval.eps), method=str(method), batch_size=int(cfg_eval.batch_size)
-    )
+        return None, "eval.certify=none"
+    try:
+        certification = certify_grid(
+            model, x, y, list(cfg_eval.eps), method=str(method), batch_size=int(cfg_eval.batch_size)
+        )
+    except AttackError as error:
+        log.warning("no certified lower bound: %s", error)
+        return None, str(error)
+    return certification, ""
+
+
+def _write_certificates(
+    out_dir: Path, certification: Certification | None, indices: np.ndarray
+) -> list[Path]:
+    """``results/certified.csv`` (per point and eps) when there are certificates."""
+    if certification is None:
+        return []
+    path = results_file(out_dir, naming.CERTIFIED_CSV)
+    return [atomic_write_text(path, certification.points(indices).to_csv(index=False))]
 
 
 def _single_linf(runner: AttackRunner, sweep: _Sweep) -> dict[float, Outcome]:

@@ -39,14 +39,20 @@ import torch
 from torch import Tensor, nn
 
 from advlab.certify.crown import crown_margins
-from advlab.certify.graph import layers
+from advlab.certify.graph import layers, walk
 from advlab.certify.ibp import ibp_margins, input_box, propagate
 from advlab.errors import ConfigError
 from advlab.naming import to_pixels
 
-__all__ = ["METHODS", "certified", "logit_bounds", "margin_lower_bounds"]
+__all__ = ["METHODS", "certified", "check_supported", "logit_bounds", "margin_lower_bounds"]
 
 METHODS = ("crown", "ibp")
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`~advlab.errors.AttackError` naming the first layer of ``model`` the bounds
+    cannot take (in train or eval mode): a check to run before training."""
+    walk(model)
 
 
 def _placed(model: nn.Module, x: Tensor) -> Tensor:

@@ -71,6 +71,12 @@ def layers(model: nn.Module) -> tuple[Node, ...]:
             "certify: the model is in training mode (call model.eval(): dropout and batch norm "
             "must use their inference behaviour)"
         )
+    return walk(model)
+
+
+def walk(model: nn.Module) -> tuple[Node, ...]:
+    """``model`` as a flat tuple of nodes, whatever its mode; AttackError naming a layer it
+    cannot bound."""
     return _walk(model, "")
 
 
