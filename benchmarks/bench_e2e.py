@@ -6,6 +6,8 @@
 - ``python -m advlab``: wall time of the whole quickstart (embedded MNIST, train, FGSM/PGD eps
   curve, MLflow tracking, PDF report), with every output redirected to a temporary folder.
   ``--quick`` shrinks it with the test suite's tiny overrides.
+- the quickstart with ``eval.certify=ibp`` (its default) against ``eval.certify=none``: what the
+  certified lower bound costs, target at most 1.15x.
 
     python -m benchmarks.bench_e2e [--quick]
 """
@@ -27,6 +29,7 @@ from benchmarks.common import PROJECT_ROOT, Figure, emit, sandbox_overrides
 BENCH = "e2e"
 HELP_TARGET_S = 3.0
 REFUSAL_TARGET_S = 5.0
+CERTIFY_COST_TARGET = 1.15  # the certified lower bound may add at most 15% to the quickstart
 HEAVY = ("torch", "mlflow", "torchattacks", "matplotlib", "pandas", "seaborn", "reportlab", "numpy")
 
 # The test suite's overrides that shrink the quickstart to seconds (tests/conftest.py).
@@ -160,11 +163,39 @@ def bench_quickstart(quick: bool, figures: list[Figure]) -> None:
         )
 
 
+def bench_certify_cost(quick: bool, figures: list[Figure]) -> None:
+    """The quickstart with its default certified bound (eval.certify=ibp) against the same run
+    without it, interleaved (median of 2 each; 1 with --quick): what the lower bound costs."""
+    walls: dict[str, list[float]] = {"ibp": [], "none": []}
+    with tempfile.TemporaryDirectory(prefix="advlab-bench-certify-") as tmp_name:
+        tmp = Path(tmp_name)
+        for _ in range(1 if quick else 2):
+            for method in walls:
+                overrides = [*sandbox_overrides(tmp), f"eval.certify={method}"]
+                overrides += TINY if quick else []
+                seconds, _proc = time_command(["-m", "advlab", *overrides], 1)
+                walls[method].append(seconds[0])
+    with_bound, without = statistics.median(walls["ibp"]), statistics.median(walls["none"])
+    emit(
+        Figure(
+            BENCH,
+            "quickstart with eval.certify=ibp / none",
+            with_bound / without,
+            "x",
+            target=CERTIFY_COST_TARGET,
+            target_kind="value<=",
+            note=f"{with_bound:.1f} s vs {without:.1f} s (median wall)",
+        ),
+        figures,
+    )
+
+
 def run(quick: bool = False) -> list[Figure]:
     figures: list[Figure] = []
     bench_help(3 if quick else 5, figures)
     bench_refusal(3, figures)
     bench_quickstart(quick, figures)
+    bench_certify_cost(quick, figures)
     return figures
 
 
