@@ -278,8 +278,11 @@ def test_evaluation_metrics_use_the_shared_names(evaluation):
     assert naming.escalation_flips_key(16) in metrics
     assert metrics[naming.POINTS_CLEAN_ACC] == ev.points_clean_acc
     assert metrics[naming.CONSTANT_ACC] == ev.constant_acc
-    # clean_acc, clean_n, robust_n, points_clean_acc, constant_acc; two per row and per eps
-    assert len(metrics) == 5 + 2 * len(ev.table) + 2 * len(ev.escalation)
+    # clean_acc, clean_n, robust_n, points_clean_acc, constant_acc; two per row and per eps;
+    # certified_acc per eps (eval.certify=ibp by default)
+    certified = len(ev.certification.rows)
+    assert certified == len(ev.escalation)
+    assert len(metrics) == 5 + 2 * len(ev.table) + 2 * len(ev.escalation) + certified
     assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
 
 
