@@ -247,12 +247,11 @@ class AdversarialTrainConf:
     # projection, so the perturbation reaches noise * eps + alpha
     noise: float = 2.0
     beta: float = 6.0  # trades only: weight of the KL term (clean vs adversarial predictions)
-    # ibp only: loss kappa * CE(clean) + (1 - kappa) * CE(worst-case logits of the eps-ball); the
-    # ramp, in epochs, moves every optimizer step: warmup_epochs of clean training (eps 0,
-    # kappa 1), then over ramp_epochs eps grows linearly 0 -> eps and kappa falls 1 -> kappa_end
-    warmup_epochs: int = 1
-    ramp_epochs: int = 5
-    kappa_end: float = 0.5  # Gowal et al.'s value
+    # ibp only: loss kappa * CE(clean) + (1 - kappa) * CE(worst-case logits of the eps-ball), on a
+    # ramp counted in epochs and moved every optimizer step
+    warmup_epochs: int = 1  # ibp only: epochs of clean training first (eps 0, kappa 1)
+    ramp_epochs: int = 5  # ibp only: then eps grows 0 -> eps, kappa falls 1 -> kappa_end, linearly
+    kappa_end: float = 0.5  # ibp only: the clean term's weight after the ramp (Gowal et al.: 0.5)
     val_robust: bool | None = None  # PGD accuracy on a validation subset; null: iff method != none
     val_robust_n: int = 256  # size of that subset
     val_robust_steps: int = 10  # PGD steps of that validation pass
