@@ -59,6 +59,7 @@ class AdversarialMethod(StrEnum):
     nfgsm = "nfgsm"
     pgd = "pgd"
     trades = "trades"
+    ibp = "ibp"
 
 
 class Monitor(StrEnum):
@@ -235,7 +236,8 @@ class SchedulerConf:
 @dataclass
 class AdversarialTrainConf:
     # fgsm_rs: Wong et al. 2020; nfgsm: de Jorge et al. 2022; pgd: Madry et al. 2018; trades:
-    # Zhang et al. 2019; setting it alone is a complete run
+    # Zhang et al. 2019; ibp: certified training, Gowal et al. 2018; setting it alone is a
+    # complete run
     method: AdversarialMethod = AdversarialMethod.none
     eps: float = 8.0  # 1/255 units
     # step size, 1/255 units; null: 1.25 eps (fgsm_rs), eps (nfgsm), 2.5 eps / steps (pgd, trades)
@@ -245,6 +247,11 @@ class AdversarialTrainConf:
     # projection, so the perturbation reaches noise * eps + alpha
     noise: float = 2.0
     beta: float = 6.0  # trades only: weight of the KL term (clean vs adversarial predictions)
+    # ibp only: loss kappa * CE(clean) + (1 - kappa) * CE(worst-case logits of the eps-ball), on a
+    # ramp counted in epochs and moved every optimizer step
+    warmup_epochs: int = 1  # ibp only: epochs of clean training first (eps 0, kappa 1)
+    ramp_epochs: int = 5  # ibp only: then eps grows 0 -> eps, kappa falls 1 -> kappa_end, linearly
+    kappa_end: float = 0.5  # ibp only: the clean term's weight after the ramp (Gowal et al.: 0.5)
     val_robust: bool | None = None  # PGD accuracy on a validation subset; null: iff method != none
     val_robust_n: int = 256  # size of that subset
     val_robust_steps: int = 10  # PGD steps of that validation pass

@@ -138,17 +138,20 @@ def _build_model(cfg: DictConfig, data):
 
 def _check_certifiable(cfg: DictConfig, model) -> None:
     """Before training: a model with a layer the certified bounds cannot take is refused in one
-    line (which layer, and how to run without the lower bound)."""
+    line (which layer, and how to run without the lower bound; IBP training needs the bounds)."""
     from advlab.certify import check_supported
     from advlab.config import Certify
     from advlab.errors import AttackError, ConfigError
 
     method = Certify(cfg.eval.get("certify", Certify.none))
-    if method == Certify.none:
+    ibp_training = cfg.train.adversarial.method == AdversarialMethod.ibp  # trains on the bounds
+    if method == Certify.none and not ibp_training:
         return
     try:
         check_supported(model)
     except AttackError as error:
+        if ibp_training:
+            raise ConfigError(f"train.adversarial.method=ibp: {error}") from error
         raise ConfigError(
             f"eval.certify={method}: {error}; eval.certify=none evaluates this model without "
             "a certified lower bound"

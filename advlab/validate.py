@@ -138,6 +138,13 @@ def check_train(train: DictConfig) -> None:
     _one_of("train.precision", train.precision, Precision)
     _check_scheduler(train.scheduler)
     _check_adversarial_training(train.adversarial)
+    if train.adversarial.method == AdversarialMethod.ibp and train.loss != Loss.cross_entropy:
+        _fail(
+            "train.loss",
+            train.loss,
+            "train.adversarial.method=ibp needs cross_entropy (its bound term is the "
+            "cross-entropy of the worst-case logits)",
+        )
     resolve_adversarial_defaults(train)
     _check_early_stopping(train.early_stopping, val_robust=bool(train.adversarial.val_robust))
 
@@ -177,6 +184,9 @@ def _check_adversarial_training(adv: DictConfig) -> None:
     _at_least("train.adversarial.beta", adv.beta, 0)
     _at_least("train.adversarial.val_robust_n", adv.val_robust_n, 1)
     _at_least("train.adversarial.val_robust_steps", adv.val_robust_steps, 1)
+    _at_least("train.adversarial.warmup_epochs", adv.warmup_epochs, 0)
+    _at_least("train.adversarial.ramp_epochs", adv.ramp_epochs, 0)
+    _fraction("train.adversarial.kappa_end", adv.kappa_end, high_closed=True)
 
 
 def _check_early_stopping(es: DictConfig, *, val_robust: bool) -> None:

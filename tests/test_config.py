@@ -79,7 +79,7 @@ def test_the_experiment_list_is_conf_experiment_with_each_one_s_data_and_sweep()
         assert experiment_option(experiment, "data") == cfg.data.name, experiment
         assert experiment_sweeps(experiment) == bool(cfg.hydra.sweeper.params), experiment
     assert "transfer" in experiment_names(data="gender")
-    assert experiment_names(data="mnist") == ["quickstart"]
+    assert experiment_names(data="mnist") == ["mnist_certified", "quickstart"]
 
 
 def test_paths_resolve_against_the_project_root() -> None:

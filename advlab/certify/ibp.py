@@ -17,6 +17,10 @@ The bound on the margin ``z_y - z_j`` folds the last Linear layer into the margi
 al.'s "elision"): ``(W_y - W_j) h + (b_y - b_j)`` bounded over the box of ``h``, which is never
 looser than ``lo_y - hi_j``. The bounds are exact in real arithmetic and hold in float32 up to
 rounding (about 1e-6 relative).
+
+Nothing here runs under ``torch.no_grad``: the bounds are differentiable in the parameters, which
+certified training (:mod:`advlab.training.ibp`) needs; the public API of :mod:`advlab.certify`
+wraps them in ``no_grad``.
 """
 
 from __future__ import annotations
@@ -107,3 +111,11 @@ def ibp_margins(nodes: tuple[Node, ...], lo: Tensor, hi: Tensor, y: Tensor) -> T
         return bound + (spec @ b if b is not None else 0.0)
     z_lo, z_hi, _ = propagate(nodes, lo, hi)
     return z_lo.gather(1, y.view(-1, 1)) - z_hi
+
+
+def worst_case_logits(nodes: tuple[Node, ...], lo: Tensor, hi: Tensor, y: Tensor) -> Tensor:
+    """(N, K) Gowal et al.'s worst-case logits over the box: ``-`` the lower bound of
+    ``z_y - z_j`` (:func:`ibp_margins`) at ``j != y`` and 0 at ``j == y``. Cross-entropy on them
+    bounds the cross-entropy of every input of the box from above; differentiable."""
+    bound = ibp_margins(nodes, lo, hi, y)
+    return (-bound).scatter(1, y.view(-1, 1), 0.0)

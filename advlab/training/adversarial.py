@@ -21,6 +21,8 @@ inputs' device), so a seeded run is reproducible.
   2.5 eps / steps, as ``pgd``) that maximise the KL divergence between the predictions at ``x``
   and at ``x_adv``, from ``x + 0.001 * N(0, 1)`` (Zhang et al. 2019); the batch's loss is then
   :func:`advlab.training.losses.trades_loss` (:func:`training_objective`).
+- ``ibp``: no adversarial example: certified training on interval bounds of the whole eps-ball
+  (Gowal et al. 2018), :mod:`advlab.training.ibp`.
 - ``fgsm``: one signed-gradient step of size eps from the clean point (Goodfellow et al. 2015); no
   random draw. Only for validation (``val_fgsm_acc``): next to PGD's accuracy it shows
   catastrophic overfitting (:mod:`advlab.training.diagnostics`).
@@ -38,12 +40,14 @@ from torch import nn
 
 from advlab.config import AdversarialMethod
 from advlab.naming import madry_step, to_pixels
+from advlab.training.ibp import IbpSchedule, ibp_objective
 from advlab.training.losses import trades_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> scalar
 # (model, x, y, generator=...) -> adversarial x: a training attack with its settings bound.
 Perturbation = Callable[..., torch.Tensor]
-# (model, x, y, generator=...) -> (the batch's loss, the logits its accuracy is counted on).
+# (model, x, y, generator=..., epochs_done=...) -> (the batch's loss, the logits its accuracy is
+# counted on); epochs_done: training epochs completed before the batch, fractional (ibp's ramp).
 Objective = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 TRADES_START_STD = 0.001  # pixel units: the reference implementation's random start
 
@@ -223,12 +227,13 @@ def train_alpha(cfg: DictConfig) -> float:
 def training_perturbation(cfg: DictConfig, *, loss_fn: LossFn) -> Perturbation | None:
     """The attack of ``train.adversarial.method`` with eps, alpha, steps, noise and ``loss_fn``
     bound (each where the method has it), called as ``perturb(model, x, y, generator=g)``; None
-    for ``none``. trades's attack maximises its KL term, not ``loss_fn``.
+    for ``none`` and ``ibp`` (which crafts no example). trades's attack maximises its KL term,
+    not ``loss_fn``.
 
     The settings are read here, once per run: DictConfig access is slow inside the batch loop.
     """
     method = AdversarialMethod(cfg.method)
-    if method == AdversarialMethod.none:
+    if method in (AdversarialMethod.none, AdversarialMethod.ibp):
         return None
     settings: dict[str, object] = {"eps": float(cfg.eps), "alpha": train_alpha(cfg)}
     if method != AdversarialMethod.trades:
@@ -242,14 +247,25 @@ def training_perturbation(cfg: DictConfig, *, loss_fn: LossFn) -> Perturbation |
 
 def training_objective(cfg: DictConfig, *, loss_fn: LossFn) -> Objective:
     """The loss of one training batch under ``train.adversarial``, called as
-    ``objective(model, x, y, generator=g) -> (loss, logits)`` with the model in train mode.
+    ``objective(model, x, y, generator=g, epochs_done=t) -> (loss, logits)`` with the model in
+    train mode, ``t`` the training epochs done before the batch (fractional).
 
     ``none``: ``loss_fn`` on the clean batch. ``fgsm_rs``, ``nfgsm``, ``pgd``: ``loss_fn`` on
     the adversarial batch only. ``trades``: :func:`advlab.training.losses.trades_loss` with
     ``train.adversarial.beta``, ``loss_fn`` on the clean batch plus beta x KL(clean || adversarial
-    predictions). The logits returned, which the training accuracy counts, are those of the
-    batch the model was trained on: the adversarial one under every method but ``none``.
+    predictions). ``ibp``: :func:`advlab.training.ibp.ibp_objective`, clean and worst-case
+    loss mixed on the ramp of ``warmup_epochs``, ``ramp_epochs`` and ``kappa_end``. The logits
+    returned, which the training accuracy counts, are those of the batch the model was trained
+    on: the adversarial one under every method but ``none`` (and ``ibp``: the worst case).
     """
+    if AdversarialMethod(cfg.method) == AdversarialMethod.ibp:
+        schedule = IbpSchedule(
+            eps=float(cfg.eps),
+            warmup_epochs=float(cfg.warmup_epochs),
+            ramp_epochs=float(cfg.ramp_epochs),
+            kappa_end=float(cfg.kappa_end),
+        )
+        return functools.partial(ibp_objective, schedule=schedule, loss_fn=loss_fn)
     perturb = training_perturbation(cfg, loss_fn=loss_fn)
     if AdversarialMethod(cfg.method) == AdversarialMethod.trades:
         return functools.partial(
@@ -266,6 +282,7 @@ def _perturbed_objective(
     perturb: Perturbation | None,
     loss_fn: LossFn,
     generator: torch.Generator | None = None,
+    epochs_done: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if perturb is not None:
         x = perturb(model, x, y, generator=generator)
@@ -282,6 +299,7 @@ def _trades_objective(
     beta: float,
     loss_fn: LossFn,
     generator: torch.Generator | None = None,
+    epochs_done: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x_adv = perturb(model, x, y, generator=generator)
     logits_clean, logits_adv = model(x), model(x_adv)

@@ -228,18 +228,21 @@ def _train_epoch(loop: Loop, state: TrainingState, epoch: int) -> tuple[float, f
         augment=loop.data.augment,
         device=device,
     )
-    for x, y in progress(
-        train_batches,
-        enabled=loop.progress,
-        desc=f"epoch {epoch}/{loop.epochs}",
-        total=loop.n_steps,
-        unit="batch",
+    for step, (x, y) in enumerate(
+        progress(
+            train_batches,
+            enabled=loop.progress,
+            desc=f"epoch {epoch}/{loop.epochs}",
+            total=loop.n_steps,
+            unit="batch",
+        )
     ):
         x = x.contiguous(memory_format=memory_format)
+        done = epoch - 1 + step / loop.n_steps  # fractional epochs done: IBP's ramp
         with loop.val.autocast():
             # The batch's loss: on the adversarial batch with train.adversarial (TRADES: clean
-            # loss plus a KL term), its logits those of the batch trained on.
-            loss, logits = objective(model, x, y, generator=adv_generator)
+            # loss plus a KL term; IBP: clean and worst-case), its logits those trained on.
+            loss, logits = objective(model, x, y, generator=adv_generator, epochs_done=done)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

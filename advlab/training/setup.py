@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from advlab.config import AdversarialMethod
 from advlab.data.base import DataSplits
 from advlab.errors import DataError
 from advlab.runtime import resolve_precision
@@ -65,6 +66,7 @@ def prepare_loop(
     precision = resolve_precision(str(cfg_train.precision), device)
     if precision != cfg_train.precision:
         log.info("train.precision=%s: training in %s on %s", cfg_train.precision, precision, device)
+    _warn_short_ramp(cfg_train)
     loss_per_example = per_example_loss(cfg_train.loss, data.num_classes)
     loss = batch_mean(loss_per_example)
     batch_size = int(cfg_train.batch_size)
@@ -88,6 +90,23 @@ def prepare_loop(
         progress=bool(cfg_train.progress),
         lr=float(cfg_optimizer.lr),
     )
+
+
+def _warn_short_ramp(cfg_train: DictConfig) -> None:
+    """IBP's eps ramp that does not end before the last epoch never trains at full eps."""
+    adv = cfg_train.adversarial
+    if adv.method != AdversarialMethod.ibp:
+        return
+    ramp_end = int(adv.warmup_epochs) + int(adv.ramp_epochs)
+    if ramp_end >= int(cfg_train.epochs):
+        log.warning(
+            "train.adversarial: warmup_epochs + ramp_epochs = %d reaches eps=%g only at the end "
+            "of epoch %d, and train.epochs=%d: give the ramp fewer epochs or training more",
+            ramp_end,
+            float(adv.eps),
+            ramp_end,
+            int(cfg_train.epochs),
+        )
 
 
 def start_state(
