@@ -86,8 +86,8 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
 
 
 def _constant_baseline(cfg: DictConfig, evaluation) -> Check:
-    """The ``constant_baseline`` check (:mod:`advlab.baseline`), judged at the budgets the model
-    was adversarially trained for."""
+    """The ``constant_baseline`` check (:mod:`advlab.baseline`): judged when the model was
+    adversarially trained (at every eps > 0 of the grid)."""
     from advlab.baseline import check_constant_baseline
 
     adversarial = cfg.train.adversarial

@@ -49,11 +49,12 @@ def test_an_adversarially_trained_model_below_the_constant_answer_is_warned() ->
     assert "eps 4/255" in check.evidence and "'female'" in check.evidence
 
 
-def test_a_defence_above_the_constant_answer_at_its_budget_passes() -> None:
-    check = check_constant_baseline(FACES, 0.45, "female", trained_eps=4.0)
-    assert check.status == PASS and "49.9%" in check.evidence and "45.0%" in check.evidence
-    # only the budgets it was trained for are judged: 30% at 8/255 does not count
-    assert check_constant_baseline(FACES, 0.45, "female", trained_eps=2.0).status == PASS
+def test_a_defence_above_the_constant_answer_at_every_eps_passes() -> None:
+    check = check_constant_baseline(FACES, 0.25, "female", trained_eps=4.0)
+    assert check.status == PASS and "30.0%" in check.evidence and "25.0%" in check.evidence
+    # the larger eps it is attacked at count too: 30% at 8/255 is not above 45%
+    beyond = check_constant_baseline(FACES, 0.45, "female", trained_eps=2.0)
+    assert beyond.status == WARN and "eps 8/255 (trained for 2)" in beyond.evidence
 
 
 def test_a_model_trained_without_attacks_is_not_judged_but_told_where_it_falls() -> None:
@@ -62,12 +63,12 @@ def test_a_model_trained_without_attacks_is_not_judged_but_told_where_it_falls()
     assert "not judged" in check.evidence and "from eps 4/255 on" in check.evidence
 
 
-def test_no_budget_in_the_grid_is_not_applicable() -> None:
+def test_no_eps_in_the_grid_is_not_applicable() -> None:
     clean_only = _table([(naming.WORST_CASE, 0.0, 0.9)])
     check = check_constant_baseline(clean_only, 0.5, "a", trained_eps=4.0)
     assert check.status == PASS and check.evidence.startswith("not applicable")
-    above = _table([(naming.WORST_CASE, 8.0, 0.2)])  # only eps above the training budget
-    assert check_constant_baseline(above, 0.5, "a", trained_eps=4.0).status == PASS
+    above = _table([(naming.WORST_CASE, 8.0, 0.2)])  # only an eps above the training budget
+    assert check_constant_baseline(above, 0.5, "a", trained_eps=4.0).status == WARN
 
 
 def test_the_sweep_sentence_names_the_settings_above_and_not_above() -> None:
