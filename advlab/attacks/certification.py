@@ -45,11 +45,6 @@ class Certification:
     certified: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> bool (n,)
     margins: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (n,); NaN: skipped
 
-    def acc(self, eps: float) -> float | None:
-        """The certified accuracy at ``eps``; None when eps is not in the grid."""
-        found = self.rows[np.isclose(self.rows["eps"], eps)]
-        return None if found.empty else float(found["certified_acc"].iloc[0])
-
     def points(self, indices: np.ndarray) -> pd.DataFrame:
         """Per point and eps (POINT_COLUMNS), the point named by its test-set index."""
         parts = [
