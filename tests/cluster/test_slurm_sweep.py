@@ -8,6 +8,7 @@ and one long job cancelled with `scancel` that must end KILLED.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ def sweep(box: ClusterBox, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_job_finishes_under_the_sweep_parent_with_its_metrics(sweep) -> None:
-    _app, _client, parent, children, _tmp = sweep
+    _app, client, parent, children, tmp = sweep
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["jobs"] == 4 and parent.data.metrics["jobs_finished"] == 4
     assert sorted(float(r.data.params["model.dropout"]) for r in children) == list(DROPOUTS)
@@ -125,7 +126,13 @@ def test_every_job_finishes_under_the_sweep_parent_with_its_metrics(sweep) -> No
         assert run.data.tags["advlab.sweep"] == parent.data.tags["advlab.sweep"]
         assert expected <= set(run.data.metrics), run.info.run_name
         # the job's own point, rerunnable alone, not submitit's `_submit.py <folder>`
-        command = run.data.tags["advlab.command"]
+        # (a descriptive fact: in results/run_info.json, served like every artifact)
+        local = client.download_artifacts(
+            run.info.run_id, naming.RUN_INFO_JSON, str(tmp / run.info.run_id)
+        )
+        command = naming.run_info(run.data.tags, json.loads(Path(local).read_text()))[
+            naming.COMMAND_INFO
+        ]
         assert command.startswith("python -m advlab ") and "model.dropout=" in command, command
         # proxied by the server: the jobs never wrote to the artifact folder themselves
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
