@@ -6,6 +6,7 @@ to check it end to end before the full-size run (README, "Experiments").
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from advlab import naming
 from advlab.config import experiment_names, experiment_option
 from advlab.pipeline import run
+from advlab.verdict import PASS
 from tests.conftest import CIFAR10_ARCHIVE, CIFAR10_SHARED_MD5, GENDER_DIR, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -82,6 +84,12 @@ def test_experiment_runs_end_to_end(make_cfg, course_folder: Path, experiment: s
     (mlflow_run,) = client.search_runs([experiment_id])
     assert mlflow_run.info.status == "FINISHED"
     assert list(Path(cfg.report.dir).glob("*.pdf"))
+    # Every zoo model is bounded: the certified points were compared with every attack's, and
+    # none was broken (a broken certificate is a bug in the bounds or in an attack).
+    run_dir = Path(mlflow_run.data.tags[naming.RUN_DIR_TAG])
+    checks = json.loads((run_dir / naming.VERDICT_JSON).read_text())["checks"]
+    (sound,) = [c for c in checks if c["name"] == "certificate_sound"]
+    assert sound["status"] == PASS and "not applicable" not in sound["evidence"], sound
 
 
 def test_transfer_experiment_crafts_on_another_run(make_cfg, course_folder: Path) -> None:
