@@ -398,6 +398,8 @@ class EscalationConf:
     restarts: int = 5  # pgd_restarts: random starts per point
     steps: int = 20  # pgd_restarts: steps per start
     max_points: int = 256  # flagged points re-attacked per eps, at most (the first ones)
+    # true: re-attack every point still robust, not only the flagged ones (eval=thorough)
+    reattack_all: bool = False
     margin: MarginAttack = MarginAttack.auto  # the margin-loss attack on the points left robust
     margin_steps: int = 20  # iterations of the margin attack (per target for APGD-T)
     margin_targets: int = 1  # APGD-T: target classes, most likely first (AutoAttack: 9)

@@ -164,3 +164,39 @@ def test_margin_row_and_worst_case_on_three_classes(tmp_path):
     assert list(margin.eps) == [16.0]  # margin_eps restricts it
     worst16 = _robust(ev, naming.WORST_CASE, 16)
     assert worst16 <= float(margin.robust_acc.iloc[0]) <= _robust(ev, "pgd", 16)
+
+
+def test_reattack_all_reattacks_every_robust_point_not_only_the_flagged_ones(tmp_path):
+    data = synthetic_splits(num_classes=3)
+    model = train_tiny(data)
+    base = [
+        "eval.attacks=[fgsm,pgd]",
+        "eval.eps=[0,16]",
+        "eval.n_examples=80",
+        "eval.grid_eps=null",
+        "eval.escalation.queries=20",
+        "eval.escalation.margin=none",
+    ]
+
+    def counts_and_worst(*extra: str):
+        cfg = compose_config([*base, *extra])
+        attacks = OmegaConf.create({name: cfg.attacks[name] for name in cfg.eval.attacks})
+        ev = evaluate_robustness(
+            model, data, cfg.eval, attacks, seed=0, device=CPU, out_dir=tmp_path
+        )
+        return ev.escalation.set_index("eps").loc[16.0], _robust(ev, naming.WORST_CASE, 16)
+
+    flagged_only, worst_flagged = counts_and_worst()
+    every, worst_every = counts_and_worst("eval.escalation.reattack_all=true")
+    robust_before = round(worst_flagged * 80) + int(flagged_only["flips"])
+    assert flagged_only["points"] == flagged_only["flagged"] < robust_before  # the default
+    assert every["points"] == robust_before and every["left"] == 0  # every robust point
+    assert worst_every <= worst_flagged  # more attacks never raise the worst case
+
+
+def test_eval_thorough_is_autoattack_strength_and_keeps_the_experiments_grid():
+    cfg = compose_config(["eval=thorough", "+experiment=gender_fool"])
+    esc = cfg.eval.escalation
+    assert (esc.margin_targets, esc.margin_steps, esc.queries) == (9, 100, 5000)
+    assert esc.reattack_all and esc.enabled
+    assert list(cfg.eval.eps) == list(compose_config(["+experiment=gender_fool"]).eval.eps)

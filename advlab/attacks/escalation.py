@@ -12,6 +12,7 @@ After the main attacks, at every eps in ascending order:
    cross-entropy loss that one of the white-box main attacks did not raise (true-class confidence
    after the attack >= before) -- are attacked again with Square (black-box, ``queries``) and
    PGD from ``restarts`` random starts; at most ``max_points`` of them (the first ones) per eps.
+   ``reattack_all`` (``eval=thorough``) re-attacks every point still robust, flagged or not.
 
 ``worst_case`` is then, per example, robust only if robust against every main L-inf attack, the
 margin attack and the re-attack. With ``eval.cascade`` an adversarial example found at a smaller
@@ -152,7 +153,10 @@ class Escalation:
         ``carried``: points the re-attack broke at a smaller eps that every other attack leaves
         robust at this one (counted in ``points`` and ``flips``)."""
         candidates = np.flatnonzero(before.correct & flagged)
-        rows = candidates[: int(self.cfg.max_points)] if self.reattacks else candidates[:0]
+        pool = candidates
+        if self.cfg.reattack_all:  # AutoAttack's way: every robust point, the flagged ones first
+            pool = np.concatenate([candidates, np.flatnonzero(before.correct & ~flagged)])
+        rows = pool[: int(self.cfg.max_points)] if self.reattacks else pool[:0]
         extra, flips = None, 0
         if len(rows):
             subs = [self.runner.attack(n, f, eps, rows)[1] for n, f in self.reattacks.items()]
@@ -164,6 +168,6 @@ class Escalation:
             "flagged": len(candidates) + kept,
             "points": len(rows) + kept,
             "flips": flips + kept,
-            "left": len(candidates) - len(rows),
+            "left": int(np.setdiff1d(candidates, rows).size),
         }
         return extra, count
