@@ -68,6 +68,8 @@ def _log_run(
     verdict: str | None = None,
     reason: str | None = None,
     history: dict[str, list[float]] | None = None,
+    method: str | None = None,
+    train_seconds: float | None = None,
 ) -> str:
     """A FINISHED run as the pipeline leaves it; ``verdict`` None: a run made before verdicts."""
     tags = {naming.VERDICT_TAG: verdict} if verdict else {}
@@ -82,6 +84,10 @@ def _log_run(
         naming.asr_key("pgd", 0): 0.0,
         naming.asr_key("pgd", 8): 1 - pgd8 / clean,
     }
+    if train_seconds is not None:
+        values[naming.TRAIN_SECONDS] = train_seconds
+    if method is not None:
+        params["train.adversarial.method"] = method
     metrics = [Metric(k, v, 0, 0) for k, v in values.items()]
     for key, series in (history or {}).items():
         metrics += [Metric(key, v, 0, epoch) for epoch, v in enumerate(series, 1)]
@@ -91,6 +97,8 @@ def _log_run(
         "model": {"dropout": dropout},
         "optimizer": {"weight_decay": weight_decay},
     }
+    if method is not None:
+        config["train"] = {"adversarial": {"method": method}}
     client.log_text(run_id, json.dumps(config), naming.CONFIG_ARTIFACT)
     sanity = [{"name": "pgd_le_fgsm", "status": "pass", "evidence": "PGD <= FGSM at every eps"}]
     client.log_text(run_id, json.dumps(sanity), naming.CHECKS_JSON)
@@ -442,3 +450,26 @@ def test_older_metric_names_and_run_info_are_read(
     assert run.info[naming.VERSION_INFO] == "9.8.7"
     flat = _flat(build_report(tracking_uri=uri, experiment="one", runs=None, out_dir=tmp_path))
     assert "9.8.7" in flat and "python -m advlab seed=42" in flat
+
+
+def test_first_page_compares_defences_with_training_time_and_overfitting_events(
+    migrated_store_template: Path, tmp_path: Path
+) -> None:
+    uri, client = _new_store(migrated_store_template, tmp_path)
+    exp = client.create_experiment("defences", artifact_location=str(tmp_path / "artifacts"))
+    for seed in (0, 1):
+        _log_run(client, exp, f"std{seed}", seed=seed, method="none", pgd8=0.05,
+                 verdict="pass", train_seconds=60.0)  # fmt: skip
+    _log_run(client, exp, "fgsm0", seed=0, method="fgsm_rs", pgd8=0.40, verdict="pass",
+             train_seconds=120.0)  # fmt: skip
+    _log_run(client, exp, "fgsm1", seed=1, method="fgsm_rs", pgd8=0.30, verdict="warn",
+             reason="catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3",
+             train_seconds=180.0)  # fmt: skip
+    pdf = build_report(tracking_uri=uri, experiment="defences", runs=None, out_dir=tmp_path)
+    first = _first_page(pdf)
+    assert "train time" in first and "CO" in first
+    # ranked by PGD at 8/255: FGSM-RS first, its two seeds' mean training time, one CO event
+    mean = fmt_spread(0.35, statistics.stdev([0.40, 0.30]))
+    assert f"{mean} 2.5 min 1 of 2" in first
+    assert "1.0 min 0 of 2" in first
+    assert "catastrophic_overfitting check did not pass" in first

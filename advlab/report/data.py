@@ -153,6 +153,17 @@ class RunData:
         tagged = naming.checks_from_tags(self.tags)
         return [{"name": k, "status": v, "evidence": ""} for k, v in tagged.items()] or None
 
+    def check_status(self, name: str) -> str:
+        """pass | warn | fail of check ``name``; pass when the run did not record it otherwise
+        (check tags record only the checks that did not pass)."""
+        found = [c["status"] for c in self.checks or [] if c.get("name") == name]
+        return found[0] if found else PASS
+
+    @property
+    def adversarially_trained(self) -> bool:
+        """True when the model was trained on attacks or bounds (train.adversarial.method)."""
+        return self.setting("train.adversarial.method") not in (None, "none")
+
     @property
     def attacks(self) -> list[str]:
         """Attacks with robustness numbers, in the order the run lists them (worst case last)."""

@@ -11,7 +11,7 @@ command lines, the data) comes on later pages (:mod:`~advlab.report.cover`).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from advlab.report.data import Focus, ReportData, RunData
 from advlab.report.format import attack_label, fmt_eps, fmt_spread
 from advlab.report.seeds import SeedGroup
 from advlab.report.summary import bracket_sentence, headline_sentence, sweep_sentences
+from advlab.training.diagnostics import CATASTROPHIC_OVERFITTING
+from advlab.verdict import PASS
 
 WORST_CAPTION = (
     "Accuracy under the worst case (per example, the strongest of the attacks run) vs the "
@@ -123,41 +125,67 @@ def sweep_runs(story: Story, report: ReportData, focus: Focus) -> None:
 def _comparison_table(
     story: Story, table: pd.DataFrame, groups: Sequence[SeedGroup], focus: Focus
 ) -> None:
-    """The settings (``table``: :func:`seeds.group_table`) ranked by the headline."""
+    """The settings (``table``: :func:`seeds.group_table`) ranked by the headline; with the
+    certified figure where runs certified, and where a setting trained adversarially the
+    training time and the runs whose check flagged catastrophic overfitting."""
     if table.empty or focus.eps is None or focus.attack is None:
         return
     pooled = seeds.pooled(groups)
     ranked = table.sort_values("robust", ascending=False, na_position="last")
     quoted = f"{attack_label(focus.attack)} at {fmt_eps(focus.eps)}"
-    eps = focus.eps
-    certified = {
-        g.name: g.spread(lambda r: r.certified.get(eps)) for g in groups if g.certified_any
-    }
-    head = ["setting" if pooled else "run", "seeds", "clean acc", quoted]
-    if certified:
-        head.append(f"certified at {fmt_eps(eps)}")
+    by_name = {g.name: g for g in groups}
+    extra = _extra_columns(groups, focus.eps)
+    head = ["setting" if pooled else "run", "seeds", "clean acc", quoted, *extra]
     rows: list[list[object]] = [head]
     for _, row in ranked.head(SETTINGS_SHOWN).iterrows():
+        group = by_name.get(row["name"])
         line = [
             row["name"],
             row["n_seeds"],
             fmt_spread(row[naming.CLEAN_ACC], row["clean_acc_std"]),
             fmt_spread(row["robust"], row["robust_std"]),
         ]
-        if certified:
-            found = certified.get(row["name"])
-            line.append("-" if found is None else fmt_spread(found["mean"], found["std"]))
-        rows.append(line)
-    widths = [0.36, 0.08, 0.18, 0.2, 0.18] if certified else [0.46, 0.1, 0.2, 0.24]
-    story.table(rows, widths)
+        rows.append(line + [cell(group) if group else "-" for cell in extra.values()])
+    first = 0.46 - 0.13 * len(extra)
+    story.table(rows, [first, 0.08, 0.18, 0.2, *[0.14] * len(extra)][: len(head)])
     more = len(ranked) - SETTINGS_SHOWN
-    extra = f" {more} more in the Sweep section." if more > 0 else ""
+    tail = f" {more} more in the Sweep section." if more > 0 else ""
     spread = " mean ± std over seeds;" if pooled else ""
+    flagged = (
+        " CO: runs whose catastrophic_overfitting check did not pass." if extra.get("CO") else ""
+    )
     story.para(
         f"Settings ranked by {quoted} robust accuracy;{spread} runs "
-        f"whose verdict is fail are not compared.{extra}",
+        f"whose verdict is fail are not compared.{flagged}{tail}",
         "caption",
     )
+
+
+def _extra_columns(groups: Sequence[SeedGroup], eps: float) -> dict[str, Callable]:
+    """Column head -> cell of a group, for the columns that apply to these groups."""
+    columns: dict[str, Callable] = {}
+    if any(g.certified_any for g in groups):
+
+        def certified(g: SeedGroup) -> str:
+            found = g.spread(lambda r: r.certified.get(eps))
+            return "-" if not g.certified_any else fmt_spread(found["mean"], found["std"])
+
+        columns[f"certified at {fmt_eps(eps)}"] = certified
+    if any(r.adversarially_trained for g in groups for r in g.runs):
+
+        def minutes(g: SeedGroup) -> str:
+            found = g.spread(lambda r: r.metric(naming.TRAIN_SECONDS))
+            if found["mean"] != found["mean"]:
+                return "-"
+            return f"{found['mean'] / 60:.1f} min"
+
+        def overfitted(g: SeedGroup) -> str:
+            hit = sum(r.check_status(CATASTROPHIC_OVERFITTING) != PASS for r in g.runs)
+            return f"{hit} of {g.n_seeds}"
+
+        columns["train time"] = minutes
+        columns["CO"] = overfitted
+    return columns
 
 
 def _unfinished(story: Story, report: ReportData) -> None:
