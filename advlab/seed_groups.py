@@ -93,12 +93,19 @@ def spread(values: Iterable[float | None]) -> dict[str, float]:
     }
 
 
-SUMMARISED_METRICS = (naming.CLEAN_ACC, naming.BEST_EPOCH, naming.STOPPED_EPOCH)
+SUMMARISED_METRICS = (
+    naming.CLEAN_ACC,
+    naming.BEST_EPOCH,
+    naming.STOPPED_EPOCH,
+    naming.TRAIN_SECONDS,
+    naming.CONSTANT_ACC,
+)
 
 
 def is_summarised_metric(key: str) -> bool:
-    """Metrics a seed group summarises: clean accuracy, best/stopped epoch, and the robust accuracy
-    and attack success rate of every attack at every eps."""
+    """Metrics a seed group summarises: clean accuracy, best/stopped epoch, training time, the
+    constant answer's accuracy, and the robust accuracy and attack success rate of every attack
+    at every eps."""
     return key in SUMMARISED_METRICS or naming.parse_eps_metric(key) is not None
 
 

@@ -38,6 +38,7 @@ import advlab.config
 from advlab import naming, results, seed_groups
 from advlab.config import CONF_DIR, PROJECT_ROOT
 from advlab.errors import ConfigError
+from advlab.training.diagnostics import CATASTROPHIC_OVERFITTING
 from advlab.verdict import FAIL
 
 
@@ -49,6 +50,7 @@ def default_experiments() -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
+ADVERSARIAL_METHOD = "train.adversarial.method"
 VERDICT = f"tags.{naming.VERDICT_TAG}"
 VERDICT_REASON = f"tags.{naming.VERDICT_REASON_TAG}"
 NOT_RECORDED = "not recorded"  # runs made before verdicts existed: not failed
@@ -61,7 +63,7 @@ SETTINGS = {
     "optimizer.weight_decay": "wd",
     "data.augment.hflip": "flip",
     "train.early_stopping.enabled": "early stop",
-    "train.adversarial.method": "adv. training",
+    ADVERSARIAL_METHOD: "adv. training",
 }
 
 
@@ -172,15 +174,29 @@ def _left_out_line(frames: list[pd.DataFrame]) -> str | None:
     )
 
 
+def _adversarial(frame: pd.DataFrame) -> bool:
+    """True when some run of ``frame`` trained on attacks or bounds (train.adversarial.method)."""
+    column = f"params.{ADVERSARIAL_METHOD}"
+    return column in frame and bool((frame[column].fillna("none") != "none").any())
+
+
 def table(loaded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], eps: float) -> list[str]:
-    """The Markdown lines of one table over the experiments ``loaded`` (see :func:`_load`)."""
+    """The Markdown lines of one table over the experiments ``loaded`` (see :func:`_load`).
+    Where a run trained adversarially, the defence columns follow the worst case: the constant
+    answer's accuracy, the training time and the catastrophic-overfitting events."""
     seeded = any((groups["n_seeds"] > 1).any() for _, groups in loaded.values())
+    defences = any(_adversarial(frame) for frame, _ in loaded.values())
     seeds_head = " n seeds |" if seeded else ""
     at = f"{naming.format_eps(eps)}/255"
+    defence_head = " constant answer | train time | CO events |" if defences else ""
     lines = [
         f"| experiment | settings |{seeds_head} train / val / test | evaluated | clean acc "
-        f"| FGSM {at} | PGD {at} | worst case {at} | best / stopped epoch | wall time | verdict |",
-        "|---|---|" + ("---|" if seeded else "") + "---|---|---|---|---|---|---|---|---|",
+        f"| FGSM {at} | PGD {at} | worst case {at} |{defence_head} best / stopped epoch "
+        "| wall time | verdict |",
+        "|---|---|"
+        + ("---|" if seeded else "")
+        + ("---|---|---|" if defences else "")
+        + "---|---|---|---|---|---|---|---|---|",
     ]
     for experiment, (frame, groups) in loaded.items():
         varied = [
@@ -190,14 +206,24 @@ def table(loaded: dict[str, tuple[pd.DataFrame, pd.DataFrame]], eps: float) -> l
         ]
         by_id = frame.set_index("run_id")
         for _, row in groups.sort_values("start_time").iterrows():
-            lines.append(_row(experiment, row, by_id, varied, eps, seeded))
+            extra = _defence_cells(row, by_id) if defences else []
+            lines.append(_row(experiment, row, by_id, varied, eps, seeded, extra))
     left_out = _left_out_line([frame for frame, _ in loaded.values()])
     if left_out:
         lines += ["", left_out]  # a blank line ends the Markdown table
     return lines
 
 
-def _row(experiment: str, row, by_id: pd.DataFrame, varied: list[str], eps: float, seeded: bool):
+def _row(
+    experiment: str,
+    row,
+    by_id: pd.DataFrame,
+    varied: list[str],
+    eps: float,
+    seeded: bool,
+    extra: list[str],
+) -> str:
+    """One setting's Markdown row; ``extra``: cells after the worst case (defence columns)."""
     sizes = " / ".join(_size(by_id, row["run_ids"], k) for k in ("n_train", "n_val", "n_test"))
     epochs = f"{_epoch(row, naming.BEST_EPOCH)} / {_epoch(row, naming.STOPPED_EPOCH)}"
     seconds = row["duration_s"]
@@ -209,9 +235,24 @@ def _row(experiment: str, row, by_id: pd.DataFrame, varied: list[str], eps: floa
         f"| {_pct(row, naming.robust_acc_key('fgsm', eps))} "
         f"| {_pct(row, naming.robust_acc_key('pgd', eps))} "
         f"| {_pct(row, naming.robust_acc_key(naming.WORST_CASE, eps))} "
-        f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
+        + "".join(f"| {cell} " for cell in extra)
+        + f"| {epochs if epochs != '- / -' else '-'} | {minutes} "
         f"| {_verdict_cell(by_id, row['run_ids'], bool(row['left_out']))} |"
     )
+
+
+def _defence_cells(row, by_id: pd.DataFrame) -> list[str]:
+    """Constant answer (its accuracy at every eps), mean training time, and how many of the
+    setting's runs have a catastrophic_overfitting check that did not pass."""
+    seconds = _stat(row, naming.TRAIN_SECONDS, "mean")
+    flagged = f"tags.{naming.check_tag(CATASTROPHIC_OVERFITTING)}"
+    runs = by_id.loc[row["run_ids"]]
+    events = int(runs[flagged].notna().sum()) if flagged in runs else 0
+    return [
+        _pct(row, naming.CONSTANT_ACC),
+        "-" if seconds is None else f"{seconds / 60:.1f} min",
+        f"{events} of {len(runs)}",
+    ]
 
 
 # ------------------------------------------------------------------------ --markdown header

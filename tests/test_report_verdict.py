@@ -452,20 +452,33 @@ def test_older_metric_names_and_run_info_are_read(
     assert "9.8.7" in flat and "python -m advlab seed=42" in flat
 
 
-def test_first_page_compares_defences_with_training_time_and_overfitting_events(
-    migrated_store_template: Path, tmp_path: Path
-) -> None:
-    uri, client = _new_store(migrated_store_template, tmp_path)
+CO_REASON = "catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3"
+
+
+@pytest.fixture
+def defence_store(migrated_store_template: Path, tmp_path: Path) -> str:
+    """Standard and FGSM-RS training, two seeds each; FGSM-RS seed 1 overfitted catastrophically."""
+    uri, client = _new_store(migrated_store_template, tmp_path / "store")
     exp = client.create_experiment("defences", artifact_location=str(tmp_path / "artifacts"))
     for seed in (0, 1):
         _log_run(client, exp, f"std{seed}", seed=seed, method="none", pgd8=0.05,
                  verdict="pass", train_seconds=60.0)  # fmt: skip
     _log_run(client, exp, "fgsm0", seed=0, method="fgsm_rs", pgd8=0.40, verdict="pass",
              train_seconds=120.0)  # fmt: skip
-    _log_run(client, exp, "fgsm1", seed=1, method="fgsm_rs", pgd8=0.30, verdict="warn",
-             reason="catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3",
-             train_seconds=180.0)  # fmt: skip
-    pdf = build_report(tracking_uri=uri, experiment="defences", runs=None, out_dir=tmp_path)
+    flagged = _log_run(client, exp, "fgsm1", seed=1, method="fgsm_rs", pgd8=0.30,
+                       verdict="warn", reason=CO_REASON, train_seconds=180.0)  # fmt: skip
+    client.set_tag(flagged, naming.check_tag("catastrophic_overfitting"), "warn")
+    for run in client.search_runs([exp]):
+        client.log_metric(run.info.run_id, naming.CONSTANT_ACC, 0.55)
+    return uri
+
+
+def test_first_page_compares_defences_with_training_time_and_overfitting_events(
+    defence_store: str, tmp_path: Path
+) -> None:
+    pdf = build_report(
+        tracking_uri=defence_store, experiment="defences", runs=None, out_dir=tmp_path
+    )
     first = _first_page(pdf)
     assert "train time" in first and "CO" in first
     # ranked by PGD at 8/255: FGSM-RS first, its two seeds' mean training time, one CO event
@@ -473,3 +486,21 @@ def test_first_page_compares_defences_with_training_time_and_overfitting_events(
     assert f"{mean} 2.5 min 1 of 2" in first
     assert "1.0 min 0 of 2" in first
     assert "catastrophic_overfitting check did not pass" in first
+
+
+def test_results_table_compares_defences_with_the_constant_answer(
+    defence_store: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", defence_store)
+    spec = importlib.util.spec_from_file_location(
+        "results_table", PROJECT_ROOT / "scripts" / "results_table.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["defences"])
+    header, _rule, *rows = capsys.readouterr().out.strip().splitlines()
+    assert "| worst case 8/255 | constant answer | train time | CO events |" in header
+    (fgsm,) = [r for r in rows if "adv. training=fgsm_rs" in r]
+    assert "| 55.0% ± 0.0% | 2.5 min | 1 of 2 |" in fgsm
+    (standard,) = [r for r in rows if "adv. training=none" in r]
+    assert "| 55.0% ± 0.0% | 1.0 min | 0 of 2 |" in standard
