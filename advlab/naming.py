@@ -230,6 +230,16 @@ def parse_certified_metric(name: str) -> float | None:
         return None
 
 
+EVAL_SECONDS_PREFIX = "eval_seconds/"
+# the evaluation's parts, in the order they run (eval_seconds/<part>)
+EVAL_PARTS = ("clean", "attacks", "escalation", "checks", "certify", "grids")
+
+
+def eval_seconds_key(part: str) -> str:
+    """``eval_seconds/<part>``: wall seconds of one part of the evaluation (:data:`EVAL_PARTS`)."""
+    return f"{EVAL_SECONDS_PREFIX}{part}"
+
+
 def escalation_points_key(eps: float) -> str:
     """Number of points the escalation re-attacked at ``eps`` (1/255 units)."""
     return f"escalation/points/eps_{format_eps(eps)}"

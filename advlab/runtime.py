@@ -9,7 +9,9 @@ import logging
 import os
 import random
 import sys
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -116,3 +118,18 @@ def progress(
     from tqdm.auto import tqdm  # imported lazily: only interactive runs pay for it
 
     return iter(tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr))
+
+
+class Stopwatch:
+    """Wall-clock seconds per named part of a job, summed when a part runs again."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start

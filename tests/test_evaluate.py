@@ -278,11 +278,15 @@ def test_evaluation_metrics_use_the_shared_names(evaluation):
     assert naming.escalation_flips_key(16) in metrics
     assert metrics[naming.POINTS_CLEAN_ACC] == ev.points_clean_acc
     assert metrics[naming.CONSTANT_ACC] == ev.constant_acc
+    # every part of the evaluation timed, the main attacks taking time
+    seconds = {p: metrics[naming.eval_seconds_key(p)] for p in naming.EVAL_PARTS}
+    assert seconds["attacks"] > 0 and all(v >= 0 for v in seconds.values())
     # clean_acc, clean_n, robust_n, points_clean_acc, constant_acc; two per row and per eps;
-    # certified_acc per eps (eval.certify=ibp by default)
+    # certified_acc per eps (eval.certify=ibp by default); one per part of the evaluation
     certified = len(ev.certification.rows)
     assert certified == len(ev.escalation)
-    assert len(metrics) == 5 + 2 * len(ev.table) + 2 * len(ev.escalation) + certified
+    parts = len(naming.EVAL_PARTS)
+    assert len(metrics) == 5 + 2 * len(ev.table) + 2 * len(ev.escalation) + certified + parts
     assert all(isinstance(v, float) and not math.isnan(v) for v in metrics.values())
 
 

@@ -80,7 +80,7 @@ from advlab.baseline import constant_answer
 from advlab.config import Certify, EscalationConf, Norm
 from advlab.errors import AttackError, ConfigError
 from advlab.fileio import atomic_write_text
-from advlab.runtime import progress
+from advlab.runtime import Stopwatch, progress
 from advlab.validate import check_eval
 from advlab.verdict import Check
 
@@ -109,6 +109,8 @@ class Evaluation:
     certification: Certification | None = None
     # escalation.COUNT_COLUMNS, one row per eps: flagged / re-attacked / broken / left out points
     escalation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COUNT_COLUMNS))
+    # wall seconds per part of the evaluation (naming.EVAL_PARTS): eval_seconds/<part>
+    seconds: dict[str, float] = field(default_factory=dict)
 
     # Earlier names, still read by callers written against them.
     @property
@@ -169,40 +171,40 @@ def evaluate_robustness(
     attack cannot run on this task; an adversarial example outside its eps ball or [0, 1] fails
     the ``bounds`` check (status ``fail``) instead. With ``eval.certify``, certified.csv too.
     """
-    check_eval(cfg_eval, attacks)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    factories = build_factories(attacks, int(data.num_classes))  # refusals before any work
-    indices = select_subset(len(data.test.labels), cfg_eval.n_examples, seed)
-    if len(indices) == 0:
-        raise ConfigError("the test set is empty: nothing to evaluate (data.limit_test?)")
-    x, y = load_points(data, indices, device)
+    out_dir, device = Path(out_dir), torch.device(device)
+    factories, indices, x, y = _prepare(cfg_eval, attacks, data, seed, device, out_dir)
     class_names = [str(c) for c in data.class_names]
 
     model.to(device)
+    watch = Stopwatch()
+    part = watch.part
     with eval_mode(model):
         assert_eval(model)
-        clean = clean_pass(model, x, y, int(cfg_eval.batch_size))
-        clean_acc = _split_clean_acc(model, data, clean, int(cfg_eval.batch_size), device)
         batch_size, num_classes = int(cfg_eval.batch_size), int(data.num_classes)
+        with part("clean"):
+            clean = clean_pass(model, x, y, batch_size)
+            clean_acc = _split_clean_acc(model, data, clean, batch_size, device)
         runner = AttackRunner(
             model, x, y, clean, batch_size=batch_size, seed=seed, num_classes=num_classes
         )
         tables = Tables(clean, y.cpu().numpy(), class_names)
         rows = grid_rows(clean.correct, tables.labels, int(cfg_eval.grid_n))
-        sweep = _attack_every_eps(runner, factories, cfg_eval, tables, rows, out_dir, indices)
-        escalation = Escalation(runner, _escalation_cfg(cfg_eval), cascade=bool(cfg_eval.cascade))
-        worst = escalation.worst_cases(sweep.outcomes, tables)
-        for eps, out in worst.items():
-            tables.add(naming.WORST_CASE, eps, out)
+        with part("attacks"):
+            sweep = _attack_every_eps(runner, factories, cfg_eval, tables, rows, out_dir, indices)
+        with part("escalation"):
+            escalation, worst = _escalate(runner, cfg_eval, sweep, tables)
         table, per_class = tables.frames()
-        checks = run_checks(table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation)
-        certification, skipped = _certify(model, x, y, cfg_eval)
+        with part("checks"):
+            checks = run_checks(
+                table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation
+            )
+        with part("certify"):
+            certification, skipped = _certify(model, x, y, cfg_eval)
         robust = {eps: out.correct for eps, out in (worst or _single_linf(runner, sweep)).items()}
-        sound = check_certificates_sound(certification, robust, indices, skipped)
-        checks.append(log_check(sound))
-        grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
+        checks.append(log_check(check_certificates_sound(certification, robust, indices, skipped)))
+        with part("grids"):
+            grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
+    _log_parts(watch.seconds)
 
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
     written += _write_certificates(out_dir, certification, indices)
@@ -222,7 +224,39 @@ def evaluate_robustness(
         constant_acc=constant_acc,
         constant_answer=answer,
         certification=certification,
+        seconds=watch.seconds,
     )
+
+
+def _prepare(cfg_eval: DictConfig, attacks: DictConfig, data: Any, seed: int, device, out_dir):
+    """Every refusal before any work (config, attacks that cannot run on this task, an empty
+    subset), then the evaluated points: (attack factories, test indices, x, y)."""
+    check_eval(cfg_eval, attacks)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    factories = build_factories(attacks, int(data.num_classes))
+    indices = select_subset(len(data.test.labels), cfg_eval.n_examples, seed)
+    if len(indices) == 0:
+        raise ConfigError("the test set is empty: nothing to evaluate (data.limit_test?)")
+    x, y = load_points(data, indices, device)
+    return factories, indices, x, y
+
+
+def _escalate(runner: AttackRunner, cfg_eval: DictConfig, sweep: _Sweep, tables: Tables):
+    """The escalation after the main attacks, and the worst case it feeds (added to ``tables``)."""
+    escalation = Escalation(runner, _escalation_cfg(cfg_eval), cascade=bool(cfg_eval.cascade))
+    worst = escalation.worst_cases(sweep.outcomes, tables)
+    for eps, out in worst.items():
+        tables.add(naming.WORST_CASE, eps, out)
+    return escalation, worst
+
+
+def _log_parts(seconds: dict[str, float]) -> None:
+    """One line: where the evaluation's time went, the extras as a share of the main attacks."""
+    attacks = seconds.get("attacks", 0.0)
+    extras = seconds.get("escalation", 0.0) + seconds.get("checks", 0.0)
+    share = f" (escalation + checks: {extras / attacks:.0%} of the attacks)" if attacks > 0 else ""
+    parts = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+    log.info("evaluation time: %s%s", parts, share)
 
 
 def _certify(model: nn.Module, x, y, cfg_eval: DictConfig) -> tuple[Certification | None, str]:
@@ -284,7 +318,8 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     evaluated points and ``constant_acc`` (the constant-answer baseline on them);
     ``certified_acc/eps_<e>`` per eps with ``eval.certify``;
     ``robust_acc/<attack>/eps_<e>`` and ``asr/<attack>/eps_<e>`` per table row;
-    ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps. An undefined value
+    ``escalation/points/eps_<e>`` and ``escalation/flips/eps_<e>`` per eps;
+    ``eval_seconds/<part>`` per part of the evaluation. An undefined value
     (NaN: ASR with no point correct before the attack) is left out rather than logged.
     """
     pairs: list[tuple[str, Any]] = [
@@ -303,6 +338,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     for row in evaluation.escalation.itertuples():
         pairs.append((naming.escalation_points_key(row.eps), row.points))
         pairs.append((naming.escalation_flips_key(row.eps), row.flips))
+    pairs += [(naming.eval_seconds_key(p), s) for p, s in evaluation.seconds.items()]
     return {k: float(v) for k, v in pairs if v is not None and not math.isnan(float(v))}
 
 
