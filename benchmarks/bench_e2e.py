@@ -24,12 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from advlab import naming
 from benchmarks.common import PROJECT_ROOT, Figure, emit, sandbox_overrides
 
 BENCH = "e2e"
 HELP_TARGET_S = 3.0
 REFUSAL_TARGET_S = 5.0
-CERTIFY_COST_TARGET = 1.15  # the certified lower bound may add at most 15% to the quickstart
+CERTIFY_COST_TARGET = 1.15  # the certified lower bound may add at most 15% to the evaluation
 HEAVY = ("torch", "mlflow", "torchattacks", "matplotlib", "pandas", "seaborn", "reportlab", "numpy")
 
 # The test suite's overrides that shrink the quickstart to seconds (tests/conftest.py).
@@ -164,27 +165,33 @@ def bench_quickstart(quick: bool, figures: list[Figure]) -> None:
 
 
 def bench_certify_cost(quick: bool, figures: list[Figure]) -> None:
-    """The quickstart with its default certified bound (eval.certify=ibp) against the same run
-    without it, interleaved (median of 2 each; 1 with --quick): what the lower bound costs."""
-    walls: dict[str, list[float]] = {"ibp": [], "none": []}
+    """The quickstart's evaluation with its default certified bound (eval.certify=ibp) against
+    the same evaluation without it, interleaved (median of 2 each; 1 with --quick): what the lower
+    bound costs. The evaluation's seconds are the sum of the run's eval_seconds/<part>."""
+    spent: dict[str, list[float]] = {"ibp": [], "none": []}
     with tempfile.TemporaryDirectory(prefix="advlab-bench-certify-") as tmp_name:
         tmp = Path(tmp_name)
-        for _ in range(1 if quick else 2):
-            for method in walls:
-                overrides = [*sandbox_overrides(tmp), f"eval.certify={method}"]
+        for repeat in range(1 if quick else 2):
+            for method in spent:
+                runs = tmp / f"{method}-{repeat}"
+                overrides = [*sandbox_overrides(runs), f"eval.certify={method}"]
                 overrides += TINY if quick else []
-                seconds, _proc = time_command(["-m", "advlab", *overrides], 1)
-                walls[method].append(seconds[0])
-    with_bound, without = statistics.median(walls["ibp"]), statistics.median(walls["none"])
+                time_command(["-m", "advlab", *overrides], 1)
+                (results,) = (runs / "runs").rglob(Path(naming.RESULTS_JSON).name)
+                recorded = json.loads(results.read_text())
+                spent[method].append(
+                    sum(recorded[naming.eval_seconds_key(part)] for part in naming.EVAL_PARTS)
+                )
+    with_bound, without = statistics.median(spent["ibp"]), statistics.median(spent["none"])
     emit(
         Figure(
             BENCH,
-            "quickstart with eval.certify=ibp / none",
+            "quickstart evaluation with eval.certify=ibp / none",
             with_bound / without,
             "x",
             target=CERTIFY_COST_TARGET,
             target_kind="value<=",
-            note=f"{with_bound:.1f} s vs {without:.1f} s (median wall)",
+            note=f"{with_bound:.1f} s vs {without:.1f} s (median of eval_seconds summed)",
         ),
         figures,
     )

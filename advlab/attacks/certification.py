@@ -27,6 +27,7 @@ from torch import nn
 
 from advlab import naming
 from advlab.certify import margin_lower_bounds
+from advlab.runtime import progress
 from advlab.verdict import FAIL, PASS, Check
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def certify_grid(
     n = int(y.shape[0])
     rows, certified, margins = [], {}, {}
     exhausted = False  # an eps certified nothing: the larger ones are not computed
-    for eps in sorted(float(e) for e in eps_grid):
+    grid = sorted(float(e) for e in eps_grid)
+    for eps in progress(grid, desc=f"certify ({method})", total=len(grid), unit="eps"):
         start = time.perf_counter()
         if exhausted:
             lowest = np.full(n, np.nan)

@@ -37,6 +37,7 @@ from advlab.attacks.runner import AttackRunner
 from advlab.attacks.tables import Tables
 from advlab.config import EscalationAttack, MarginAttack, Norm
 from advlab.naming import MARGIN
+from advlab.runtime import progress
 
 COUNT_COLUMNS = ["eps", "flagged", "points", "flips", "left"]
 
@@ -96,7 +97,8 @@ class Escalation:
         worst: dict[float, Outcome] = {}
         counts = []
         margin_prev = worst_prev = None
-        for eps in sorted(outcomes[linf[0]]):
+        grid = sorted(outcomes[linf[0]])
+        for eps in progress(grid, desc="escalation", total=len(grid), unit="eps"):
             mains = [outcomes[n][eps] for n in linf]
             seconds = sum(o.seconds for o in mains)
             main = _worst(mains, seconds)
