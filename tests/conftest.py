@@ -64,6 +64,16 @@ def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+def only_run(cfg: DictConfig):
+    """The one MLflow run (``mlflow.entities.Run``) of ``cfg``'s experiment in its store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    return mlflow_run
+
+
 def require(path: Path) -> Path:
     """Skip (with the reason) when a ../shared/data file is absent, e.g. outside this workplace."""
     if not path.exists():

@@ -18,7 +18,7 @@ from advlab.pipeline import run
 from advlab.training import adversarial
 from advlab.training.losses import trades_loss
 from advlab.validate import validate_config
-from tests.conftest import compose_config
+from tests.conftest import compose_config, only_run
 
 EPS = 8.0  # 1/255 units
 TOL = 1e-6
@@ -233,8 +233,7 @@ def test_the_quickstart_trains_with_the_method_and_validates_robustly(
     metrics = run(cfg)
     assert 0 <= metrics[naming.CLEAN_ACC] <= 1
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    mlflow_run = only_run(cfg)
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.tags[naming.ADVERSARIAL_TRAINING_TAG] == method
     history = client.get_metric_history(mlflow_run.info.run_id, naming.VAL_PGD_ACC)

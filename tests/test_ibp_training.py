@@ -19,7 +19,7 @@ from advlab.pipeline import run
 from advlab.training import adversarial
 from advlab.training.ibp import IbpSchedule, ibp_loss
 from advlab.validate import validate_config
-from tests.conftest import compose_config
+from tests.conftest import compose_config, only_run
 
 EPS = 8.0  # 1/255 units
 
@@ -222,8 +222,7 @@ def test_the_quickstart_trains_with_ibp_and_validates_robustly(make_cfg, fresh_s
     metrics = run(cfg)
     assert 0 <= metrics[naming.CLEAN_ACC] <= 1
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    mlflow_run = only_run(cfg)
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.tags[naming.ADVERSARIAL_TRAINING_TAG] == "ibp"
     history = client.get_metric_history(mlflow_run.info.run_id, naming.VAL_PGD_ACC)

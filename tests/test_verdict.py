@@ -112,18 +112,15 @@ def test_a_diverged_run_ends_with_a_fail_verdict_everywhere(make_cfg) -> None:
     import json
     from pathlib import Path
 
-    from mlflow.tracking import MlflowClient
-
     from advlab import naming
     from advlab.pipeline import run
+    from tests.conftest import only_run
 
     cfg = make_cfg("optimizer.lr=1e6", "train.epochs=3", "report.enabled=false")
     metrics = run(cfg)
     assert metrics["verdict"] == FAIL
     assert metrics["verdict_reason"].startswith("training_stable: training diverged in epoch 1")
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    mlflow_run = only_run(cfg)
     assert mlflow_run.info.status == "FINISHED"  # the run ended normally, with its curves
     assert mlflow_run.data.tags[naming.VERDICT_TAG] == FAIL
     assert mlflow_run.data.metrics[naming.STOPPED_EPOCH] < 3  # training stopped early
