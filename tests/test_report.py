@@ -437,7 +437,8 @@ def test_first_page_tells_the_story(pipeline_store: PipelineStore, tmp_path: Pat
     )
     first = _first_page(pdf)
     assert sentence in first
-    assert plain_verdict(mlflow_run.data.tags[naming.VERDICT_TAG]) in first
+    tags = mlflow_run.data.tags
+    assert plain_verdict(tags[naming.VERDICT_TAG], tags.get(naming.VERDICT_REASON_TAG)) in first
     page = PdfReader(str(pdf)).pages[0]
     assert len(page.images) >= 2  # the worst-case curve and the logged example row
     # Versions and command lines come later, under "About these runs".

@@ -23,7 +23,7 @@ from advlab import naming
 from advlab.config import PROJECT_ROOT, PerRun
 from advlab.report import build_report, data, figures, seeds, sweep_figures
 from advlab.report.data import focus
-from advlab.report.facts import NO_VERDICT, PLAIN_VERDICT
+from advlab.report.facts import NO_VERDICT, PLAIN_VERDICT, PLAIN_WARNING
 from advlab.report.format import fmt_pct, fmt_spread
 from advlab.report.gather import gather, latest_experiment
 from advlab.training.diagnostics import catastrophic_epochs
@@ -31,6 +31,9 @@ from advlab.verdict import FAIL, PASS
 
 PGD8 = naming.robust_acc_key("pgd", 8)
 FAIL_REASON = "catastrophic_overfitting: PGD validation accuracy collapsed in epoch 3"
+CONSTANT_REASON = (
+    "constant_baseline: at eps 8/255 (trained for 4) the worst case 49.9% is not above 54.7%"
+)
 WARN_REASON = "clean_above_chance: clean accuracy 55.0% is barely above chance"
 # A collapse in epoch 3: PGD validation accuracy 35% -> 2% while FGSM's rises 45% -> 80%.
 COLLAPSING = {
@@ -121,6 +124,7 @@ def _log_run(
         ("fail", FAIL_REASON, PLAIN_VERDICT[FAIL]),
         ("pass", None, PLAIN_VERDICT[PASS]),
         (None, None, NO_VERDICT),
+        ("warn", CONSTANT_REASON, PLAIN_WARNING["constant_baseline"]),
     ],
 )
 def test_single_run_cover_banner_and_checks(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from advlab import naming
+from advlab.baseline import NAME as CONSTANT_BASELINE
 from advlab.report.data import RunData
 from advlab.report.format import MISSING, attack_label, fmt_eps, fmt_int, fmt_num, fmt_pct
 from advlab.verdict import FAIL, PASS, WARN
@@ -227,12 +228,21 @@ PLAIN_VERDICT = {
     FAIL: "Not meaningful: a check failed, so these figures say nothing about robustness.",
 }
 NO_VERDICT = "No verdict recorded: this run was made before runs were judged."
+# A warning that does not question the figures but what they are worth.
+PLAIN_WARNING = {
+    CONSTANT_BASELINE: "Read with care: at some budget this defence is not worth it; answering "
+    "the most frequent class to every image is at least as robust.",
+}
 
 
-def plain_verdict(verdict: str | None) -> str:
-    """The verdict in plain words (:data:`PLAIN_VERDICT`)."""
+def plain_verdict(verdict: str | None, reason: str | None = None) -> str:
+    """The verdict in plain words (:data:`PLAIN_VERDICT`); a warning whose first check
+    (``reason``: ``<check>: <evidence>``) is in :data:`PLAIN_WARNING` is said its own way."""
     if verdict is None:
         return NO_VERDICT
+    first = (reason or "").split(":", 1)[0]
+    if verdict == WARN and first in PLAIN_WARNING:
+        return PLAIN_WARNING[first]
     return PLAIN_VERDICT.get(verdict, f"Verdict {verdict!r}: not one advlab knows.")
 
 

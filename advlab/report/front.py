@@ -85,7 +85,7 @@ def single_run(story: Story, report: ReportData, focus: Focus) -> None:
 
 def _verdict_lines(run: RunData) -> list[tuple[str, str | None, bool]]:
     lines: list[tuple[str, str | None, bool]] = [
-        (facts.plain_verdict(run.verdict), run.verdict, True)
+        (facts.plain_verdict(run.verdict, run.verdict_reason), run.verdict, True)
     ]
     if run.verdict_reason:
         lines.append((run.verdict_reason, run.verdict, False))
