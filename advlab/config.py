@@ -487,8 +487,8 @@ class SearchConf:
     storage: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])  # each trial runs once per seed
     min_clean: float = 0.5  # constraint: mean clean accuracy of a feasible trial, at least
-    # the maximised metric (a name of pipeline.run's dict, mean over seeds); null: the worst
-    # case at the headline eps (eval.grid_eps if evaluated, else the largest eps)
+    # the maximised metric, mean over seeds (clean_acc, robust_acc/<attack>/eps_<e>); null: the
+    # worst case at the headline eps (eval.grid_eps if evaluated, else the largest eps)
     objective: str | None = None
     # searched key -> its range or choices; conf/search/default.yaml: dropout and weight decay
     space: dict[str, SearchParamConf] = field(default_factory=dict)

@@ -84,8 +84,8 @@ def prepare(cfg: DictConfig, overrides: Sequence[str]) -> tuple[list[space.Param
         raise ConfigError("tracking.enabled=false: a search records its trials in MLflow")
     params = space.read_space(cfg.search.space)
     base = trial_overrides(overrides, cfg)
-    trial.check_run_config(base)
-    space.check_composes(params, lambda extra: trial.check_run_config([*base, *extra]))
+    base_cfg = trial.check_run_config(base)
+    space.check_composes(params, lambda item: trial.check_value(base, base_cfg, item))
     check_objective(cfg, cfg.search.objective)
     return params, base
 

@@ -107,12 +107,12 @@ def overrides(values: Mapping[str, Any]) -> list[str]:
     return [override(key, value) for key, value in values.items()]
 
 
-def check_composes(params: Sequence[Param], check: Callable[[list[str]], None]) -> None:
+def check_composes(params: Sequence[Param], check: Callable[[str], None]) -> None:
     """Call ``check`` (compose and validate a run config) with every probe of every key, alone,
     so that an unknown key or a value out of its bound is named before any training starts."""
     for param in params:
         for value in param.probes():
             try:
-                check([override(param.key, value)])
+                check(override(param.key, value))
             except ConfigError as error:
                 raise ConfigError(f"search.space.{param.key}: {error}") from error

@@ -42,11 +42,52 @@ def compose_run(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(one_line(error)) from error
 
 
-def check_run_config(overrides: Sequence[str]) -> None:
-    """Compose and validate a run config as a run would, before anything slow."""
+def check_run_config(overrides: Sequence[str]) -> DictConfig:
+    """Compose and validate a run config as a run would, before anything slow; return it."""
     from advlab.validate import validate_config
 
-    validate_config(compose_run(overrides))
+    cfg = compose_run(overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def check_value(base: Sequence[str], base_cfg: DictConfig, item: str) -> None:
+    """Check the run config of ``base`` plus one ``key=value``, as :func:`check_run_config`.
+
+    A plain key is set on a copy of ``base_cfg`` (composed once), which the schema checks as
+    composition would: composing again for every probed value costs about a second each. A
+    group option (``model=lenet5``) is composed.
+    """
+    from advlab.validate import validate_config
+
+    if _is_leaf(base_cfg, item):
+        validate_config(_updated(base_cfg, item))
+    else:
+        check_run_config([*base, item])
+
+
+def _is_leaf(cfg: DictConfig, item: str) -> bool:
+    from omegaconf import OmegaConf
+
+    key, eq, _ = item.partition("=")
+    if not eq or key.startswith(("+", "~")) or "." not in key:
+        return False  # a group option, or a new or deleted key: composition decides
+    return not OmegaConf.is_dict(OmegaConf.select(cfg, key, default=None))
+
+
+def _updated(cfg: DictConfig, item: str) -> DictConfig:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    parsed = OverridesParser.create().parse_override(item)
+    copy = cfg.copy()
+    try:
+        OmegaConf.update(copy, parsed.key_or_group, parsed.value(), merge=True)
+    except OmegaConfBaseException as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"Could not override '{parsed.key_or_group}': {first}") from error
+    return copy
 
 
 def objective_key(cfg: DictConfig, objective: str | None) -> str:
