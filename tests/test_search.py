@@ -174,7 +174,8 @@ def test_a_fail_verdict_is_infeasible_and_never_best(tmp_path: Path) -> None:
     by_lr = {t.params["optimizer.lr"]: t for t in _study(tmp_path).get_trials()}
     assert by_lr[1e-9].user_attrs["verdicts"] == ["fail"]
     assert not search_study.feasible(by_lr[1e-9])
-    best = (tmp_path / "work" / naming.SEARCH_BEST_JSON).read_text()
+    assert by_lr[1e-9].constraints[search_study.VERDICT_CONSTRAINT] == 1.0
+    best = (tmp_path / "runs" / "search" / "quickstart" / naming.SEARCH_BEST_JSON).read_text()
     assert f'"trial": {by_lr[1e-9].number}' not in best
     _check_nesting(tmp_path, 2)
     # A trial's run records the command that reruns it alone.

@@ -14,6 +14,7 @@ Optuna's heartbeat is older than :data:`GRACE_S`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import threading
 import warnings
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from advlab.config import Sampler
 from advlab.errors import ConfigError
+from advlab.naming import HOST_TAG
 
 if TYPE_CHECKING:
     import optuna
@@ -32,7 +34,10 @@ GRACE_S = 120  # no heartbeat for this long: the trial's process is gone (anothe
 # User attributes a trial records (study-level names: the study is advlab's own, not MLflow's).
 ERROR_ATTR = "error"  # the trial failed by itself: counts as finished, never retried
 RETRY_ATTR = "retry_of"  # the trial reruns the settings of this killed trial number
-OUTCOME_ATTRS = "constraints"  # [min_clean - clean, 1 if a verdict is fail else 0]: <= 0 is ok
+# The trial's constraints (Optuna 5's Trial.set_constraint; <= 0 is feasible), which TPE, NSGA-II
+# and study.best_trial read.
+MIN_CLEAN_CONSTRAINT = "min_clean"  # search.min_clean - the trial's mean clean accuracy
+VERDICT_CONSTRAINT = "fail_verdict"  # 1 when a run's verdict is fail, else 0
 _BACKENDS = ("sqlite", "postgresql", "mysql")
 
 
@@ -105,19 +110,13 @@ def make_sampler(kind: Sampler, seed: int | None) -> optuna.samplers.BaseSampler
     if kind == Sampler.random:
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == Sampler.nsga2:
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constraints_func=constraints, n_startup_trials=5
-    )
-
-
-def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """A trial's constraint values, recorded by the worker before it tells the result."""
-    return [float(v) for v in trial.user_attrs.get(OUTCOME_ATTRS, [0.0, 0.0])]
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(v <= 0 for v in constraints(trial))
+    """Whether a complete trial met every constraint (clean accuracy, no fail verdict)."""
+    return all(v <= 0 for v in trial.constraints.values())
 
 
 def open_study(url: str, name: str, sampler: Sampler, seed: int | None) -> optuna.Study:
@@ -154,8 +153,12 @@ def reap_dead_trials(study: optuna.Study) -> list[int]:
         optuna.storages.fail_stale_trials(study)  # heartbeat older than GRACE_S: requeue() runs
     storage = study._storage  # the study's own storage object (Optuna has no public accessor)
     reaped = []
+    now = dt.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if process_gone({k: str(v) for k, v in trial.user_attrs.items()}) is None:
+        tags = {k: str(v) for k, v in trial.user_attrs.items()}
+        # A worker killed between asking and naming itself left a trial without its tags.
+        unnamed = HOST_TAG not in tags and (now - trial.datetime_start).total_seconds() > GRACE_S
+        if not unnamed and process_gone(tags) is None:
             continue
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             requeue(study, trial)

@@ -15,6 +15,7 @@ again after asking. A trial is told:
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def work(spec: Spec, worker: int = 0) -> int:
 
     from advlab.tracking import process_tags
 
+    if not logging.getLogger().handlers:  # a joblib worker: Hydra configured only the parent
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     parent.nest_trials(spec.parent_run_id, spec.study)
     opened = study.open_study(spec.storage, spec.study, spec.sampler, seed=None)
     ran = 0
@@ -59,7 +62,9 @@ def work(spec: Spec, worker: int = 0) -> int:
                 log.warning("trial %d: its process is gone; its settings are queued again", number)
             if study.n_counted(opened) >= spec.n_trials:
                 break
-            asked = opened.ask()
+            with warnings.catch_warnings():  # Optuna: heartbeats are meant for optimize()
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                asked = opened.ask()
             for key, value in process_tags().items():
                 asked.set_user_attr(key, value)
         if _surplus(opened, asked.number, spec.n_trials):
@@ -106,7 +111,8 @@ def _run(spec: Spec, opened, asked, values: dict, worker: int) -> None:
     for key, value in attrs.items():
         asked.set_user_attr(key, value)
     violation = [spec.min_clean - attrs["clean_mean"], 1.0 if outcome.failed else 0.0]
-    asked.set_user_attr(study.OUTCOME_ATTRS, violation)
+    asked.set_constraint(study.MIN_CLEAN_CONSTRAINT, violation[0])
+    asked.set_constraint(study.VERDICT_CONSTRAINT, violation[1])
     opened.tell(asked, attrs["value_mean"])
     log.info(
         "trial %d: %s %.1f%%, clean %.1f%%, verdicts %s%s",
