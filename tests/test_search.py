@@ -208,9 +208,10 @@ def test_a_search_killed_with_sigkill_resumes_to_its_total_without_repeating(tmp
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Killed while its second trial runs, after the first one finished.
+        # Killed while its second trial's run trains, after the first trial finished.
         _wait_for(lambda: _states(tmp_path)[:2] == [TrialState.COMPLETE, TrialState.RUNNING], 150)
-        time.sleep(2)
+        _wait_for(lambda: len(_runs(tmp_path)) == 3, 60)  # the search run and two trial runs
+        time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
