@@ -37,7 +37,7 @@ def log_to_run(summary: Summary, spec: Spec, pdf: Path | None, work_dir: Path) -
         "objective": summary.objective,
         "trial": None if best is None else best.number,
         "value": None if best is None else best.value,
-        "clean_acc": None if best is None else best.clean,
+        naming.CLEAN_ACC: None if best is None else best.clean,
         "settings": None if best is None else best.values,
         "command": summary.command,
         "importances": summary.importances,
@@ -55,7 +55,7 @@ def _trials_csv(summary: Summary, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(["trial", *keys, summary.objective, "std", "clean_acc", "std", "feasible"])
+        out.writerow(["trial", *keys, summary.objective, "std", naming.CLEAN_ACC, "std", "feasible"])
         for r in summary.rows:
             cells = [r.values.get(k, "") for k in keys]
             out.writerow([r.number, *cells, r.value, r.value_std, r.clean, r.clean_std, r.feasible])

@@ -103,6 +103,8 @@ def run_search(cfg: DictConfig, overrides: Sequence[str], work_dir: Path) -> Res
         uri, str(cfg.tracking.experiment), artifact_root, name, facts
     )
     parent.log_facts(uri, run_id, work_dir, list(overrides))
+    with study.storage_lock(storage):
+        study.reap_dead_trials(opened)  # a killed search's trial: not held, its settings queued
     log.info(
         "study %r in %s: %d trials held, %d asked",
         name,

@@ -97,7 +97,7 @@ def _row(t) -> Row:
         clean_std=attrs.get("clean_std"),
         feasible=study.feasible(t),
         verdicts=tuple(attrs.get("verdicts", ())),
-        constant=attrs.get("constant_acc"),
+        constant=attrs.get(naming.CONSTANT_ACC),
     )
 
 

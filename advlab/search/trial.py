@@ -124,7 +124,7 @@ class Outcome:
             "value_std": _std(self.values),
             "clean_mean": statistics.fmean(self.clean),
             "clean_std": _std(self.clean),
-            "constant_acc": statistics.fmean(self.constant) if self.constant else None,
+            naming.CONSTANT_ACC: statistics.fmean(self.constant) if self.constant else None,
             "verdicts": list(self.verdicts),
             "run_ids": list(self.run_ids),
         }
