@@ -55,7 +55,8 @@ def _trials_csv(summary: Summary, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(["trial", *keys, summary.objective, "std", naming.CLEAN_ACC, "std", "feasible"])
+        head = [summary.objective, "std", naming.CLEAN_ACC, "std", "feasible"]
+        out.writerow(["trial", *keys, *head])
         for r in summary.rows:
             cells = [r.values.get(k, "") for k in keys]
             out.writerow([r.number, *cells, r.value, r.value_std, r.clean, r.clean_std, r.feasible])
