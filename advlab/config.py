@@ -454,6 +454,51 @@ class ReportConf:
     figures_dir: str | None = None  # also write each figure as a PNG there (slides, web pages)
 
 
+# --------------------------------------------------------------------------------------- search
+class ParamType(StrEnum):
+    float = "float"  # a number in [low, high] (log: sampled on a log scale)
+    int = "int"  # a whole number in [low, high]
+    categorical = "categorical"  # one of choices (numbers, strings, booleans; options of a group)
+
+
+class Sampler(StrEnum):
+    tpe = "tpe"  # Optuna's TPE (multivariate), constraint-aware; random for its first trials
+    nsga2 = "nsga2"  # Optuna's NSGA-II (genetic), constraint-aware
+    random = "random"  # independent uniform draws: the baseline any sampler should beat
+
+
+@dataclass
+class SearchParamConf:
+    """One searched key of ``search.space``: a range or a list of choices."""
+
+    type: ParamType = ParamType.float  # float | int: a range from low to high; categorical: choices
+    low: float | None = None  # float | int: the smallest value tried (inclusive)
+    high: float | None = None  # float | int: the largest value tried (inclusive)
+    log: bool = False  # float | int: sample on a log scale (low > 0); weight decay, learning rate
+    choices: list[Any] | None = None  # categorical: the values tried
+
+
+@dataclass
+class SearchConf:
+    """``python -m advlab.search``: an Optuna study over config keys; each trial is advlab runs."""
+
+    n_trials: int = 20  # trials in total, counting those the study already holds (resume)
+    study: str | None = None  # the Optuna study's name; null: tracking.experiment
+    # Optuna storage URL (sqlite:///..., postgresql://...); null: optuna.db beside the MLflow
+    # SQLite store (an MLflow server needs an explicit URL)
+    storage: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])  # each trial runs once per seed
+    min_clean: float = 0.5  # constraint: mean clean accuracy of a feasible trial, at least
+    # the maximised metric, mean over seeds (clean_acc, robust_acc/<attack>/eps_<e>); null: the
+    # worst case at the headline eps (eval.grid_eps if evaluated, else the largest eps)
+    objective: str | None = None
+    # searched key -> its range or choices; conf/search/default.yaml: dropout and weight decay
+    space: dict[str, SearchParamConf] = field(default_factory=dict)
+    sampler: Sampler = Sampler.tpe  # how the next trial's settings are chosen
+    workers: int = 1  # local worker processes sharing the study (set threads=1 when > 1)
+    report: bool = True  # PDF of the study (Pareto front, best trial, importances) at the end
+
+
 @dataclass
 class AuditConf:
     run: str | None = None  # python -m advlab.audit: a run directory or an MLflow run id
@@ -478,6 +523,7 @@ class Config:
     tracking: TrackingConf = MISSING
     report: ReportConf = MISSING
     audit: AuditConf = field(default_factory=AuditConf)
+    search: SearchConf = field(default_factory=SearchConf)
     paths: PathsConf = field(default_factory=PathsConf)
     seed: int = 0  # every random generator (split, init, batches, attack starts) derives from it
     device: Device = Device.auto  # auto: CUDA when available, else the CPU
@@ -516,6 +562,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "tracking": {"default": TrackingConf},
     "report": {"default": ReportConf},
     "audit": {"default": AuditConf},
+    "search": {"default": SearchConf},
 }
 
 

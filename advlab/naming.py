@@ -326,3 +326,23 @@ def dataset_name(data: str, split: str) -> str:
 
 
 REPORT_ARTIFACT_DIR = "report"  # the run's PDF report (artifact path)
+
+# --- added by search (python -m advlab.search)
+# The search's MLflow run (named search-<study>) and its trials' runs (its children).
+SEARCH_TAG = "advlab.search"  # the Optuna study's name, on the search run and every trial run
+SEARCH_PARENT_TAG = "advlab.search_parent"  # "true" on the search run itself
+SEARCH_TRIAL_TAG = "advlab.search_trial"  # a trial run: the Optuna trial number it belongs to
+SEARCH_STORAGE_TAG = "advlab.search_storage"  # the search run: its Optuna storage URL
+SEARCH_BEST_JSON = _result("search_best.json")  # best trial: number, value, settings, command
+SEARCH_TRIALS_CSV = _result("search_trials.csv")  # every finished trial, one row each
+# Search run metrics, logged when it ends.
+SEARCH_TRIALS = "search/trials"  # finished trials (complete or failed with an error)
+SEARCH_FEASIBLE = "search/feasible"  # complete trials meeting every constraint
+SEARCH_BEST_VALUE = "search/best_value"  # the best feasible trial's objective (mean over seeds)
+SEARCH_BEST_CLEAN = "search/best_clean_acc"  # its mean clean accuracy
+SEARCH_BEST_TRIAL = "search/best_trial"  # its Optuna trial number
+
+
+def search_run_name(study: str) -> str:
+    """Name of a search's MLflow run: ``search-<study>``."""
+    return f"search-{study}"

@@ -23,12 +23,14 @@ from advlab.verdict import PASS, Check, Verdict, decide
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> dict[str, float | str]:
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float | str]:
     """Train, attack, track and report one configuration; return its headline metrics and verdict.
 
     The returned names are the MLflow metric names (``clean_acc``, ``robust_acc/<attack>/eps_<e>``,
     ``asr/<attack>/eps_<e>``, ``num_params``) plus ``verdict`` (pass | warn | fail) and
     ``verdict_reason`` (:mod:`advlab.verdict`), also written to ``<run_dir>/results/results.json``.
+    ``run_dir``: where the run's files go (a search's trials name theirs); None: Hydra's output
+    directory, or a fresh folder under ``paths.runs_dir``.
     """
     validate_config(cfg)  # before anything slow: a bad value costs milliseconds, not a training run
 
@@ -44,7 +46,7 @@ def run(cfg: DictConfig) -> dict[str, float | str]:
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
-    run_dir = _run_dir(cfg)
+    run_dir = _run_dir(cfg) if run_dir is None else Path(run_dir)
     results_dir = run_dir / naming.RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)

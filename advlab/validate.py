@@ -286,6 +286,19 @@ def _check_attack(name: str, attack: DictConfig) -> None:
         _fraction(f"attacks.{name}.p_init", attack.p_init, low_open=True, high_closed=True)
 
 
+def check_search(search: DictConfig) -> None:
+    """``python -m advlab.search``'s own keys (the space is read by :mod:`advlab.search.space`)."""
+    _at_least("search.n_trials", search.n_trials, 1)
+    _at_least("search.workers", search.workers, 1)
+    _fraction("search.min_clean", search.min_clean, high_closed=True)
+    if not list(search.seeds):
+        _fail("search.seeds", search.seeds, "needs at least one seed")
+    for seed in search.seeds:
+        _at_least("search.seeds", seed, 0)
+    if search.study is not None and not str(search.study).strip():
+        _fail("search.study", search.study, "must name the study (or null: tracking.experiment)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line: key, value, why) for the first out-of-range value."""
     _one_of("device", cfg.device, Device)

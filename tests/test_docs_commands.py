@@ -25,7 +25,7 @@ DOCUMENTS = [
     *sorted((PROJECT_ROOT / "docs").glob("*.md")),
     *sorted((CONF_DIR / "experiment").glob("*.yaml")),
 ]
-COMMAND = re.compile(r"python -m advlab(?:\.report)?(?=[\s`'\"]|$)(?P<args>[^`\n]*)")
+COMMAND = re.compile(r"python -m advlab(?:\.report|\.search)?(?=[\s`'\"]|$)(?P<args>[^`\n]*)")
 FLAGS = {"-m", "--multirun", "--cfg", "job", "--help"}
 TEMPLATES = ("NAME",)  # +experiment=NAME in prose; "data.root=..." stays (a string value)
 RUN_ID = "0123456789abcdef0123456789abcdef"  # stands for the docs' <run id>

@@ -131,6 +131,13 @@ def _death_reason(
     return f"no heartbeat from {host} for {age:.0f} s (tracking.stale_after_s={stale_after_s:g})"
 
 
+def process_gone(tags: Mapping[str, str]) -> str | None:
+    """Why the process that :func:`process_tags` named in ``tags`` is gone, when it ran on this
+    machine and is gone; None otherwise (alive, or on another machine: judge that by heartbeat).
+    A search uses it for its trials, which record these tags in the study."""
+    return _death_reason(tags, None, None)
+
+
 def _running_runs(client: MlflowClient) -> list[Run]:
     from mlflow.entities import ViewType
 
