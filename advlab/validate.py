@@ -286,6 +286,19 @@ def _check_attack(name: str, attack: DictConfig) -> None:
         _fraction(f"attacks.{name}.p_init", attack.p_init, low_open=True, high_closed=True)
 
 
+def check_leaderboard(board: DictConfig) -> None:
+    """The keys of ``python -m advlab.leaderboard`` (its only checks: it trains nothing)."""
+    _at_least("leaderboard.eps", board.eps, 0, allow_none=True)
+    _fraction("leaderboard.min_clean", board.min_clean, high_closed=True)
+    _at_least("leaderboard.top", board.top, 1, allow_none=True)
+    experiments = board.experiments
+    names = [experiments] if isinstance(experiments, str) else experiments
+    if names is not None and (
+        not OmegaConf.is_list(names) or not names or not all(isinstance(n, str) for n in names)
+    ):
+        _fail("leaderboard.experiments", experiments, "must be an experiment name or a list")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line: key, value, why) for the first out-of-range value."""
     _one_of("device", cfg.device, Device)
