@@ -461,7 +461,7 @@ class AuditConf:
 @dataclass
 class LeaderboardConf:
     experiments: Any = None  # python -m advlab.leaderboard: a name or a list; null = every one
-    eps: float | None = None  # eps (1/255) ranked at; null = the headline eps of the report
+    eps: float | None = None  # eps (1/255) ranked at; null = the eps reports quote (eval.grid_eps)
     escalation: bool = True  # rank the runs evaluated with eval.escalation.enabled equal to this
     min_clean: float = 0.0  # clean-accuracy floor (fraction): runs below it are listed apart
     top: int | None = None  # ranked rows shown per data set, at most; null = all

@@ -70,7 +70,7 @@ def cells(row: Row) -> list[str]:
         _verdict(row),
         _seeds(row),
         _model(row),
-        fmt_seconds(row.stat("train_seconds")["mean"]),
+        fmt_seconds(row.stat("train_time")["mean"]),
     ]
 
 
@@ -157,7 +157,7 @@ def csv_text(board: Board) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in [*board.ranked, *board.apart]:
         entry = row.first
-        stats = {w: row.stat(w) for w in ("clean", "worst", "certified", "train_seconds")}
+        stats = {w: row.stat(w) for w in ("clean", "worst", "certified", "train_time")}
         writer.writerow(
             [
                 "yes" if row.reason is None else "no",
@@ -178,7 +178,7 @@ def csv_text(board: Board) -> str:
                 " ".join(str(s) for s in row.seeds),
                 row.verdict or "",
                 " ".join(f"{k}={v}" for k, v in row.checks.items()),
-                _number(stats["train_seconds"]["mean"]),
+                _number(stats["train_time"]["mean"]),
                 " ".join(entry.attacks),
                 "" if entry.escalation is None else str(entry.escalation).lower(),
                 " ".join(e.run_id for e in row.entries),

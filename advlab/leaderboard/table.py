@@ -68,13 +68,14 @@ class Row:
         return [e.seed for e in self.entries]
 
     def stat(self, what: str) -> dict[str, float]:
-        """Mean, std (NaN for one seed), min, max and count of ``clean``, ``worst`` or
-        ``certified`` over the row's runs (:func:`advlab.seed_groups.spread`)."""
+        """Mean, std (NaN for one seed), min, max and count of ``clean``, ``worst``,
+        ``certified`` or ``train_time`` (seconds) over the row's runs
+        (:func:`advlab.seed_groups.spread`)."""
         value = {
             "clean": lambda e: e.clean,
             "worst": lambda e: e.worst_at(self.eps),
             "certified": lambda e: e.certified_at(self.eps),
-            "train_seconds": lambda e: e.train_seconds,
+            "train_time": lambda e: e.train_seconds,
         }[what]
         return spread(value(e) for e in self.entries)
 
