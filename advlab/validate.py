@@ -292,10 +292,10 @@ def check_leaderboard(board: DictConfig) -> None:
     _fraction("leaderboard.min_clean", board.min_clean, high_closed=True)
     _at_least("leaderboard.top", board.top, 1, allow_none=True)
     experiments = board.experiments
-    names = [experiments] if isinstance(experiments, str) else experiments
-    if names is not None and (
-        not OmegaConf.is_list(names) or not names or not all(isinstance(n, str) for n in names)
-    ):
+    if experiments is None or isinstance(experiments, str):
+        return
+    names = list(experiments) if OmegaConf.is_list(experiments) else None
+    if not names or not all(isinstance(n, str) for n in names):
         _fail("leaderboard.experiments", experiments, "must be an experiment name or a list")
 
 

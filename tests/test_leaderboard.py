@@ -3,7 +3,8 @@
 Most tests log runs the way the pipeline leaves them (the params, metrics and tags of
 :mod:`advlab.naming`) into a fresh SQLite store, which takes a fraction of a second per run; one
 slow test reads the runs of the real pipeline (the session fixture ``pipeline_store``) and checks
-that the leaderboard pools the same seeds as :func:`advlab.seed_groups.seed_groups`.
+that the leaderboard pools the same seeds as :func:`advlab.seed_groups.seed_groups`; another
+reads a real ``mlflow server`` over HTTP, as a teacher does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from advlab.leaderboard import build, output_stem, write  # noqa: E402
 from advlab.leaderboard.render import csv_text, markdown, terminal  # noqa: E402
 from advlab.report.format import fmt_pct, fmt_spread  # noqa: E402
 from tests.conftest import PipelineStore  # noqa: E402
+from tests.test_mlflow_server import mlflow_server  # noqa: E402, F401  (a fixture)
 
 WORST = naming.WORST_CASE
 
@@ -225,7 +227,7 @@ def test_app_prints_the_ranking_and_refuses_bad_keys_in_one_line(
         "leaderboard-all.pdf",
     ]
     for args, message in (
-        (["leaderboard.min_clean=70"], "leaderboard.min_clean=70: must be in [0, 1]"),
+        (["leaderboard.min_clean=70"], "leaderboard.min_clean=70.0: must be in [0, 1]"),
         (["leaderboard.eps=3"], "leaderboard.eps=3: no run was attacked at 3/255"),
         (["leaderboard.tpo=3"], "leaderboard.tpo"),
     ):
@@ -250,3 +252,16 @@ def test_pipeline_runs_pool_the_seeds_the_report_pools(pipeline_store: PipelineS
     assert any(len(group) == 1 + len(store.extra_seeds) for group in pooled)
     failed = next(r for r in board.apart if r.first.run_id == store.failed)
     assert failed.reason.startswith("run FAILED: ") and "training broke on purpose" in failed.reason
+
+
+@pytest.mark.slow
+def test_a_teacher_ranks_the_runs_of_a_tracking_server(mlflow_server) -> None:  # noqa: F811
+    url, _ = mlflow_server
+    client = MlflowClient(tracking_uri=url)
+    exp = client.create_experiment("challenge")
+    for seed in (0, 1):
+        _log_run(client, exp, "alice", seed=seed, worst8=0.4 + 0.1 * seed)
+    _log_run(client, exp, "bob", worst8=0.6)
+    board = build(url, ["challenge"])
+    assert [(r.label, r.n_seeds) for r in board.ranked] == [("bob-s0", 1), ("alice", 2)]
+    assert csv_text(board).count(f"{url}/#/experiments/{exp}/runs/") == 2  # links to the server

@@ -51,10 +51,7 @@ def build(
     if not runs:
         raise LeaderboardError(f"no runs in {where} at {tracking_uri}: nothing to rank")
     threat = ThreatModel(ranked_eps(runs, eps), bool(escalation), float(min_clean))
-    board = rank(runs, threat, top)
-    board.tracking_uri = tracking_uri
-    board.experiments = sorted({r.experiment for r in runs})
-    return board
+    return rank(runs, threat, tracking_uri=tracking_uri, top=top)
 
 
 def ranked_eps(runs: Sequence[Entry], asked: float | None) -> float:

@@ -26,7 +26,7 @@ from advlab.verdict import FAIL
 from advlab.verdict import WARN as WARN_STATUS
 
 # Column widths, fractions of the text width.
-WIDTHS = (0.04, 0.17, 0.12, 0.12, 0.12, 0.15, 0.08, 0.14, 0.06)
+WIDTHS = (0.03, 0.21, 0.11, 0.11, 0.11, 0.16, 0.07, 0.15, 0.05)
 APART_WIDTHS = (0.18, 0.1, 0.1, 0.15, 0.15, 0.32)
 
 
@@ -40,7 +40,7 @@ def write_pdf(board: Board, path: Path) -> Path:
     """Write the leaderboard page to ``path`` and return ``path``."""
     register_fonts()
     story = Story()
-    story.para(f"Leaderboard: {board.threat_model.describe()}", "title")
+    story.para(f"Leaderboard: {', '.join(board.experiments)}", "title")
     story.para(title(board), "subtitle")
     ranked = [[cells(r)[0], _linked(story, board, r), *cells(r)[2:]] for r in board.ranked]
     if ranked:

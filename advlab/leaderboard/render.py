@@ -228,8 +228,8 @@ def markdown(board: Board) -> str:
 def footnote(board: Board) -> str:
     """Where the figures come from and how a row pools its seeds."""
     return (
-        f"Mean ± std over the seeds of a setting where it ran several; read from "
-        f"{public_uri(board.tracking_uri)} ({len(board.ranked) + len(board.apart)} rows)"
+        f"Mean ± std over the seeds of a setting where it ran several; runs of "
+        f"{', '.join(board.experiments)} read from {public_uri(board.tracking_uri)}"
     )
 
 

@@ -127,8 +127,11 @@ def apart_reason(entry: Entry, threat: ThreatModel) -> str | None:
     return None
 
 
-def rank(runs: Sequence[Entry], threat: ThreatModel, top: int | None = None) -> Board:
-    """The :class:`Board` of ``runs`` (tracking URI and experiments left for the caller)."""
+def rank(
+    runs: Sequence[Entry], threat: ThreatModel, *, tracking_uri: str, top: int | None = None
+) -> Board:
+    """The :class:`Board` of ``runs``, read from ``tracking_uri``; ``top``: ranked rows kept per
+    data set (None: all)."""
     apart: list[Row] = []
     candidates: list[Entry] = []
     for entry in runs:
@@ -155,8 +158,8 @@ def rank(runs: Sequence[Entry], threat: ThreatModel, top: int | None = None) -> 
     apart.sort(key=lambda r: (r.reason or "", r.first.experiment, r.first.name))
     return Board(
         threat_model=threat,
-        tracking_uri="",
-        experiments=[],
+        tracking_uri=tracking_uri,
+        experiments=sorted({e.experiment for e in runs}),
         ranked=shown,
         apart=apart,
         hidden=len(ranked) - len(shown),
