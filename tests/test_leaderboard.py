@@ -98,6 +98,8 @@ def challenge(fresh_store: Path) -> str:
     for seed, worst in enumerate((0.50, 0.60, 0.70)):  # mean 60.0% ± 10.0%
         warned = ("pgd_le_fgsm",) if seed == 1 else ()  # one seed's warning is the row's
         _log_run(client, exp, "alice", seed=seed, clean=0.85, worst8=worst, warned=warned)
+    # a seed that failed its verdict: listed apart, and counted on alice's row
+    _log_run(client, exp, "alice", seed=3, clean=0.85, worst8=0.9, failed=("training_diverged",))
     for seed in (0, 1):  # the same config as alice's: still a row of its own
         _log_run(client, exp, "bob", seed=seed, clean=0.8, worst8=0.4)
     _log_run(client, exp, "carol", clean=0.9, worst8=0.65)
@@ -115,6 +117,7 @@ def test_ranked_by_worst_case_with_the_others_apart_and_said_why(challenge: str)
     assert [(r.rank, r.label) for r in board.ranked] == [(1, "carol-s0"), (2, "alice"), (3, "bob")]
     reasons = {r.label: r.reason for r in board.apart}
     assert reasons == {
+        "alice-s3": "verdict fail: training_diverged",
         "dave-s0": "verdict fail: clean_above_chance",
         "erin-s0": "another threat model: escalation off",
         "frank-s0": "another threat model: not attacked at 8/255 (eps 0/255, 4/255)",
@@ -122,7 +125,7 @@ def test_ranked_by_worst_case_with_the_others_apart_and_said_why(challenge: str)
         "heidi-s0": "run FAILED",
     }
     text = terminal(board)
-    ranking, _, apart = text.partition("Not ranked (5):")
+    ranking, _, apart = text.partition("Not ranked (6):")
     for name in ("dave", "erin", "frank", "grace", "heidi"):
         assert name not in ranking and f"{name}-s0" in apart
     assert "ranked by worst case at 8/255 (L-inf, escalation on)" in text
@@ -137,6 +140,7 @@ def test_a_seed_group_is_one_row_with_mean_and_std(challenge: str) -> None:
     line = next(line for line in terminal(board).splitlines() if line.startswith("2  alice"))
     assert fmt_spread(0.6, 0.1) in line and "3 (0, 1, 2)" in line
     assert "warn (pgd_le_fgsm)" in line and fmt_pct(0.85) in line
+    assert alice.apart_seeds == 1 and "3 (0, 1, 2) + 1 not ranked" in line
 
 
 def test_csv_markdown_and_pdf_say_the_same(challenge: str, tmp_path: Path) -> None:
@@ -161,13 +165,13 @@ def test_csv_markdown_and_pdf_say_the_same(challenge: str, tmp_path: Path) -> No
 
     page = paths["md"].read_text()
     assert page == markdown(board)
-    ranking, _, apart = page.partition("## Not ranked (5)")
+    ranking, _, apart = page.partition("## Not ranked (6)")
     assert "| 2 | alice: [s0](" in ranking and "dave" not in ranking
     assert "another threat model: escalation off" in apart
 
     pdf = PdfReader(str(paths["pdf"]))
     text = " ".join(" ".join(p.extract_text() or "" for p in pdf.pages).split())
-    assert "carol-s0" in text and "Not ranked (5)" in text
+    assert "carol-s0" in text and "Not ranked (6)" in text
     assert fmt_spread(0.6, 0.1) in text and "verdict fail: clean_above_chance" in text
     links = [a["/A"]["/URI"] for p in pdf.pages for a in p.get("/Annots") or []]
     assert any(board.ranked[0].first.run_id in link for link in links)
@@ -180,7 +184,7 @@ def test_top_and_an_eps_of_the_grid(challenge: str) -> None:
     assert "and 4 more ranked (leaderboard.top)" in terminal(board)
     # At 0/255 frank's grid (0, 4) is comparable: only the escalation, the verdict and the
     # crash keep runs apart.
-    assert {r.label for r in board.apart} == {"dave-s0", "erin-s0", "heidi-s0"}
+    assert {r.label for r in board.apart} == {"alice-s3", "dave-s0", "erin-s0", "heidi-s0"}
 
 
 @pytest.mark.parametrize(
@@ -220,7 +224,7 @@ def test_app_prints_the_ranking_and_refuses_bad_keys_in_one_line(
     out_dir = tmp_path / "boards"
     ok = _app(f"tracking.uri={challenge}", f"leaderboard.dir={out_dir}")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
-    assert "1  carol-s0" in ok.stdout and "Not ranked (4):" in ok.stdout
+    assert "1  carol-s0" in ok.stdout and "Not ranked (5):" in ok.stdout
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "leaderboard-all.csv",
         "leaderboard-all.md",

@@ -49,7 +49,8 @@ def _verdict(row: Row) -> str:
 
 def _seeds(row: Row) -> str:
     seeds = ", ".join(str(s) for s in row.seeds)
-    return f"{row.n_seeds} ({seeds})" if row.n_seeds > 1 else seeds
+    text = f"{row.n_seeds} ({seeds})" if row.n_seeds > 1 else seeds
+    return f"{text} + {row.apart_seeds} not ranked" if row.apart_seeds else text
 
 
 def _model(row: Row) -> str:
@@ -136,6 +137,7 @@ CSV_COLUMNS = (
     "certified_std",
     "n_seeds",
     "seeds",
+    "seeds_not_ranked",
     "verdict",
     "flags",
     "train_seconds_mean",
@@ -176,6 +178,7 @@ def csv_text(board: Board) -> str:
                 ),
                 row.n_seeds,
                 " ".join(str(s) for s in row.seeds),
+                row.apart_seeds,
                 row.verdict or "",
                 " ".join(f"{k}={v}" for k, v in row.checks.items()),
                 _number(stats["train_time"]["mean"]),

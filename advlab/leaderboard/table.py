@@ -13,6 +13,7 @@ each data set (a worst case on faces and one on CIFAR-10 are not comparable).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class Row:
     eps: float
     rank: int | None = None
     reason: str | None = None  # why the row is not ranked
+    # runs of the same setting (experiment and run name less the seed) listed apart
+    apart_seeds: int = 0
 
     @property
     def first(self) -> Entry:
@@ -148,6 +151,11 @@ def rank(
             apart.append(row)
         else:
             ranked.append(row)
+    # A seed of a ranked setting listed apart (say its verdict failed) is counted on the row, so
+    # the mean over the other seeds cannot pass for the whole setting.
+    apart_settings = Counter((e.experiment_id, e.setting) for r in apart for e in r.entries)
+    for row in ranked:
+        row.apart_seeds = apart_settings[(row.first.experiment_id, row.first.setting)]
     ranked.sort(key=lambda r: (r.first.data, -r.stat("worst")["mean"], -r.stat("clean")["mean"]))
     shown: list[Row] = []
     for data in dict.fromkeys(r.first.data for r in ranked):
