@@ -26,8 +26,8 @@ from advlab.verdict import FAIL
 from advlab.verdict import WARN as WARN_STATUS
 
 # Column widths, fractions of the text width.
-WIDTHS = (0.03, 0.21, 0.11, 0.11, 0.11, 0.16, 0.07, 0.15, 0.05)
-APART_WIDTHS = (0.18, 0.1, 0.1, 0.15, 0.15, 0.32)
+WIDTHS = (0.03, 0.21, 0.11, 0.11, 0.11, 0.16, 0.07, 0.14, 0.06)
+APART_WIDTHS = (0.22, 0.08, 0.08, 0.16, 0.14, 0.32)
 
 
 def _linked(story: Story, board: Board, row: Row) -> Paragraph:
