@@ -51,6 +51,22 @@ def _listed_options(lines: list[str]) -> str:
     return ""
 
 
+# A reader of the store (the report, the leaderboard) writes its own files only: without these,
+# Hydra would leave a run directory with its .hydra/ files and a log file behind every call, even
+# one refused in a second.
+_NO_FILES = {
+    "hydra.output_subdir": "hydra.output_subdir=null",
+    "hydra.run.dir": "hydra.run.dir=.",
+    "hydra/job_logging": "hydra/job_logging=stdout",
+}
+
+
+def quiet_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the overrides that keep Hydra from writing files, unless the user set them."""
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in argv[1:]}
+    return [*argv, *(arg for key, arg in _NO_FILES.items() if key not in given)]
+
+
 def run_hydra_app(app: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a composition error is one line on stderr and exit 2.
 

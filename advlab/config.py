@@ -506,6 +506,16 @@ class AuditConf:
 
 
 @dataclass
+class LeaderboardConf:
+    experiments: Any = None  # python -m advlab.leaderboard: a name or a list; null = every one
+    eps: float | None = None  # eps (1/255) ranked at; null = the eps reports quote (eval.grid_eps)
+    escalation: bool = True  # rank the runs evaluated with eval.escalation.enabled equal to this
+    min_clean: float = 0.0  # clean-accuracy floor (fraction): runs below it are listed apart
+    top: int | None = None  # ranked rows shown per data set, at most; null = all
+    dir: str = "reports"  # CSV, markdown and PDF land here (absolute, or relative to the project)
+
+
+@dataclass
 class PathsConf:
     root: str = "${advlab.root:}"  # the project folder (where conf/ is)
     runs_dir: str = "${paths.root}/runs"  # run directories and the default MLflow store
@@ -524,6 +534,7 @@ class Config:
     report: ReportConf = MISSING
     audit: AuditConf = field(default_factory=AuditConf)
     search: SearchConf = field(default_factory=SearchConf)
+    leaderboard: LeaderboardConf = field(default_factory=LeaderboardConf)
     paths: PathsConf = field(default_factory=PathsConf)
     seed: int = 0  # every random generator (split, init, batches, attack starts) derives from it
     device: Device = Device.auto  # auto: CUDA when available, else the CPU
@@ -563,6 +574,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "report": {"default": ReportConf},
     "audit": {"default": AuditConf},
     "search": {"default": SearchConf},
+    "leaderboard": {"default": LeaderboardConf},
 }
 
 

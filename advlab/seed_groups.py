@@ -21,7 +21,7 @@ from advlab.results import quiet_downloads, read_json
 log = logging.getLogger(__name__)
 
 # Config nodes that say where and how a run was recorded, not what it trained or measured.
-_BOOKKEEPING_NODES = ("paths", "tracking", "report", "audit")
+_BOOKKEEPING_NODES = ("paths", "tracking", "report", "audit", "leaderboard", "search")
 _BOOKKEEPING_KEYS = (("seed",), ("train", "progress"), ("train", "checkpoint"), ("train", "resume"))
 
 
@@ -36,8 +36,10 @@ def seed_group_key(config: Mapping[str, Any]) -> str | None:
     - ``tracking.*``: store URI, MLflow experiment, run name, artifact root, whether the model file
       is logged (runs of different MLflow experiments are kept apart by
       :func:`assign_seed_groups`, which compares the experiment the run is in);
-    - ``report.*``: whether and where PDFs are written; ``audit.*``: the settings of
-      ``python -m advlab.audit``, a later check of the run, not part of it;
+    - ``report.*``: whether and where PDFs are written; ``audit.*``, ``leaderboard.*`` and
+      ``search.*``: the settings of ``python -m advlab.audit``, ``python -m advlab.leaderboard``
+      (later readers of the run) and ``python -m advlab.search`` (which started it), not part of
+      what it trained or measured;
     - ``train.progress`` (progress bars), ``train.checkpoint`` (whether epoch checkpoints are
       saved) and ``train.resume`` (the checkpoint a killed run continued from: the same training).
 

@@ -299,6 +299,19 @@ def check_search(search: DictConfig) -> None:
         _fail("search.study", search.study, "must name the study (or null: tracking.experiment)")
 
 
+def check_leaderboard(board: DictConfig) -> None:
+    """The keys of ``python -m advlab.leaderboard`` (its only checks: it trains nothing)."""
+    _at_least("leaderboard.eps", board.eps, 0, allow_none=True)
+    _fraction("leaderboard.min_clean", board.min_clean, high_closed=True)
+    _at_least("leaderboard.top", board.top, 1, allow_none=True)
+    experiments = board.experiments
+    if experiments is None or isinstance(experiments, str):
+        return
+    names = list(experiments) if OmegaConf.is_list(experiments) else None
+    if not names or not all(isinstance(n, str) for n in names):
+        _fail("leaderboard.experiments", experiments, "must be an experiment name or a list")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line: key, value, why) for the first out-of-range value."""
     _one_of("device", cfg.device, Device)

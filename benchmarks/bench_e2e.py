@@ -6,6 +6,8 @@
 - ``python -m advlab``: wall time of the whole quickstart (embedded MNIST, train, FGSM/PGD eps
   curve, MLflow tracking, PDF report), with every output redirected to a temporary folder.
   ``--quick`` shrinks it with the test suite's tiny overrides.
+- ``python -m advlab.leaderboard`` on a store of 24 runs (:mod:`benchmarks.bench_leaderboard`),
+  target < 10 s.
 - the quickstart with ``eval.certify=ibp`` (its default) against ``eval.certify=none``: what the
   certified lower bound costs, target at most 1.15x.
 
@@ -203,6 +205,9 @@ def run(quick: bool = False) -> list[Figure]:
     bench_refusal(3, figures)
     bench_quickstart(quick, figures)
     bench_certify_cost(quick, figures)
+    from benchmarks.bench_leaderboard import bench_leaderboard  # it reuses time_command
+
+    bench_leaderboard(24, 1 if quick else 3, figures)
     return figures
 
 

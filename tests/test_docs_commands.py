@@ -18,14 +18,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from advlab.config import CONF_DIR, PROJECT_ROOT
 from advlab.errors import ConfigError
-from advlab.validate import validate_config
+from advlab.validate import check_leaderboard, validate_config
 
 DOCUMENTS = [
     PROJECT_ROOT / "README.md",
     *sorted((PROJECT_ROOT / "docs").glob("*.md")),
     *sorted((CONF_DIR / "experiment").glob("*.yaml")),
 ]
-COMMAND = re.compile(r"python -m advlab(?:\.report|\.search)?(?=[\s`'\"]|$)(?P<args>[^`\n]*)")
+COMMAND = re.compile(
+    r"python -m advlab(?:\.report|\.search|\.leaderboard)?(?=[\s`'\"]|$)(?P<args>[^`\n]*)"
+)
 FLAGS = {"-m", "--multirun", "--cfg", "job", "--help"}
 TEMPLATES = ("NAME",)  # +experiment=NAME in prose; "data.root=..." stays (a string value)
 RUN_ID = "0123456789abcdef0123456789abcdef"  # stands for the docs' <run id>
@@ -87,6 +89,9 @@ def test_documented_command_composes_and_validates(where: str, args: str, refuse
     # hydra keys (hydra/launcher=slurm, hydra.launcher.n_jobs=4) need the hydra node
     cfg = compose("config", _first_sweep_point(overrides), return_hydra_config=True)
     if "advlab.report" in where:
+        return
+    if "advlab.leaderboard" in where:  # it trains nothing: only its own keys are checked
+        check_leaderboard(cfg.leaderboard)
         return
     if refused:
         with pytest.raises(ConfigError):

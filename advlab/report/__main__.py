@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 import advlab.config  # noqa: F401  (registers the structured-config schemas)
-from advlab.cli import run_hydra_app
+from advlab.cli import quiet_argv, run_hydra_app
 from advlab.config import PROJECT_ROOT
 from advlab.errors import AdvlabError
 
@@ -68,21 +68,6 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", error)
         sys.exit(2)
     log.info("PDF report: %s", path)
-
-
-# A report reads the store and writes one PDF: without these, Hydra would leave a run directory
-# with its .hydra/ files and a log file behind every report, even one refused in a second.
-_NO_FILES = {
-    "hydra.output_subdir": "hydra.output_subdir=null",
-    "hydra.run.dir": "hydra.run.dir=.",
-    "hydra/job_logging": "hydra/job_logging=stdout",
-}
-
-
-def quiet_argv(argv: list[str]) -> list[str]:
-    """``argv`` with the overrides that keep Hydra from writing files, unless the user set them."""
-    given = {arg.split("=", 1)[0].lstrip("+~") for arg in argv[1:]}
-    return [*argv, *(arg for key, arg in _NO_FILES.items() if key not in given)]
 
 
 if __name__ == "__main__":

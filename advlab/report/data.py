@@ -290,13 +290,21 @@ def headline_eps(runs: Sequence[RunData], asked: float | None = None) -> float |
     """The eps the headline is quoted at: ``asked`` (report.heatmap_eps) if evaluated, else the
     runs' ``eval.grid_eps`` (the budget their example grids show) if evaluated, else the largest
     eps evaluated; None when no run was attacked."""
-    grid = eps_union(runs)
+    return pick_headline_eps(eps_union(runs), [r.setting("eval.grid_eps") for r in runs], asked)
+
+
+def pick_headline_eps(
+    grid: Sequence[float], grid_eps: Sequence[float | None], asked: float | None = None
+) -> float | None:
+    """:func:`headline_eps` on plain values (the leaderboard has no :class:`RunData`): ``asked``
+    if in ``grid`` (every eps evaluated), else the first of the runs' ``grid_eps`` in it, else
+    the largest eps of ``grid``; None for an empty grid."""
     if not grid:
         return None
-    for candidate in (asked, *(r.setting("eval.grid_eps") for r in runs)):
+    for candidate in (asked, *grid_eps):
         if candidate is not None and float(candidate) in grid:
             return float(candidate)
-    return grid[-1]
+    return max(grid)
 
 
 def constant_acc(runs: Sequence[RunData]) -> float | None:

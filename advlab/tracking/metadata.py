@@ -66,14 +66,15 @@ def flatten_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
     """The resolved config as MLflow params: dotted keys -> string values.
 
     ``attacks.*`` keeps only the attacks listed in ``eval.attacks``; the ``hydra`` node and the
-    ``audit`` and ``search`` nodes (settings of ``python -m advlab.audit`` and
-    ``python -m advlab.search``, not of the run) are left out.
+    ``audit``, ``search`` and ``leaderboard`` nodes (settings of ``python -m advlab.audit``,
+    ``python -m advlab.search`` and ``python -m advlab.leaderboard``, not of the run) are left out.
     Lists are one param (``eval.eps`` -> ``'[0.0, 1.0, 2.0]'``); values longer than MLflow's limit
     (6000 characters) are truncated with ``...``.
     """
     data = _resolved(cfg)
     data.pop("audit", None)
     data.pop("search", None)
+    data.pop("leaderboard", None)
     chosen = set((data.get("eval") or {}).get("attacks") or [])
     if isinstance(data.get("attacks"), dict):
         data["attacks"] = {k: v for k, v in data["attacks"].items() if k in chosen}
