@@ -146,8 +146,8 @@ def _comparison_table(
             fmt_spread(row["robust"], row["robust_std"]),
         ]
         rows.append(line + [cell(group) if group else "-" for cell in extra.values()])
-    first = 0.46 - 0.13 * len(extra)
-    story.table(rows, [first, 0.08, 0.18, 0.2, *[0.14] * len(extra)][: len(head)])
+    # the setting's name keeps what the fixed columns leave (it wraps inside its cell)
+    story.table(rows, [0.6 - 0.11 * len(extra), 0.07, 0.16, 0.17, *[0.11] * len(extra)])
     more = len(ranked) - SETTINGS_SHOWN
     tail = f" {more} more in the Sweep section." if more > 0 else ""
     spread = " mean ± std over seeds;" if pooled else ""
