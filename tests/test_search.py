@@ -199,7 +199,14 @@ def _states(tmp_path: Path) -> list[TrialState]:
 
 @pytest.mark.slow
 def test_a_search_killed_with_sigkill_resumes_to_its_total_without_repeating(tmp_path) -> None:
-    command = _command(tmp_path, "search.n_trials=2", "search.min_clean=0")
+    # The second trial trains 150 epochs of 600 images, ~15 s (the first, one), so the kill lands
+    # while it trains on any machine: a one-epoch trial can finish between two polls of the study.
+    epochs = "+search.space={train.epochs:{type:categorical,choices:[1,150]}}"
+    no_stop = "train.early_stopping.enabled=false"
+    command = _command(tmp_path, "search.n_trials=2", "search.min_clean=0", epochs, no_stop)
+    opened = search_study.open_study(f"sqlite:///{tmp_path / 'optuna.db'}", "quickstart", "tpe", 0)
+    for n in (1, 150):  # Optuna's queue: trial 0 short, trial 1 long
+        opened.enqueue_trial({"train.epochs": n})
     proc = subprocess.Popen(
         command,
         env=_env(),
@@ -211,7 +218,6 @@ def test_a_search_killed_with_sigkill_resumes_to_its_total_without_repeating(tmp
         # Killed while its second trial's run trains, after the first trial finished.
         _wait_for(lambda: _states(tmp_path)[:2] == [TrialState.COMPLETE, TrialState.RUNNING], 150)
         _wait_for(lambda: len(_runs(tmp_path)) == 3, 60)  # the search run and two trial runs
-        time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -225,7 +231,7 @@ def test_a_search_killed_with_sigkill_resumes_to_its_total_without_repeating(tmp
         first.datetime_complete
     )  # kept, not run again
     killed = trials[1]
-    assert killed.state == TrialState.FAIL
+    assert killed.params["train.epochs"] == 150 and killed.state == TrialState.FAIL
     (retry,) = [t for t in complete if t.user_attrs.get(search_study.RETRY_ATTR) == killed.number]
     assert retry.params == killed.params  # the killed trial's settings, run once more
     _check_nesting(tmp_path, 2)
