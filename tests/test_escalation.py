@@ -14,7 +14,7 @@ from torch import nn
 from advlab import naming
 from advlab.attacks import zoo
 from advlab.attacks.evaluate import evaluate_robustness, evaluation_metrics
-from advlab.attacks.margin import margin_attack
+from advlab.attacks.margin import LossPGD, margin_attack
 from advlab.attacks.runner import eval_mode
 from advlab.data.base import DataSplits, ImageSet
 from tests.conftest import compose_config
@@ -200,3 +200,24 @@ def test_eval_thorough_is_autoattack_strength_and_keeps_the_experiments_grid():
     assert (esc.margin_targets, esc.margin_steps, esc.queries) == (9, 100, 5000)
     assert esc.reattack_all and esc.enabled
     assert list(cfg.eval.eps) == list(compose_config(["+experiment=gender_fool"]).eval.eps)
+
+
+def test_continuing_pgd_from_its_last_iterate_is_the_second_half_of_one_longer_run():
+    # The convergence check (pgd_converged) goes on from the main PGD's last iterates: the same
+    # steps, the same size, so it fools at least the points one run of twice the steps fools.
+    torchattacks = zoo.import_torchattacks()
+    data = synthetic_splits(num_classes=3, n=120)
+    model = train_tiny(data)
+    x = torch.from_numpy(data.test.images).float() / 255
+    y = torch.from_numpy(data.test.labels)
+    eps, alpha, steps = 8 / 255, 1 / 255, 5
+    with eval_mode(model):
+        first = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
+        longer = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=2 * steps, random_start=False)
+        half = first(x, y)
+        whole = longer(x, y)
+        atk = LossPGD(model, eps=eps, steps=steps, restarts=1, loss="ce", alpha=alpha)
+        found, fooled = atk.continue_from(x, y, half)
+        whole_fooled = model(whole).argmax(1) != y
+    assert (found - x).abs().max() <= eps + 1e-6 and 0 <= found.min() and found.max() <= 1
+    assert bool(whole_fooled.any()) and not bool((whole_fooled & ~fooled).any())

@@ -131,6 +131,7 @@ class _Sweep:
     outcomes: dict[str, dict[float, Outcome]]  # attack -> eps -> per-example outcome
     shown: dict[str, tuple[torch.Tensor, Outcome]]  # attack -> grid rows at eval.grid_eps
     saved: list[Path]  # adversarial/*.npz (eval.save_adversarial)
+    pgd_last: torch.Tensor | None = None  # pgd's images at eval.sanity.convergence_eps (check 6)
 
 
 def select_subset(n_test: int, n_examples: int | None, seed: int) -> np.ndarray:
@@ -196,7 +197,14 @@ def evaluate_robustness(
         table, per_class = tables.frames()
         with part("checks"):
             checks = run_checks(
-                table, runner, factories, attacks, sweep.outcomes, cfg_eval, escalation
+                table,
+                runner,
+                factories,
+                attacks,
+                sweep.outcomes,
+                cfg_eval,
+                escalation,
+                sweep.pgd_last,
             )
         with part("certify"):
             certification, skipped = _certify(model, x, y, cfg_eval)
@@ -382,6 +390,8 @@ def _attack_every_eps(
         )
         if cfg_eval.grid_eps is not None and eps == float(cfg_eval.grid_eps):
             sweep.shown[name] = (x_adv[rows], out.take(rows))
+        if name == "pgd" and eps == float(cfg_eval.sanity.convergence_eps):
+            sweep.pgd_last = x_adv
         if cfg_eval.save_adversarial:
             sweep.saved.append(
                 save_adversarial(

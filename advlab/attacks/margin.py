@@ -50,9 +50,19 @@ class LossPGD:
     in [0, 1], y int64 (N,).
     """
 
-    def __init__(self, model: nn.Module, *, eps: float, steps: int, restarts: int, loss: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        steps: int,
+        restarts: int,
+        loss: str,
+        alpha: float | None = None,
+    ):
         self.model, self.eps, self.steps, self.restarts = model, eps, steps, restarts
-        self.alpha = madry_step(eps, steps)  # pixel units, as eps
+        # pixel units, as eps; None: Madry et al.'s 2.5 * eps / steps
+        self.alpha = madry_step(eps, steps) if alpha is None else alpha
         self.loss = _LOSSES[loss]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -73,7 +83,15 @@ class LossPGD:
         return best
 
     def _one_start(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        adv = (x + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp(0, 1)
+        start = (x + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp(0, 1)
+        return self.continue_from(x, y, start)
+
+    def continue_from(
+        self, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` steps from ``start`` (a point of x's eps ball, e.g. another PGD run's last
+        iterate): ``(found, fooled)``, the first adversarial example per point (x where none)."""
+        adv = start.detach().clone()
         found, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for step in range(self.steps + 1):  # the last pass only scores the last step
             adv.requires_grad_(True)

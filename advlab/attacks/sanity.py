@@ -248,7 +248,7 @@ def check_convergence(
     base, double = float(np.mean(base_correct)), float(np.mean(double_correct))
     evidence = (
         f"PGD at eps {format_eps(eps)}/255 on the {n} {points}: {steps} steps {_pct(base)}, "
-        f"{2 * steps} steps on the points still robust {_pct(double)}"
+        f"{2 * steps} steps (continued on the points still robust) {_pct(double)}"
     )
     if abs(base - double) >= 0.01:
         return Check(
