@@ -51,9 +51,9 @@ class ValSettings:
         return autocast(self.device, self.precision)
 
 
-# The start loss is a reference for the divergence rule (10x it), not a figure: the first 1,024
-# validation images pin it to a few percent at a fraction of a full pass on a large val split.
-START_LOSS_POINTS = 1024
+# The start loss is a reference for the divergence rule (10x it), not a figure: the first 256
+# validation images pin it to a few percent at a fraction of a full validation pass.
+START_LOSS_POINTS = 256
 
 
 @torch.no_grad()
