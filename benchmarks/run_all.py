@@ -1,8 +1,8 @@
-"""Run every benchmark of issue 9 and print one line per figure, then a summary (``make bench``).
+"""Run every benchmark and print one line per figure, then a summary (``make bench``).
 
     python -m benchmarks.run_all                 # the full pass (~15 minutes on 2 CPU cores)
     python -m benchmarks.run_all --quick         # a fast pass: small sizes, fewer repeats
-    python -m benchmarks.run_all --only train    # train | attack | data | e2e (repeatable)
+    python -m benchmarks.run_all --only train    # data | e2e | train | attack | limit (repeatable)
     python -m benchmarks.run_all --threads 1     # torch threads (default: torch's own choice)
 
 Each figure is a ratio measured in this run (advlab vs a hand-written baseline, interleaved), with
@@ -35,7 +35,7 @@ from benchmarks.common import (
 # data and e2e first: they time fresh child processes, whose peak-memory figures (ru_maxrss)
 # would otherwise inherit this process's peak after the training benchmarks; and start-up is best
 # measured before the page cache fills with other work.
-SECTIONS = ("data", "e2e", "train", "attack")
+SECTIONS = ("data", "e2e", "train", "attack", "limit")
 DATA_SECONDS_TARGET = 2.0
 DATA_MB_TARGET = 400.0
 
@@ -120,6 +120,10 @@ def _section(name: str, device: Any) -> Callable[[bool], list[Figure]]:
         from benchmarks.bench_attack import run as attack
 
         return lambda quick: attack(quick, device=device)
+    if name == "limit":
+        from benchmarks.bench_limit import run as limit
+
+        return lambda quick: limit(quick, device=device)
     if name == "e2e":
         from benchmarks.bench_e2e import run as e2e
 
