@@ -20,6 +20,7 @@ from advlab.data.base import DataSplits, ImageSet
 from advlab.errors import ConfigError, TrainingError
 from advlab.models import InputSpec, build_model, zoo
 from advlab.training import EarlyStopping, adversarial, fit
+from advlab.training.early_stopping import ChanceFloor
 from advlab.training.fit import TIMING_METRICS
 from advlab.training.param_groups import build_optimizer, param_groups
 from advlab.training.schedules import build_scheduler
@@ -168,6 +169,37 @@ def test_early_stopping_patience_min_delta_and_state() -> None:
     off.step(1, {"val_loss": 1.0})
     off.step(2, {"val_loss": 2.0})
     assert not off.should_stop and off.best_epoch == 1
+
+
+def test_a_robust_monitor_never_keeps_a_constant_answer_epoch_once_the_model_learns() -> None:
+    # A faces run at 4/255: epochs 1-2 answer "female" to nearly every face, which keeps the
+    # female share under PGD too, so val_pgd_acc is highest there; the model then learns.
+    floor = ChanceFloor.of(np.array([1] * 140 + [0] * 116), num_classes=2)  # 256 images, 54.7%
+    assert floor is not None and floor.share == pytest.approx(140 / 256)
+    epochs = [(0.551, 0.55), (0.563, 0.54), (0.66, 0.50), (0.68, 0.52), (0.67, 0.51)]
+
+    def best_epoch(es: EarlyStopping) -> int:
+        for epoch, (acc, pgd) in enumerate(epochs, start=1):
+            es.step(epoch, {naming.VAL_ACC: acc, naming.VAL_PGD_ACC: pgd})
+        return es.best_epoch
+
+    assert best_epoch(EarlyStopping(naming.VAL_PGD_ACC, "max", patience=5)) == 1  # the trap
+    guarded = EarlyStopping(naming.VAL_PGD_ACC, "max", patience=5, floor=floor)
+    assert best_epoch(guarded) == 4
+    state = guarded.state_dict()
+    resumed = EarlyStopping(naming.VAL_PGD_ACC, "max", patience=5, floor=floor)
+    resumed.load_state_dict(state)
+    # an epoch back at the constant answer does not take the best from a learnt one
+    assert not resumed.step(6, {naming.VAL_ACC: 0.547, naming.VAL_PGD_ACC: 0.547})
+    assert resumed.best_epoch == 4 and resumed.bad_epochs == 2
+
+
+def test_the_chance_floor_admits_what_the_binomial_test_calls_above_chance() -> None:
+    floor = ChanceFloor(n=500, share=0.5)
+    assert not floor.admits(0.52)  # 260 of 500: p = 0.19
+    assert floor.admits(0.56)  # 280 of 500: p = 0.0045
+    assert not floor.admits(float("nan"))
+    assert ChanceFloor.of(np.array([], dtype=np.int64), num_classes=2) is None
 
 
 # ------------------------------------------------------------------------------- adversarial

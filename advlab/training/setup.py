@@ -17,7 +17,7 @@ from advlab.errors import DataError
 from advlab.runtime import resolve_precision
 from advlab.training import adversarial
 from advlab.training.checkpoint import TrainingState
-from advlab.training.early_stopping import EarlyStopping
+from advlab.training.early_stopping import ChanceFloor, EarlyStopping
 from advlab.training.losses import batch_mean, per_example_loss
 from advlab.training.param_groups import build_optimizer
 from advlab.training.schedules import build_scheduler, steps_per_epoch
@@ -125,7 +125,9 @@ def start_state(
     total_steps = loop.n_steps * loop.epochs
     scheduler = build_scheduler(optimizer, cfg_train.scheduler, total_steps=total_steps)
     stopper = EarlyStopping.from_config(
-        cfg_train.early_stopping, val_robust=bool(cfg_train.adversarial.val_robust)
+        cfg_train.early_stopping,
+        val_robust=bool(cfg_train.adversarial.val_robust),
+        floor=ChanceFloor.of(loop.data.val.labels, int(loop.data.num_classes)),
     )
     # Every random draw of the run derives from `seed`: dropout masks use torch's global RNG,
     # batch order and augmentation their own CPU generator, adversarial starts one on the device.
