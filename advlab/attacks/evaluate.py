@@ -162,23 +162,18 @@ def evaluate_robustness(
     """Attack ``model`` with every attack in ``attacks`` (the nodes named by ``eval.attacks``) at
     every eps in ``cfg_eval.eps`` (1/255 units) on a seeded subset of ``data.test``.
 
-    ``cfg_eval`` and ``attacks`` are checked first (:func:`advlab.validate.check_eval`, which
-    sorts and deduplicates ``cfg_eval.eps`` in place). ``data`` is a
-    :class:`advlab.data.base.DataSplits`; the model takes float (N, C, H, W) in [0, 1]
-    and returns logits (N, K). Writes robustness.csv/.json, per_class.csv, confusion.json,
-    checks.json, grids/<attack>_eps_<e>.png and (``eval.save_adversarial``)
-    adversarial/<attack>_eps_<e>.npz under ``out_dir`` (the run's results directory; names from
-    :mod:`advlab.naming`), all listed in ``artifacts``. Raises :class:`AttackError` when an
-    attack cannot run on this task; an adversarial example outside its eps ball or [0, 1] fails
-    the ``bounds`` check (status ``fail``) instead. With ``eval.certify``, certified.csv too.
-    """
+    ``cfg_eval`` and ``attacks`` are checked first (:func:`advlab.validate.check_eval` sorts and
+    deduplicates ``cfg_eval.eps`` in place). ``data``: a :class:`advlab.data.base.DataSplits`;
+    the model maps float (N, C, H, W) in [0, 1] to logits (N, K). Writes under ``out_dir`` the
+    files of :mod:`advlab.naming` (robustness, per-class, confusion, checks, grids, certified and
+    with ``eval.save_adversarial`` the adversarial sets), all listed in ``artifacts``. Raises
+    :class:`AttackError` when an attack cannot run on this task; an example outside its eps ball
+    or [0, 1] fails the ``bounds`` check instead."""
     out_dir, device = Path(out_dir), torch.device(device)
     factories, indices, x, y = _prepare(cfg_eval, attacks, data, seed, device, out_dir)
     class_names = [str(c) for c in data.class_names]
-
     model.to(device)
-    watch = Stopwatch()
-    part = watch.part
+    part = (watch := Stopwatch()).part  # wall seconds per part: eval_seconds/<part>
     with eval_mode(model):
         assert_eval(model)
         batch_size, num_classes = int(cfg_eval.batch_size), int(data.num_classes)
@@ -213,7 +208,6 @@ def evaluate_robustness(
         with part("grids"):
             grids = _grids(runner, factories, cfg_eval, sweep.shown, rows, out_dir, class_names)
     _log_parts(watch.seconds)
-
     written = write_tables(out_dir, table, per_class, tables.confusion, checks)
     written += _write_certificates(out_dir, certification, indices)
     constant_acc, answer = constant_answer(tables.labels, class_names)
