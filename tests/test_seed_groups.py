@@ -258,3 +258,29 @@ def test_per_run_takes_only_its_options(tmp_path: Path) -> None:
         build_report(
             tracking_uri="unused", experiment="x", runs=None, out_dir=tmp_path, per_run="some"
         )
+
+
+def test_seed_bands_draw_where_every_seed_is_at_zero() -> None:
+    # Averaged Wilson bounds equal the mean at 0% only up to rounding; the error bar must not
+    # come out negative (matplotlib refuses it, and the sweep PDF with it).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from advlab.report.figures import _uncertainty
+
+    part = pd.DataFrame(
+        {
+            "eps": [0.0, 8.0, 16.0],
+            "robust_acc": [0.46, 0.21, 0.0],
+            "robust_std": [0.04, 0.02, 0.0],
+            "ci_low": [0.42, 0.18, 1e-17],
+            "ci_high": [0.50, 0.25, 0.0076],
+        }
+    )
+    fig, ax = plt.subplots()
+    _uncertainty(ax, part, "C0", seeded=True)
+    assert ax.collections  # the band and the error bars were drawn
+    plt.close(fig)

@@ -380,7 +380,11 @@ def _uncertainty(ax, part: pd.DataFrame, color, *, seeded: bool) -> None:
         ax.errorbar(
             part["eps"],
             part["robust_acc"],
-            yerr=[part["robust_acc"] - part["ci_low"], part["ci_high"] - part["robust_acc"]],
+            # clipped: at 0% or 100% the averaged Wilson bound equals the mean up to rounding
+            yerr=[
+                (part["robust_acc"] - part["ci_low"]).clip(lower=0),
+                (part["ci_high"] - part["robust_acc"]).clip(lower=0),
+            ],
             fmt="none",
             ecolor=color,
             elinewidth=0.8,
