@@ -438,6 +438,11 @@ def test_swept_params_are_only_keys_a_user_set() -> None:
     d = _run_data("d", {**base, "model.dropout": "0.5"}, overrides="seed=0 +model.dropout=0.5")
     c.params["seed"] = "1"
     assert data.swept_params([c, d]) == ["model.dropout", "seed"]
+    # A global config-group choice (conf/adversarial/<option>.yaml) sets the keys of its file.
+    method = "train.adversarial.method"
+    e = _run_data("e", {**base, method: "nfgsm"}, overrides="adversarial@_global_=nfgsm seed=0")
+    f = _run_data("f", {**base, method: "pgd"}, overrides="adversarial@_global_=pgd seed=0")
+    assert data.swept_params([e, f]) == [method]
 
 
 def test_older_metric_names_and_run_info_are_read(

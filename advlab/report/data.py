@@ -247,7 +247,38 @@ def user_keys(run: RunData) -> set[str] | None:
         words = shlex.split(recorded)
     except ValueError:
         words = recorded.split()
-    return {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
+    keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
+    for word in words:  # a global config-group choice sets the keys its option file holds
+        key, _, option = word.lstrip("+~").partition("=")
+        group, _, package = key.partition("@")
+        if package == "_global_" and option:
+            keys |= _option_keys(group, option)
+    return keys
+
+
+def _option_keys(group: str, option: str) -> set[str]:
+    """The dotted keys ``conf/<group>/<option>.yaml`` sets (``adversarial@_global_=nfgsm``:
+    ``train.adversarial.method``); none when the file is not there."""
+    from omegaconf import OmegaConf
+
+    from advlab.config import CONF_DIR
+
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return set()
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    keys: set[str] = set()
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k != "defaults":
+                    walk(v, f"{prefix}{k}.")
+        elif prefix:
+            keys.add(prefix[:-1])
+
+    walk(node, "")
+    return keys
 
 
 def _internal(key: str) -> bool:
