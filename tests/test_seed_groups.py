@@ -282,5 +282,6 @@ def test_seed_bands_draw_where_every_seed_is_at_zero() -> None:
     )
     fig, ax = plt.subplots()
     _uncertainty(ax, part, "C0", seeded=True)
-    assert ax.collections  # the band and the error bars were drawn
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the ± std band
+    assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)  # the Wilson bars
     plt.close(fig)

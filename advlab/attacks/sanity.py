@@ -414,6 +414,13 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
+def chance_level(labels: np.ndarray, num_classes: int) -> float:
+    """What a constant guess scores on ``labels`` (int class indices, at least one): the share of
+    the most frequent class, at least 1/K."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return max(float(counts.max()) / len(labels), 1.0 / num_classes)
+
+
 def check_clean_above_chance(
     correct: np.ndarray, labels: np.ndarray, num_classes: int, *, alpha: float = CHANCE_ALPHA
 ) -> Check:
@@ -429,8 +436,7 @@ def check_clean_above_chance(
     if n == 0:
         return Check("clean_above_chance", PASS, "not applicable: no evaluated points")
     k = int(np.sum(correct))
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    chance = max(float(counts.max()) / n, 1.0 / num_classes)
+    chance = chance_level(labels, num_classes)
     p_value = binomial_tail(k, n, chance)
     evidence = (
         f"clean accuracy {_pct(k / n)} ({k} of {n} evaluated points); chance (the most frequent "

@@ -247,11 +247,14 @@ def user_keys(run: RunData) -> set[str] | None:
         words = shlex.split(recorded)
     except ValueError:
         words = recorded.split()
-    keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
-    for word in words:  # a global config-group choice sets the keys its option file holds
-        key, _, option = word.lstrip("+~").partition("=")
+    keys: set[str] = set()
+    for word in words:
+        key, is_set, option = word.lstrip("+~").partition("=")
+        if not is_set:
+            continue
+        keys.add(key)
         group, _, package = key.partition("@")
-        if package == "_global_" and option:
+        if package == "_global_":  # a global config-group choice sets its option file's keys
             keys |= _option_keys(group, option)
     return keys
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from advlab.attacks.sanity import CHANCE_ALPHA, binomial_tail
+from advlab.attacks.sanity import CHANCE_ALPHA, binomial_tail, chance_level
 from advlab.config import Mode, Monitor
 from advlab.errors import ConfigError
 from advlab.naming import BEST_EPOCH, STOPPED_EPOCH, VAL_ACC, VAL_LOSS
@@ -45,8 +45,7 @@ class ChanceFloor:
         """The floor of validation labels ``labels``; None without validation images."""
         if len(labels) == 0:
             return None
-        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-        return cls(len(labels), max(float(counts.max()) / len(labels), 1.0 / num_classes))
+        return cls(len(labels), chance_level(labels, num_classes))
 
     def admits(self, val_acc: float) -> bool:
         if math.isnan(val_acc):
