@@ -294,6 +294,9 @@ class PgdConf(AttackConf):
     alpha: float | None = None  # step size, 1/255 units; null: 2.5 * eps / steps (Madry et al.)
     random_start: bool = True  # uniform start in the eps ball
     targeted: Targeted | None = None  # null = untargeted
+    # untargeted: a point keeps the first iterate that fools it and takes no more steps (faster;
+    # never a higher robust accuracy than the last iterate); false: torchattacks' loop as is
+    stop_on_success: bool = True
 
 
 @dataclass

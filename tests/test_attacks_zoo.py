@@ -121,8 +121,12 @@ def test_pgd_is_at_least_as_strong_as_fgsm(batch):
         pgd_acc = (model(x_pgd).argmax(1) == y).float().mean()
     assert fgsm_acc < 1  # FGSM fools some points
     assert pgd_acc <= fgsm_acc
-    # 20 steps climb the loss at least as high as one step (in the same ball)
-    assert _losses(model, x_pgd, y).mean() >= _losses(model, x_fgsm, y).mean()
+    # 20 steps climb the loss at least as high as one step (in the same ball) when every point
+    # takes them all (stop_on_success stops a point at its first fooling iterate)
+    x_full = zoo.pgd(
+        model, eps=eps, steps=20, alpha=1.0, random_start=False, seed=0, stop_on_success=False
+    )(x, y)
+    assert _losses(model, x_full, y).mean() >= _losses(model, x_fgsm, y).mean()
     assert (x_pgd - x).abs().max() <= eps / 255 + 1e-6
 
 
@@ -241,3 +245,46 @@ def test_pgd_default_step_reaches_every_eps_of_the_grid() -> None:
         atk = zoo.pgd(model, eps=eps, steps=steps, seed=0)
         assert atk.alpha == pytest.approx(2.5 * eps / steps / 255)
         assert atk.alpha * steps > atk.eps
+
+
+def _images_forwarded(model: nn.Module) -> list[int]:
+    seen: list[int] = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    return seen
+
+
+def test_pgd_stopping_on_success_fools_every_point_the_full_loop_fools_in_fewer_steps():
+    # float64 so that both loops do the same arithmetic per point whatever the batch size
+    model = tiny_model(num_classes=3).double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(64, 1, 8, 8, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # every point starts correctly classified
+    runs = {}
+    for stop in (True, False):
+        counted = _images_forwarded(model)
+        atk = zoo.pgd(model, eps=6, steps=10, seed=3, stop_on_success=stop)
+        adv = atk(x, y)
+        with torch.no_grad():
+            fooled = model(adv).argmax(dim=1) != y
+        runs[stop] = (adv, fooled, sum(counted[:-1]))  # the last forward is the judgement
+        model._forward_hooks.clear()
+    (adv_stop, fooled_stop, cost_stop), (adv_full, fooled_full, cost_full) = runs[True], runs[False]
+    assert 0 < int(fooled_full.sum()) < len(x), "the test needs fooled and robust points"
+    assert bool((fooled_stop | ~fooled_full).all()), "a point the full loop fools stayed robust"
+    robust = ~fooled_stop
+    assert torch.allclose(adv_stop[robust], adv_full[robust]), "robust points left their path"
+    assert cost_full == 10 * len(x) and cost_stop < cost_full
+    assert float((adv_stop - x).abs().max()) <= 6 / 255 + 1e-12
+    assert float(adv_stop.min()) >= 0 and float(adv_stop.max()) <= 1
+
+
+def test_targeted_pgd_ignores_stop_on_success(batch):
+    # a targeted attack succeeds on reaching its target, not on leaving the true class
+    x, y = batch
+    model = tiny_model()
+    runs = [
+        zoo.pgd(model, eps=64, alpha=8, steps=20, targeted="random", seed=0, stop_on_success=stop)
+        for stop in (True, False)
+    ]
+    assert torch.equal(runs[0](x, y), runs[1](x, y))

@@ -443,6 +443,33 @@ def test_transfer_matrix_between_two_tiny_models(data):
         assert matrix.loc[source, source] <= matrix.loc[other, source] + 1e-9
 
 
+def test_transfer_crafts_with_every_pgd_step(data):
+    # an example stopped at its first success barely crosses the source's boundary; transfer
+    # must use PGD's last iterate, whatever attacks.pgd.stop_on_success says
+    from hydra.utils import instantiate
+
+    from advlab.attacks import zoo
+
+    models = {"a": train_tiny(data, seed=0), "b": train_tiny(data, seed=1)}
+    x = torch.from_numpy(data.test.images[:60]).float() / 255
+    y = torch.from_numpy(data.test.labels[:60])
+    _, attacks = eval_config()
+    frame = transfer_matrix(
+        models,
+        x,
+        y,
+        {"pgd": instantiate(attacks.pgd)},
+        [8.0],
+        seed=0,
+        batch_size=60,
+        num_classes=3,
+    )
+    full = zoo.pgd(models["a"], eps=8.0, seed=0, stop_on_success=False)(x, y)
+    with torch.no_grad():
+        expected = float((models["b"](full).argmax(1) == y).float().mean())
+    assert as_matrix(frame, "pgd", 8.0).loc["a", "b"] == pytest.approx(expected)
+
+
 def test_transfer_from_saved_checkpoint(data, model, tmp_path):
     from advlab.models.io import save_model
 

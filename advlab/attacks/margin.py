@@ -93,22 +93,28 @@ class LossPGD:
         iterate): ``(found, fooled)``, the first adversarial example per point (x where none)."""
         adv = start.detach().clone()
         found, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        active = torch.arange(len(x), device=x.device)  # points not fooled yet: only they step
         for step in range(self.steps + 1):  # the last pass only scores the last step
-            adv.requires_grad_(True)
+            here = adv[active].requires_grad_(True)
             with torch.enable_grad():
-                logits = self.model(adv).float()
+                logits = self.model(here).float()
                 grad = (
                     None
                     if step == self.steps
-                    else torch.autograd.grad(self.loss(logits, y), adv)[0]
+                    else torch.autograd.grad(self.loss(logits, y[active]), here)[0]
                 )
-            adv = adv.detach()
-            new = (logits.argmax(dim=1) != y) & ~fooled
-            found[new], fooled = adv[new], fooled | new
-            if grad is None or fooled.all():
+            here = here.detach()
+            new = logits.argmax(dim=1) != y[active]
+            found[active[new]], fooled[active[new]] = here[new], True
+            going = ~new
+            active, here = active[going], here[going]
+            if grad is None or len(active) == 0:
                 break
-            adv = adv + self.alpha * grad.sign()
-            adv = torch.min(torch.max(adv, x - self.eps), x + self.eps).clamp(0, 1)
+            centre = x[active]
+            here = here + self.alpha * grad[going].sign()
+            adv[active] = torch.min(torch.max(here, centre - self.eps), centre + self.eps).clamp(
+                0, 1
+            )
         return found, fooled
 
 

@@ -36,12 +36,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import fields
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from advlab.attacks.first_success import first_success_forward
 from advlab.config import (
     ApgdCeConf,
     AttackConf,
@@ -178,13 +180,17 @@ def linf_attack(
     seed: int,
     options: AttackConf,
     attack_class: str,
+    forward: Callable[..., torch.Tensor] | None = None,
     **kwargs: Any,
 ) -> Attack:
     """``torchattacks.<attack_class>(model, eps=eps/255, **kwargs)``: an L-inf attack of budget
-    ``eps`` (1/255 units), switched to ``options.targeted`` where the options have it, adapted."""
+    ``eps`` (1/255 units), switched to ``options.targeted`` where the options have it, adapted.
+    ``forward(atk, images, labels)``, when given, replaces the attack's own loop."""
     if attack_class in _CROCE_HEIN:
         kwargs.update(norm="Linf", seed=int(seed))
     atk = getattr(import_torchattacks(), attack_class)(model, eps=to_pixels(eps), **kwargs)
+    if forward is not None:
+        atk.forward = partial(forward, atk)
     targeted = getattr(options, "targeted", None)
     if targeted is not None:
         getattr(atk, _TARGETED_MODES[Targeted(targeted)])(quiet=True)
@@ -213,14 +219,24 @@ def pgd(model: nn.Module, *, eps: float, seed: int = 0, **options: Any) -> Attac
     eps ball and [0, 1]. Options :class:`~advlab.config.PgdConf`: ``alpha`` in 1/255 units;
     ``alpha=None`` is Madry et al.'s 2.5 * eps / steps, which reaches the ball's boundary from
     any start at every eps of a grid. ``random_start`` draws a uniform start in the ball (from
-    ``seed``)."""
+    ``seed``). ``stop_on_success`` (untargeted only) keeps each point's first fooling iterate
+    (:mod:`advlab.attacks.first_success`)."""
     o = _options("pgd", PgdConf, options)
     alpha = o.alpha
     if alpha is None:
         alpha = madry_step(eps, o.steps) if eps > 0 else 1.0  # eps 0: no step can move x
     steps, start = int(o.steps), bool(o.random_start)
+    forward = first_success_forward if o.stop_on_success and o.targeted is None else None
     return linf_attack(
-        model, eps, seed, o, "PGD", alpha=to_pixels(alpha), steps=steps, random_start=start
+        model,
+        eps,
+        seed,
+        o,
+        "PGD",
+        forward=forward,
+        alpha=to_pixels(alpha),
+        steps=steps,
+        random_start=start,
     )
 
 

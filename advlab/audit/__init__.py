@@ -133,9 +133,13 @@ def _audit_points(run_cfg: DictConfig, source, extras: dict, device) -> dict[str
 
 def _attack_options(run_cfg: DictConfig, name: str) -> dict[str, Any]:
     """The run's ``attacks.<name>`` options for :mod:`advlab.attacks.zoo`; a targeted attack is
-    refused (the audit compares the untargeted attacks of the three libraries)."""
+    refused (the audit compares the untargeted attacks of the three libraries). PGD runs every
+    step on every point, as ART's and Foolbox's do: the audit compares one algorithm, and the
+    evaluation's first-success PGD (``stop_on_success``) is never above it."""
     node = OmegaConf.to_container(run_cfg.attacks[name], resolve=True)
     options = {k: v for k, v in node.items() if k not in ("_target_", "_partial_")}
+    if "stop_on_success" in options:
+        options["stop_on_success"] = False
     if options.get("targeted") is not None:
         raise ConfigError(
             f"attacks.{name}.targeted={options['targeted']} in the audited run: the audit "
