@@ -1,13 +1,15 @@
 """Attack benchmarks: advlab's robustness evaluation against hand-written and direct alternatives.
 
-Items of issue 9 measured here (model: the course CNN trained a few epochs on the real gender
+Measured here (model: the course CNN trained a few epochs on the real gender
 faces; attacked points: a fixed subset of the real test set):
 
 3. **PGD-10 throughput** (evaluated points per second; eps 8/255, alpha 2/255, random start,
    batch 256) of ``advlab.attacks.evaluate.evaluate_robustness`` as users run it (clean pass,
    sanity checks incl. the PGD-20 convergence check, grid PNG and tables written) against a
    hand-written PGD loop and against calling ``torchattacks.PGD`` directly. advlab also reports the
-   time its attack machinery alone took (the table's ``seconds``) per *attacked* point.
+   time its attack machinery alone took (the table's ``seconds``) per *attacked* point. advlab's
+   PGD stops stepping a point once fooled (``attacks.pgd.stop_on_success``): less work, a robust
+   accuracy never above the full loop's (both robust accuracies are in the note).
 4. **The eps curve**: FGSM and PGD at 6 eps values, advlab in one evaluation vs naive independent
    runs per (attack, eps) with torchattacks; robust accuracy of both side by side. A hand-written
    *cascade* (at each larger eps attack only the points that survived the smaller one; a point
@@ -284,7 +286,10 @@ def bench_pgd_throughput(s: Setup, quick: bool, figures: list[Figure], label: st
         f"hand {t['hand-written'].result:.1%}, torchattacks {t['torchattacks'].result:.1%}; "
         f"spread {spread:.0%}"
     )
-    for base in ("hand-written", "torchattacks"):
+    # advlab's PGD stops stepping a point at its first success (attacks.pgd.stop_on_success), so
+    # it does less work for a robust accuracy never above the full loop's; both are in the note.
+    targets = {"hand-written": 1.1 if quick else 1.2, "torchattacks": 1.0}
+    for base, target in targets.items():
         emit(
             Figure(
                 BENCH,
@@ -293,7 +298,7 @@ def bench_pgd_throughput(s: Setup, quick: bool, figures: list[Figure], label: st
                 "pts/s",
                 baseline=ips[base],
                 baseline_name=base,
-                target=1.0,
+                target=target,
                 note=note if base == "hand-written" else "",
             ),
             figures,
@@ -343,7 +348,7 @@ def bench_pgd_throughput(s: Setup, quick: bool, figures: list[Figure], label: st
     libs_note = (
         "ART/Foolbox measured above"
         if "ART" in t or "Foolbox" in t
-        else "ART 0.60x, Foolbox 0.81x: the issue's quick measurement, not re-measured here"
+        else "ART and Foolbox not installed here: not measured"
     )
     emit(
         Figure(

@@ -7,7 +7,7 @@ temporary folder, then, each in a fresh Python process, measures
 - ``load_data``: the whole :func:`advlab.data.load_data` (val split + normalisation statistics),
 
 reporting wall time, the peak of numpy/Python allocations (tracemalloc) and the process's peak RSS
-above its baseline after imports. The issue's budget: under 2 s and under 400 MB.
+above its baseline after imports. The budget: under 2 s and under 400 MB.
 
     python -m benchmarks.bench_data [--n 100000] [--n-test 10000] [--repeat 3]
 

@@ -1,4 +1,4 @@
-"""End-to-end benchmarks (item 6 of issue 9): start-up and the quickstart, as a user runs them.
+"""End-to-end benchmarks: start-up and the quickstart, as a user runs them.
 
 - ``python -m advlab --help``: wall time of a fresh interpreter (median of repeats), target < 3 s,
   and which heavy modules the help path imported (torch, mlflow, ... should be none of them).
@@ -127,7 +127,7 @@ def bench_help(repeats: int, figures: list[Figure]) -> None:
 
 
 def bench_refusal(repeats: int, figures: list[Figure]) -> None:
-    """A bad config value (issue 2: refused in under 5 s, with one line, before any data)."""
+    """A bad config value (refused in under 5 s, with one line, before any data)."""
     with tempfile.TemporaryDirectory(prefix="advlab-bench-e2e-") as tmp_name:
         args = ["-m", "advlab", "eval.eps=[0,-1]", *sandbox_overrides(Path(tmp_name))]
         seconds, proc = time_command(args, repeats, expect_exit=2)
