@@ -426,6 +426,9 @@ class EvalConf:
     escalation: EscalationConf = field(default_factory=EscalationConf)
     # certified lower bound at every eps, beside the attacks' upper bound (the bracket)
     certify: Certify = Certify.ibp
+    # convolution weights in channels_last memory format while evaluating: 1.3-2.6x faster PGD
+    # steps on CPUs; the same arithmetic up to float rounding
+    channels_last: bool = True
 
 
 # ------------------------------------------------------------------------------ tracking/report

@@ -614,3 +614,22 @@ def test_eps_cascade_attacks_only_the_points_still_robust(model, data) -> None:
     fooled = clean.correct & ~first[1].correct
     assert torch.equal(second[0][torch.from_numpy(fooled)], first[0][torch.from_numpy(fooled)])
     assert not second[1].correct[fooled].any()
+
+
+def test_eval_mode_channels_last_gives_the_same_logits_and_puts_the_weights_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 4)
+    ).train()
+    weight = model[0].weight
+    before = (weight.data_ptr(), weight.stride())
+    x = torch.rand(5, 3, 8, 8)
+    with eval_mode(model):
+        expected = model(x)
+    with eval_mode(model, channels_last=True):
+        assert weight.is_contiguous(memory_format=torch.channels_last)
+        assert not weight.requires_grad and not model.training
+        got = model(x)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (weight.data_ptr(), weight.stride()) == before
+    assert weight.requires_grad and model.training

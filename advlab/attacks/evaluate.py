@@ -174,7 +174,7 @@ def evaluate_robustness(
     class_names = [str(c) for c in data.class_names]
     model.to(device)
     part = (watch := Stopwatch()).part  # wall seconds per part: eval_seconds/<part>
-    with eval_mode(model):
+    with eval_mode(model, channels_last=bool(cfg_eval.channels_last)):
         assert_eval(model)
         batch_size, num_classes = int(cfg_eval.batch_size), int(data.num_classes)
         with part("clean"):
