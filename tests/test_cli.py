@@ -144,6 +144,35 @@ def test_audit_help_is_the_audit_s() -> None:
     assert "audit.run" in proc.stdout and "python -m advlab +experiment" not in proc.stdout
 
 
+def test_main_help_lists_every_config_group_and_its_options() -> None:
+    # the help builds Hydra's repository once (advlab.cli.one_repository_per_help): it must list
+    # what the conf/ folders hold, group by group
+    proc = _advlab("--help")
+    assert proc.returncode == 0, proc.stderr
+    listed = dict(
+        line.split(": ", 1)
+        for line in proc.stdout.split("== Configuration groups ==")[1]
+        .split("== Config ==")[0]
+        .splitlines()
+        if ": " in line
+    )
+    conf = PROJECT_ROOT / "conf"
+    for group in ("model", "experiment", "adversarial", "data"):
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        assert listed[group].split(", ") == options
+
+
+def test_the_help_patch_is_undone() -> None:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from advlab.cli import one_repository_per_help
+
+    build = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+    with one_repository_per_help():
+        assert ConfigLoaderImpl._parse_overrides_and_create_caching_repo is not build
+    assert ConfigLoaderImpl._parse_overrides_and_create_caching_repo is build
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """The Makefile in a folder laid out like the project, with a store, run dirs and a PDF."""
