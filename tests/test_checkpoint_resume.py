@@ -352,3 +352,65 @@ def test_pipeline_killed_then_resumed_is_one_finished_run_with_every_epoch_once(
 
     with pytest.raises(ConfigError, match="has FINISHED"):
         run_pipeline(compose_config([*overrides, f"train.resume={killed_dir}"]))
+
+
+def _saver_state(tmp_path: Path):
+    from torch import nn
+
+    from advlab.training.checkpoint import TrainingState
+    from advlab.training.early_stopping import EarlyStopping
+
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.rand(3, 4)).sum().backward()
+    optimizer.step()  # a momentum buffer to copy
+    state = TrainingState(
+        model, optimizer, None, EarlyStopping(), {"batches": torch.Generator()}, [{"val_loss": 1.0}]
+    )
+    return model, optimizer, state
+
+
+def test_checkpoints_written_in_the_background_hold_the_epoch_they_were_saved_at(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    from advlab.training import checkpoint
+    from advlab.training.checkpoint import LAST, EpochSaver, load_checkpoint
+
+    trained_on = threading.Event()
+    write = checkpoint.save_checkpoint
+
+    def write_late(path, payload):  # the write starts only once training has moved on
+        trained_on.wait(timeout=30)
+        write(path, payload)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", write_late)
+    model, optimizer, state = _saver_state(tmp_path)
+    saved_weight = model.weight.detach().clone()
+    saved_momentum = optimizer.state[model.weight]["momentum_buffer"].clone()
+    saver = EpochSaver(state, tmp_path, {"train": {}}, time.perf_counter())
+    saver(improved=False)
+    with torch.no_grad():  # the next epoch goes on while the write may still be running
+        model.weight.add_(1.0)
+        optimizer.state[model.weight]["momentum_buffer"].add_(1.0)
+    state.history.append({"val_loss": 0.5})
+    trained_on.set()
+    saver.wait()
+    ckpt = load_checkpoint(tmp_path / LAST)
+    assert torch.equal(ckpt["model"]["weight"], saved_weight)
+    assert torch.equal(ckpt["optimizer"]["state"][0]["momentum_buffer"], saved_momentum)
+    assert ckpt["history"] == [{"val_loss": 1.0}] and ckpt["epoch"] == 1
+
+
+def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path):
+    from advlab.training.checkpoint import EpochSaver
+
+    _, _, state = _saver_state(tmp_path)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")  # the checkpoints folder cannot be made here
+    saver = EpochSaver(state, blocker / "checkpoints", {}, time.perf_counter())
+    saver(improved=False)
+    with pytest.raises(OSError):
+        saver.wait()
+    saver.wait()  # raised once

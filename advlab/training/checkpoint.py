@@ -9,11 +9,12 @@ metrics. Everything is stored as tensors or built-in types so no pickled code ru
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,49 +112,81 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save({"format": FORMAT_VERSION, **state}, tmp)
 
 
-def save_epoch(
-    ckpt_dir: Path,
-    state: TrainingState,
-    *,
-    improved: bool,
-    seconds: float,
-    config: dict[str, Any],
-) -> None:
-    """After an epoch: ``best.pt`` when it ``improved`` on the best so far, then ``last.pt``.
+def epoch_payloads(
+    state: TrainingState, *, improved: bool, seconds: float, config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """What an epoch's checkpoints hold, by file name: ``best.pt`` when the epoch ``improved`` on
+    the best so far, then ``last.pt``. Everything training changes later is copied (the weights,
+    the optimizer's and early stopping's state, the history), so the files can be written while
+    the next epoch trains; ``best_model`` is replaced, never changed, when a better epoch comes.
 
     ``seconds`` is the run's training time so far (all segments); ``config`` is
     :func:`run_config`'s, which a resume compares with its own.
     """
     epoch = len(state.history)
+    payloads: dict[str, dict[str, Any]] = {}
     if improved:
-        best = {"epoch": epoch, "model": state.best_model, "metrics": state.history[-1]}
-        save_checkpoint(ckpt_dir / BEST, best)
-    last = {
+        payloads[BEST] = {
+            "epoch": epoch,
+            "model": state.best_model,
+            "metrics": dict(state.history[-1]),
+        }
+    scheduler = state.scheduler
+    payloads[LAST] = {
         "epoch": epoch,
-        "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-        "early_stopping": state.stopper.state_dict(),
+        "model": {k: v.detach().clone() for k, v in state.model.state_dict().items()},
+        "optimizer": copy.deepcopy(state.optimizer.state_dict()),
+        "scheduler": copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+        "early_stopping": copy.deepcopy(state.stopper.state_dict()),
         "best_model": state.best_model,
         "rng": rng_state(state.generators),
-        "history": state.history,
+        "history": [dict(m) for m in state.history],
         "seconds": seconds,
         "config": config,
     }
-    save_checkpoint(ckpt_dir / LAST, last)
+    return payloads
 
 
-def epoch_saver(
-    state: TrainingState, ckpt_dir: Path, config: dict[str, Any], t_start: float
-) -> Callable[[bool], None]:
-    """``save(improved)``: write the epoch's checkpoints (:func:`save_epoch`), with the training
-    time since ``t_start`` (a ``time.perf_counter()``) added to the earlier segments'."""
+class EpochSaver:
+    """``save(improved)`` after each epoch writes its checkpoints (:func:`epoch_payloads`) on a
+    worker thread while the next epoch trains: the atomic, fsync'ed writes of ``best.pt`` and
+    ``last.pt`` leave the training loop. One write is in flight at most (the next one waits for
+    it); ``wait()`` returns once the last one is on disk and re-raises a write's error. The
+    training time in each checkpoint runs from ``t_start`` (a ``time.perf_counter()``), added to
+    the earlier segments'."""
 
-    def save(improved: bool) -> None:
-        seconds = state.prior_seconds + time.perf_counter() - t_start
-        save_epoch(ckpt_dir, state, improved=improved, seconds=seconds, config=config)
+    def __init__(
+        self, state: TrainingState, ckpt_dir: Path, config: dict[str, Any], t_start: float
+    ) -> None:
+        self.state, self.ckpt_dir, self.config, self.t_start = state, ckpt_dir, config, t_start
+        self._writing: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-    return save
+    def __call__(self, improved: bool) -> None:
+        seconds = self.state.prior_seconds + time.perf_counter() - self.t_start
+        payloads = epoch_payloads(
+            self.state, improved=improved, seconds=seconds, config=self.config
+        )
+        self.wait()
+        self._writing = threading.Thread(
+            target=self._write, args=(payloads,), name="advlab-checkpoint"
+        )
+        self._writing.start()
+
+    def _write(self, payloads: dict[str, dict[str, Any]]) -> None:
+        try:
+            for name, payload in payloads.items():  # best.pt first, as a resume expects
+                save_checkpoint(self.ckpt_dir / name, payload)
+        except BaseException as exc:  # re-raised on the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._writing is not None:
+            self._writing.join()
+            self._writing = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -121,8 +121,12 @@ def fit(
     config = {**checkpoint.run_config(cfg_train, cfg_optimizer), checkpoint.START_LOSS_KEY: loss0}
     save = None
     if cfg_train.checkpoint:
-        save = checkpoint.epoch_saver(state, checkpoint.checkpoint_dir(run_dir), config, t_start)
-    diverged = _train_epochs(loop, state, loss0, on_epoch=on_epoch, save=save)
+        save = checkpoint.EpochSaver(state, checkpoint.checkpoint_dir(run_dir), config, t_start)
+    try:
+        diverged = _train_epochs(loop, state, loss0, on_epoch=on_epoch, save=save)
+    finally:
+        if save is not None:  # the last epoch's checkpoints are on disk when fit returns
+            save.wait()
     # After a divergence the model holds the weights from before the diverged epoch.
     weights_epoch = len(state.history) - (diverged is not None)
     best_epoch = state.restore_best(cfg_train.early_stopping, weights_epoch)
