@@ -69,7 +69,9 @@ class Case:
     overrides: list[str]
     dataset: str  # gender | cifar10
     limit_train: dict[str, int | None]  # per mode ("quick"/"full"): images before the val split
-    epochs: dict[str, int]  # epochs per timed run
+    # epochs per timed run: several in the full pass, so that what fit pays per epoch (validation,
+    # checkpoints, logging) weighs as in a run, and its once-per-run set-up less than in a 1 s run
+    epochs: dict[str, int]
     acc_epochs: dict[str, int]  # epochs of the fp32 vs bf16 accuracy comparison
     extra: list[str] = field(default_factory=list)
 
@@ -81,7 +83,7 @@ def cases() -> list[Case]:
             ["model=course_cnn"],
             "gender",
             limit_train={"quick": 2000, "full": None},
-            epochs={"quick": 1, "full": 2},
+            epochs={"quick": 1, "full": 3},
             acc_epochs={"quick": 2, "full": 8},
         ),
         Case(  # the gender_fool experiment's model: VGG-style, batch norm, 16-32-64 channels
@@ -89,7 +91,7 @@ def cases() -> list[Case]:
             ["model=vgg_small", "model.widths=[16,32,64]", "model.hidden=128"],
             "gender",
             limit_train={"quick": 600, "full": 2000},
-            epochs={"quick": 1, "full": 1},
+            epochs={"quick": 1, "full": 3},
             acc_epochs={"quick": 1, "full": 3},
         ),
         Case(  # the cifar10_fool experiment's model (its own overrides come with the experiment)
@@ -97,7 +99,7 @@ def cases() -> list[Case]:
             [],
             "cifar10",
             limit_train={"quick": 600, "full": 2000},
-            epochs={"quick": 1, "full": 1},
+            epochs={"quick": 1, "full": 3},
             acc_epochs={"quick": 1, "full": 3},
         ),
     ]
