@@ -67,7 +67,7 @@ def cfg_for(*overrides: str):
     )
 
 
-def run_fit(cfg, data: DataSplits, run_dir: Path, seed: int = 0, on_epoch=None):
+def run_fit(cfg, data: DataSplits, run_dir: Path, seed: int = 0, on_epoch=None, device=CPU):
     torch.manual_seed(seed)
     model = build_model(cfg.model, data)
     result = fit(
@@ -76,7 +76,7 @@ def run_fit(cfg, data: DataSplits, run_dir: Path, seed: int = 0, on_epoch=None):
         cfg.train,
         cfg.optimizer,
         seed=seed,
-        device=CPU,
+        device=device,
         run_dir=run_dir,
         on_epoch=on_epoch,
     )
