@@ -39,11 +39,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, float | str]:
 
     from advlab.attacks.transfer import load_sources
     from advlab.data import load_data
-    from advlab.runtime import seed_everything, select_device, set_threads
+    from advlab.runtime import reuse_freed_memory, seed_everything, select_device, set_threads
     from advlab.tracking import Tracker, resolve_sources, resolve_tracking_uri
     from advlab.tracking.metadata import run_facts
 
     set_threads(cfg.threads)
+    reuse_freed_memory()
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     run_dir = _run_dir(cfg) if run_dir is None else Path(run_dir)

@@ -498,9 +498,7 @@ def bench_steps_scaling(s: Setup, quick: bool, figures: list[Figure]) -> None:
     seconds = {}
     for steps in steps_list:
         # every step on every point: stopping on success would make the time sub-linear by design
-        atk = pgd(
-            s.model, eps=PGD_EPS, steps=steps, alpha=PGD_ALPHA, seed=0, stop_on_success=False
-        )
+        atk = pgd(s.model, eps=PGD_EPS, steps=steps, alpha=PGD_ALPHA, seed=0, stop_on_success=False)
         seconds[steps], _ = timed(lambda atk=atk: attack_all(atk, s.model, x, y), s.device)
     ks = sorted(seconds)
     slope, intercept = np.polyfit(ks, [seconds[k] for k in ks], 1)
@@ -643,8 +641,9 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         "--pgd-only", action="store_true", help="only item 3 on the course CNN (e.g. with ART)"
     )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from benchmarks.common import prepare_process
+
+    prepare_process(args.threads)
     from advlab.runtime import select_device
     from benchmarks.common import print_machine
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.bench_train import Harness, cases
-from benchmarks.common import Figure, emit, have_cifar10, have_gender, sync
+from benchmarks.common import Figure, emit, have_cifar10, have_gender, prepare_process, sync
 
 BENCH = "limit"
 CPU = torch.device("cpu")
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     args = parser.parse_args(argv)
+    prepare_process()
     return run(args.quick, device=torch.device(args.device))
 
 

@@ -58,6 +58,8 @@ CPU = torch.device("cpu")
 THROUGHPUT_TARGET = 0.97
 SPEED_TARGET = 2.5
 ACC_TOLERANCE_POINTS = 1.0
+# full pass: timed rounds per case while they fit in this (the short cases get up to 9 rounds)
+ROUNDS_BUDGET_S = 150.0
 
 
 # ------------------------------------------------------------------------------------ cases
@@ -351,6 +353,7 @@ def bench_case(
         repeats=2 if quick else 3,
         warmup=0,
         device=device,
+        budget_s=None if quick else ROUNDS_BUDGET_S,
     )
     ips = {name: _throughput(h, t.median, epochs) for name, t in timings.items()}
     spread = max(t.spread for t in timings.values())
@@ -559,8 +562,9 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from benchmarks.common import prepare_process
+
+    prepare_process(args.threads)
     from advlab.runtime import select_device
     from benchmarks.common import print_machine
 

@@ -98,6 +98,16 @@ def print_machine(info: dict[str, Any] | None = None) -> dict[str, Any]:
     return info
 
 
+def prepare_process(threads: int | None = None) -> None:
+    """What ``python -m advlab`` does to its process before any work: the thread count (None:
+    torch's default) and freed memory kept for reuse (:func:`advlab.runtime.reuse_freed_memory`),
+    so advlab and its baselines are measured as a run would see them."""
+    from advlab.runtime import reuse_freed_memory, set_threads
+
+    set_threads(threads)
+    reuse_freed_memory()
+
+
 # ------------------------------------------------------------------------------------- timing
 def sync(device: Any = None) -> None:
     """Wait for queued GPU work so wall-clock timings are real (no-op on the CPU)."""
@@ -139,25 +149,39 @@ def interleaved(
     repeats: int = 3,
     warmup: int = 1,
     device: Any = None,
+    budget_s: float | None = None,
+    max_repeats: int = 9,
 ) -> dict[str, Timing]:
     """Time several contenders round-robin: warm-up round(s), then ``repeats`` rounds A, B, C, ...
 
     Interleaving matters on a shared machine: load that comes and goes hits every contender in
     turn instead of one of them. The order rotates every round to cancel position effects
-    (caches, turbo). Returns the per-contender :class:`Timing` (median of ``repeats``).
+    (caches, turbo). With ``budget_s``, more rounds follow (up to ``max_repeats``) while another
+    one fits in the budget: short contenders get the repeats that tame a noisy host, long ones
+    keep ``repeats``. Returns the per-contender :class:`Timing` (median of the rounds).
     """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     out = {name: Timing([]) for name in names}
-    for r in range(repeats):
+    start = time.perf_counter()
+    r = 0
+    while r < repeats or _another_round_fits(start, r, budget_s, max_repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             seconds, result = timed(fns[name], device)
             out[name].seconds.append(seconds)
             out[name].result = result
+        r += 1
     return out
+
+
+def _another_round_fits(start: float, rounds: int, budget_s: float | None, most: int) -> bool:
+    if budget_s is None or rounds >= most:
+        return False
+    spent = time.perf_counter() - start
+    return spent + spent / rounds <= budget_s
 
 
 # ------------------------------------------------------------------------------------- memory

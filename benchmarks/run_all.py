@@ -167,13 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    import torch
-
     from advlab.runtime import select_device
+    from benchmarks.common import prepare_process
 
     device = select_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare_process(args.threads)
     if args.wait_quiet > 0:
         wait_for_quiet(args.wait_quiet)
     machine = print_machine()

@@ -50,10 +50,11 @@ def run_audit(cfg: DictConfig, *, work_dir: Path) -> dict[str, Any]:
         raise ConfigError("audit.run is not set: give a run directory or an MLflow run id")
 
     from advlab.audit.source import locate
-    from advlab.runtime import select_device, set_threads
+    from advlab.runtime import reuse_freed_memory, select_device, set_threads
     from advlab.tracking import resolve_tracking_uri
 
     set_threads(cfg.threads)
+    reuse_freed_memory()
     device = select_device(cfg.device)
     uri = resolve_tracking_uri(cfg.tracking, cfg.paths)
     source = locate(str(cfg.audit.run), tracking_uri=uri, download_dir=Path(work_dir))

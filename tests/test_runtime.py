@@ -1,0 +1,55 @@
+"""advlab.runtime.reuse_freed_memory: large tensors reuse freed memory instead of new pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+# A fresh interpreter per case: the allocator setting lasts for the process, so the suite's own
+# process must not decide the answer. Minor page faults count the fresh pages a process touches.
+PROBE = """
+import json, resource, sys
+import torch
+from advlab.runtime import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "on" else False
+def faults_of_one_tensor():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = torch.ones(64 * 2**20 // 4)  # 64 MiB, above glibc's largest mmap threshold
+    del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_one_tensor()  # the first one is new memory either way
+print(json.dumps({"applied": applied, "faults": faults_of_one_tensor()}))
+"""
+
+PAGES_OF_64_MIB = 64 * 2**20 // 4096
+
+
+def _probe(mode: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator settings")
+def test_a_second_large_tensor_reuses_the_memory_of_the_first():
+    without = _probe("off")
+    with_reuse = _probe("on")
+    assert with_reuse["applied"] is True
+    # glibc's default: the freed 64 MiB went back to the OS and every page faults in again
+    assert without["faults"] > 0.9 * PAGES_OF_64_MIB
+    assert with_reuse["faults"] < 0.05 * PAGES_OF_64_MIB
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator settings")
+def test_an_allocator_setting_of_the_user_is_left_alone():
+    assert _probe("on", MALLOC_MMAP_THRESHOLD_="1048576")["applied"] is False
