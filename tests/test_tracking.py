@@ -205,6 +205,32 @@ def test_sigterm_ends_run_killed(make_cfg, tmp_path):
     assert "SIGTERM" in run.data.tags[naming.STOP_REASON_TAG]
 
 
+def test_short_epochs_share_one_write_and_reach_mlflow_by_the_end_of_the_run(make_cfg, tmp_path):
+    with Tracker(make_cfg("device=cpu"), run_dir=tmp_path) as tracker:
+        client = MlflowClient(tracker.tracking_uri)
+        for epoch in (1, 2, 3):  # each ends well within EPOCH_WRITE_INTERVAL_S of the start
+            tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch})
+        for operation in tracker._pending:
+            operation.wait()
+        assert client.get_metric_history(tracker.run_id, "train_loss") == []  # held back
+    history = client.get_metric_history(tracker.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+
+
+def test_an_epoch_after_the_write_interval_is_written_at_once(make_cfg, tmp_path, monkeypatch):
+    from advlab.tracking import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "EPOCH_WRITE_INTERVAL_S", 0.0)
+    with Tracker(make_cfg("device=cpu"), run_dir=tmp_path) as tracker:
+        client = MlflowClient(tracker.tracking_uri)
+        tracker.log_epoch(1, {"train_loss": 1.0})
+        for operation in tracker._pending:
+            operation.wait()
+        steps = [m.step for m in client.get_metric_history(tracker.run_id, "train_loss")]
+        assert steps == [1]  # in MLflow while the run is still RUNNING
+        assert _run(tracker).info.status == "RUNNING"
+
+
 def test_disabled_tracking_touches_no_store(make_cfg, tmp_path):
     cfg = make_cfg("tracking.enabled=false", f"tracking.uri=sqlite:///{tmp_path}/off.db")
     with Tracker(cfg, run_dir=tmp_path) as tracker:
