@@ -54,11 +54,11 @@ def reuse_freed_memory() -> bool:
     """Keep freed memory in the process for the next tensor instead of giving it back to the OS.
 
     glibc serves every allocation above its mmap threshold (32 MiB at most) with fresh pages and
-    unmaps them on free, so each large activation is page-faulted in again: a PGD step or an IBP
-    bound over 256 faces through the gender VGG (38 MB per activation) then spends more time
-    faulting pages than computing (IBP 2x, PGD-10 1.26x slower than with reuse, measured in
-    docs/benchmarks.md). Raising both thresholds makes the heap reuse those blocks, which is what
-    jemalloc or tcmalloc would do. The price: memory freed after the peak stays with the process.
+    unmaps them on free, so each large activation is page-faulted in again: evaluating 256 faces
+    through the gender VGG (38 MB per activation) ran at 1.17x a hand-written PGD loop without
+    reuse and 1.66x with it (docs/benchmarks.md). Raising both thresholds makes the heap reuse
+    those blocks, as jemalloc or tcmalloc would. The price: memory freed after the peak stays
+    with the process.
     Does nothing where the user chose an allocator setting (glibc's ``MALLOC_*`` variables, or
     an allocator in ``LD_PRELOAD``) or off Linux; returns whether the setting was applied.
     """
