@@ -210,7 +210,7 @@ def test_short_epochs_share_one_write_and_reach_mlflow_by_the_end_of_the_run(mak
         client = MlflowClient(tracker.tracking_uri)
         for epoch in (1, 2, 3):  # each ends well within EPOCH_WRITE_INTERVAL_S of the start
             tracker.log_epoch(epoch, {"train_loss": 1.0 / epoch})
-        for operation in tracker._pending:
+        for operation in tracker._epochs.pending:
             operation.wait()
         assert client.get_metric_history(tracker.run_id, "train_loss") == []  # held back
     history = client.get_metric_history(tracker.run_id, "train_loss")
@@ -218,13 +218,13 @@ def test_short_epochs_share_one_write_and_reach_mlflow_by_the_end_of_the_run(mak
 
 
 def test_an_epoch_after_the_write_interval_is_written_at_once(make_cfg, tmp_path, monkeypatch):
-    from advlab.tracking import tracker as tracker_module
+    from advlab.tracking import epoch_writer
 
-    monkeypatch.setattr(tracker_module, "EPOCH_WRITE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(epoch_writer, "EPOCH_WRITE_INTERVAL_S", 0.0)
     with Tracker(make_cfg("device=cpu"), run_dir=tmp_path) as tracker:
         client = MlflowClient(tracker.tracking_uri)
         tracker.log_epoch(1, {"train_loss": 1.0})
-        for operation in tracker._pending:
+        for operation in tracker._epochs.pending:
             operation.wait()
         steps = [m.step for m in client.get_metric_history(tracker.run_id, "train_loss")]
         assert steps == [1]  # in MLflow while the run is still RUNNING

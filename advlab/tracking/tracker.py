@@ -28,7 +28,8 @@ from advlab.errors import ConfigError
 from advlab.fileio import atomic_write_text
 from advlab.naming import ERROR_TAG, RESUMED_CHANGES_TAG, STOP_REASON_TAG, format_eps
 from advlab.tracking import store
-from advlab.tracking.liveness import heartbeat, process_tags, reap_dead_runs
+from advlab.tracking.epoch_writer import EpochWriter, heartbeat_tags
+from advlab.tracking.liveness import process_tags, reap_dead_runs
 from advlab.tracking.metadata import (
     derive_run_name,
     flatten_config,
@@ -52,10 +53,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
-
-# An epoch reaches MLflow at most this many seconds after it ends (or when the run ends): one
-# database write per epoch cost the quickstart's short epochs about 40 ms each on 2 cores.
-EPOCH_WRITE_INTERVAL_S = 5.0
 
 
 class Tracker:
@@ -85,11 +82,9 @@ class Tracker:
         self._resumed: Resumed | None = None  # the run train.resume continues, if any
         self._client: MlflowClient | None = None
         self._prev_sigterm: Any = None
-        # Per-epoch metrics are queued (MLflow's async logging) so a database write never stalls
-        # the training loop; every queued write is awaited before the run ends.
-        self._pending: list[Any] = []
-        self._epochs_held: list[Any] = []  # epoch metrics waiting for the next write
-        self._last_epoch_write = time.monotonic()
+        # Per-epoch metrics are queued so a database write never stalls the training loop;
+        # every queued write is awaited before the run ends.
+        self._epochs = EpochWriter()
         if self.enabled:
             self.tracking_uri = store.resolve_tracking_uri(cfg.tracking, cfg.get("paths"))
 
@@ -250,7 +245,7 @@ class Tracker:
         client = self._active()
         metrics = self._new_steps(metrics)
         if client is not None and (params or tags or metrics):
-            batch = {"params": list(params), "tags": [*tags, *_heartbeat()], "metrics": metrics}
+            batch = {"params": list(params), "tags": [*tags, *heartbeat_tags()], "metrics": metrics}
             store.retry(lambda: client.log_batch(self.run_id, **batch), what=what)
 
     def _new_steps(self, metrics: Sequence[Any]) -> list:
@@ -262,35 +257,17 @@ class Tracker:
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Per-epoch metrics with step = epoch (1-based); usable as the fit loop's EpochCallback.
-
-        Written in the background, and at most every ``EPOCH_WRITE_INTERVAL_S``: epochs that
-        end sooner after the last write wait for the next one (or the end of the run), so short
-        epochs do not pay a database write each. Each write refreshes the run's heartbeat."""
-        if self._active() is None:
-            return
-        self._epochs_held.extend(self._new_steps(_metric_list(metrics, int(epoch))))
-        if time.monotonic() - self._last_epoch_write >= EPOCH_WRITE_INTERVAL_S:
-            self._write_epochs()
-
-    def _write_epochs(self) -> None:
-        """Queue one background write of the epochs held back."""
+        Written in the background, at most every few seconds (:mod:`.epoch_writer`)."""
         client = self._active()
-        held, self._epochs_held = self._epochs_held, []
-        self._last_epoch_write = time.monotonic()
-        if client is not None and held:
-            operation = client.log_batch(
-                self.run_id, metrics=held, tags=_heartbeat(), synchronous=False
-            )
-            self._pending.append(operation)
+        if client is not None:
+            assert self.run_id is not None
+            items = self._new_steps(_metric_list(metrics, int(epoch)))
+            self._epochs.add(client, self.run_id, items)
 
     def _flush(self) -> None:
-        """Write the epochs held back, then wait for every queued write (raises the first error,
-        e.g. a store that went away)."""
-        self._write_epochs()
-        pending, self._pending = self._pending, []
-        for operation in pending:
-            if operation is not None:
-                operation.wait()
+        """Write the epochs held back and wait for every queued write (raises the first error)."""
+        if self._client is not None and self.run_id is not None:
+            self._epochs.flush(self._client, self.run_id)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory's contents, under ``artifact_path`` (None: the root)."""
@@ -368,12 +345,6 @@ class Tracker:
         """``results/run_info.json`` (facts :data:`advlab.naming.INFO_KEYS`), run dir + artifact."""
         path = atomic_write_text(self.run_dir / naming.RUN_INFO_JSON, json.dumps(dict(facts)))
         self.log_artifact(path, naming.RESULTS_DIR)
-
-
-def _heartbeat() -> list:
-    from mlflow.entities import RunTag
-
-    return [RunTag(k, v) for k, v in heartbeat().items()]
 
 
 def _metric_list(
