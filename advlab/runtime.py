@@ -59,6 +59,7 @@ def reuse_freed_memory() -> bool:
     reuse and 1.66x with it (docs/benchmarks.md). Raising both thresholds makes the heap reuse
     those blocks, as jemalloc or tcmalloc would. The price: memory freed after the peak stays
     with the process.
+
     Does nothing where the user chose an allocator setting (glibc's ``MALLOC_*`` variables, or
     an allocator in ``LD_PRELOAD``) or off Linux; returns whether the setting was applied.
     """

@@ -178,7 +178,7 @@ def interleaved(
 
 
 def _another_round_fits(start: float, rounds: int, budget_s: float | None, most: int) -> bool:
-    if budget_s is None or rounds >= most:
+    if budget_s is None or rounds == 0 or rounds >= most:
         return False
     spent = time.perf_counter() - start
     return spent + spent / rounds <= budget_s

@@ -1,10 +1,10 @@
 """A run's per-epoch metrics, written to MLflow in the background and at most every
 ``EPOCH_WRITE_INTERVAL_S`` seconds.
 
-One database write per epoch cost the quickstart's short epochs about 40 ms each on 2 cores
-(3-5% of a course CNN fit, docs/benchmarks.md); epochs that end sooner after the last write wait
-for the next one, or for :meth:`EpochWriter.flush` when the run ends. Every write refreshes the
-run's heartbeat (:mod:`advlab.tracking.liveness`).
+One database write per epoch cost a course CNN fit with 0.7 s epochs 3-5% of its time on 2
+cores (`python -m benchmarks.run_all --only train`, "without MLflow" row); epochs that end sooner
+after the last write wait for the next one, or for :meth:`EpochWriter.flush` when the run ends.
+Every write refreshes the run's heartbeat (:mod:`advlab.tracking.liveness`).
 """
 
 from __future__ import annotations
