@@ -641,12 +641,10 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         "--pgd-only", action="store_true", help="only item 3 on the course CNN (e.g. with ART)"
     )
     args = parser.parse_args(argv)
-    from benchmarks.common import prepare_process
+    from advlab.runtime import select_device
+    from benchmarks.common import prepare_process, print_machine
 
     prepare_process(args.threads)
-    from advlab.runtime import select_device
-    from benchmarks.common import print_machine
-
     print_machine()
     return run(quick=args.quick, device=select_device(args.device), pgd_only=args.pgd_only)
 

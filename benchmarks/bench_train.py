@@ -562,12 +562,10 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
     args = parser.parse_args(argv)
-    from benchmarks.common import prepare_process
+    from advlab.runtime import select_device
+    from benchmarks.common import prepare_process, print_machine
 
     prepare_process(args.threads)
-    from advlab.runtime import select_device
-    from benchmarks.common import print_machine
-
     print_machine()
     return run(quick=args.quick, only_case=args.case, device=select_device(args.device))
 

@@ -45,7 +45,7 @@ def _probe(mode: str, **env: str) -> dict:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator settings")
-def test_a_second_large_tensor_reuses_the_memory_of_the_first():
+def test_repeated_large_tensors_reuse_freed_memory_instead_of_new_pages():
     without = _probe("off")
     with_reuse = _probe("on")
     assert with_reuse["applied"] is True
